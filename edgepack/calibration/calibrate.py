@@ -1,0 +1,47 @@
+"""Run the float graph on sample data and stream every activation through an observer.
+
+Only the observers' bounded state is kept (histograms, running min/max), never the activations,
+so memory does not grow with the number of samples.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Iterable
+
+import numpy as np
+
+from ..ir import Graph
+from .observers import make_observer
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int], None]  # called with the number of samples just processed
+
+
+def collect_ranges(graph: Graph, batches: Iterable[np.ndarray], method: str = "minmax",
+                   progress: Progress | None = None, **observer_opts):
+    """Returns ({activation tensor: (min, max)}, {tensor: observer}) after streaming all batches.
+
+    ``batches`` yields arrays shaped like the graph input with any batch size."""
+    import torch
+
+    from ..ir.torch_exec import to_module
+
+    module = to_module(graph)
+    names = set(graph.activations())
+    observers = {name: make_observer(method, **observer_opts) for name in sorted(names)}
+
+    def observe(name, value):
+        if name in observers:
+            observers[name].update(value.detach().numpy())
+
+    count = 0
+    with torch.no_grad():
+        for batch in batches:
+            batch = np.asarray(batch, np.float32)
+            module(torch.from_numpy(batch), observe=observe)
+            count += len(batch)
+            if progress:
+                progress(len(batch))
+    log.info("calibrated %d tensors on %d samples with %s", len(observers), count, method)
+    return {name: tuple(float(v) for v in obs.range()) for name, obs in observers.items()}, observers

@@ -1,0 +1,141 @@
+"""Ranges + the TFLite int8 rules -> QuantParams on every tensor of the graph.
+
+- activations: int8 asymmetric per-tensor, range widened to contain 0;
+- ops whose output must reuse the input's params (ir.OPS quant="same_as_input": reshape, pooling, pad,
+  concat, transpose, resize) put their input(s) and output in one group sharing one range (the union);
+- ops with fixed params (softmax, sigmoid: 1/256, -128; tanh: 1/128, 0) impose them on their group;
+- weights: int8 symmetric per output channel for Conv (IR axis 0), per-tensor for Gemm by default
+  (TFLM spends persistent arena on per-channel FC);
+- bias: int32, scale = input scale x weight scale (per channel), zero-point 0;
+- other constants (operands of Add/Mul/...): int8 asymmetric per-tensor from their own values.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from ..ir import OPS, Graph, QuantParams
+from ..ir.quant import params_from_range, symmetric_weight_params
+
+
+@dataclass(frozen=True)
+class QuantRules:
+    per_channel_conv: bool = True
+    per_channel_gemm: bool = False
+
+
+class _Groups:
+    """Union-find over tensor names that must share quantization parameters."""
+
+    def __init__(self):
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def shared_groups(graph: Graph) -> _Groups:
+    groups = _Groups()
+    for name in graph.activations():
+        groups.find(name)
+    for node in graph.nodes:
+        if OPS[node.op].quant == "same_as_input":
+            for i in node.inputs:
+                if i and not graph.tensors[i].is_const:
+                    groups.union(i, node.outputs[0])
+    return groups
+
+
+def activation_params(graph: Graph, ranges: dict[str, tuple[float, float]]) -> dict[str, QuantParams]:
+    """QuantParams of every activation tensor, honouring shared and fixed parameters."""
+    groups = shared_groups(graph)
+    fixed: dict[str, QuantParams] = {}
+    for node in graph.nodes:
+        spec = OPS[node.op]
+        if spec.quant == "fixed":
+            root = groups.find(node.outputs[0])
+            fixed.setdefault(root, QuantParams.per_tensor(spec.fixed[0], spec.fixed[1]))
+    union: dict[str, tuple[float, float]] = {}
+    for name in graph.activations():
+        if name not in ranges:
+            raise DataError(f"calibration has no range for tensor '{name}' "
+                            "(the calibration file does not match this model)")
+        lo, hi = ranges[name]
+        root = groups.find(name)
+        plo, phi = union.get(root, (lo, hi))
+        union[root] = (min(plo, lo), max(phi, hi))
+    params = {}
+    for name in graph.activations():
+        root = groups.find(name)
+        params[name] = fixed.get(root) or params_from_range(*union[root])
+    return params
+
+
+def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]],
+                   rules: QuantRules = QuantRules()) -> Graph:
+    """Return a copy of ``graph`` with ``Tensor.quant`` set on every tensor that int8 inference uses."""
+    g = graph.copy()
+    act = activation_params(g, ranges)
+    for name, qp in act.items():
+        g.tensors[name].quant = qp
+    for node in g.nodes:
+        weight_pos = OPS[node.op].weights
+        for pos, name in enumerate(node.inputs):
+            if not name:
+                continue
+            t = g.tensors[name]
+            if not t.is_const or t.quant is not None or not t.dtype.startswith("float"):
+                continue
+            if node.op in ("Conv", "Gemm") and pos == 1:
+                per_channel = rules.per_channel_conv if node.op == "Conv" else rules.per_channel_gemm
+                t.quant = symmetric_weight_params(t.data, 0 if per_channel else None)
+            elif node.op in ("Conv", "Gemm") and pos == 2:
+                t.quant = _bias_params(g, node)
+            elif pos not in weight_pos:
+                t.quant = params_from_range(float(t.data.min()), float(t.data.max()))
+    return g
+
+
+def _bias_params(g: Graph, node) -> QuantParams:
+    in_scale = g.tensors[node.inputs[0]].quant.scale[0]
+    w = g.tensors[node.inputs[1]].quant
+    scales = np.asarray(w.scale, np.float64) * in_scale
+    if w.axis is None:
+        n = g.tensors[node.inputs[2]].shape[0]
+        scales = np.full(n, scales[0])
+    return QuantParams.per_channel(scales, axis=0, dtype="int32")
+
+
+# ---- calibration.json ----------------------------------------------------------------------------
+
+def save_calibration(graph: Graph, ranges: dict, method: str) -> str:
+    """calibration.json: per activation tensor the method, observed range, scale and zero-point."""
+    entries = {}
+    for name in graph.activations():
+        qp = graph.tensors[name].quant
+        entries[name] = {"method": method, "range": [float(v) for v in ranges[name]],
+                         "scale": qp.scale[0] if qp else None, "zero_point": qp.zero_point[0] if qp else None}
+    return json.dumps({"format": "edgepack-calibration/1", "method": method, "tensors": entries},
+                      indent=2, sort_keys=True)
+
+
+def load_calibration(text: str, where: str = "calibration file") -> dict[str, tuple[float, float]]:
+    try:
+        data = json.loads(text)
+        if data.get("format") != "edgepack-calibration/1":
+            raise ValueError("not an edgepack calibration file")
+        return {k: (float(v["range"][0]), float(v["range"][1])) for k, v in data["tensors"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None

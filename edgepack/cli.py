@@ -1,0 +1,144 @@
+"""Command line: export | inspect | demo. The only module that prints.
+
+A user error prints one line and exits 2 (3 for a missed budget with --fail-on-budget);
+a traceback only with --debug.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from .errors import EdgepackError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, no usage dump
+        print(f"edgepack: error: {message} (see: {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _add_model_args(p):
+    p.add_argument("model", help="model file: .onnx, TorchScript .pt, torch.export .pt2")
+    p.add_argument("--input-shape", help="model input shape incl. batch, e.g. 1,3,32,32")
+    p.add_argument("--exporter", choices=["auto", "legacy", "dynamo"], default="auto",
+                   help="torch.onnx exporter for PyTorch models (default: auto)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow loading a pickled whole PyTorch module (runs code from the file)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="edgepack", description="Export models to int8 .tflite/.onnx and prove them.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("export", help="convert a model and write its artifacts")
+    _add_model_args(p)
+    p.add_argument("--out", default="edgepack_out", help="output folder (default: edgepack_out)")
+    p.add_argument("--config", help="TOML file with the same keys as these flags")
+    p.add_argument("--force", action="store_true", help="overwrite existing artifacts")
+
+    p = sub.add_parser("inspect", help="show a model's inputs, outputs, nodes, params and MACs")
+    _add_model_args(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("demo", help="train a small CNN on scikit-learn digits and export it")
+    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    p.add_argument("--force", action="store_true", help="overwrite existing artifacts")
+    return parser
+
+
+def _config(args):
+    from .config import ExportConfig
+
+    cfg = ExportConfig.from_toml(args.config) if getattr(args, "config", None) else ExportConfig()
+    flags = {"exporter": args.exporter, "trust_pickle": args.trust_pickle or cfg.trust_pickle}
+    if args.input_shape:
+        flags["input_shape"] = args.input_shape
+    if getattr(args, "force", False):
+        flags["force"] = True
+    return cfg.replace(**flags)
+
+
+def cmd_export(args) -> int:
+    from .api import export
+
+    report = export(args.model, out=args.out, config=_config(args))
+    for kind, art in report.artifacts.items():
+        print(f"wrote {art['path']} ({art['bytes']:,} bytes)")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from .api import load
+    from .ir.summary import summarize
+
+    summary = summarize(load(args.model, config=_config(args)))
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print_summary(summary)
+    return 0
+
+
+def print_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="nodes")
+    for col in ("name", "op", "output shape", "params", "MACs"):
+        table.add_column(col, justify="right" if col in ("params", "MACs") else "left")
+    for row in summary["nodes"]:
+        op = row["op"] + (f"+{row['activation']}" if row.get("activation") else "")
+        table.add_row(row["name"], op, "x".join(map(str, row["output_shape"])),
+                      f"{row['params']:,}", f"{row['macs']:,}")
+    console = Console()
+    for kind in ("inputs", "outputs"):
+        for name, shape in summary.get(kind, {}).items():
+            console.print(f"{kind[:-1]} {name}: {'x'.join(map(str, shape))}")
+    console.print(table)
+    t = summary["totals"]
+    console.print(f"total: {t['nodes']} nodes, {t['params']:,} params, {t['macs']:,} MACs")
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    summary, report = run_demo(args.out, force=args.force, echo=print)
+    print_summary(summary)
+    for art in report.artifacts.values():
+        print(f"wrote {art['path']} ({art['bytes']:,} bytes)")
+    print(f"report: {args.out}/export/report.json")
+    return 0
+
+
+COMMANDS = {"export": cmd_export, "inspect": cmd_inspect, "demo": cmd_demo}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except EdgepackError as exc:
+        if args.debug:
+            raise
+        print(f"edgepack: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgepack: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug in edgepack: say so in one line, traceback with --debug
+        if args.debug:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"edgepack: internal error: {type(exc).__name__}: {first} "
+              "(re-run with --debug for the traceback and please report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Graph passes and the emitters that write ONNX and TFLite files from the IR."""

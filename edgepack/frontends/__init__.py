@@ -1,0 +1,4 @@
+"""Anything in -> ir.Graph."""
+from .onnx import load_onnx
+
+__all__ = ["load_onnx"]

@@ -1,0 +1,7 @@
+"""The graph every stage speaks. Imports nothing else of edgepack's."""
+from .graph import Graph, GraphError, Node, Tensor, iter_weights, verify
+from .ops import OPS, OpSpec
+from .quant import QuantParams
+
+__all__ = ["Graph", "GraphError", "Node", "Tensor", "verify", "iter_weights", "OPS", "OpSpec",
+           "QuantParams"]

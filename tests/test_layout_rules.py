@@ -1,0 +1,66 @@
+"""The package layout rules of DESIGN.md: one-way imports and a line budget per file."""
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "edgepack"
+STAGES = ("frontends", "calibration", "exporter", "targets")
+TOP = ("api", "cli", "report", "demo", "config", "artifacts")
+
+
+def _imports(path: Path) -> set[str]:
+    """Absolute edgepack module names imported by a file (relative imports resolved)."""
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    package = list(rel.parts[:-1])
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("edgepack"))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            if mod.startswith("edgepack"):
+                found.add(mod)
+                if not node.module or mod.count(".") == 0:
+                    found.update(f"{mod}.{a.name}" for a in node.names)
+    return found
+
+
+def _area(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def test_import_rule_one_direction():
+    bad = []
+    for path in PKG.rglob("*.py"):
+        area = path.relative_to(PKG).parts[0].removesuffix(".py")
+        for mod in _imports(path):
+            target = _area(mod)
+            if target in ("", area):
+                continue
+            if area == "ir":
+                bad.append(f"{path.name}: ir must import nothing of ours, imports {mod}")
+            elif area in STAGES and target not in ("ir", "errors"):
+                bad.append(f"{path.relative_to(PKG)}: {area} may import only ir and errors, imports {mod}")
+            elif area in ("errors",) and target:
+                bad.append(f"{path.name}: errors imports {mod}")
+    assert not bad, "\n".join(bad)
+
+
+def test_import_rule_is_enforced_on_a_violation(tmp_path):
+    # The checker itself must catch a stage importing another stage.
+    fake = PKG / "frontends" / "_probe_violation.py"
+    fake.write_text("from ..exporter import passes\n")
+    try:
+        assert any("exporter" in m for m in _imports(fake))
+    finally:
+        fake.unlink()
+
+
+def test_files_stay_small():
+    long = [f"{p.relative_to(PKG)}: {n} lines" for p in PKG.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 450]
+    assert not long, "split these files: " + ", ".join(long)
