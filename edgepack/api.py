@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
 from . import artifacts
 from .config import ExportConfig
-from .errors import ModelLoadError
+from .errors import ConfigError, ModelLoadError
 from .ir import Graph, verify
 from .report import Report
 
@@ -76,26 +77,69 @@ def model_name(model) -> str:
     return type(model).__name__
 
 
+Progress = Callable[[str, int, int], None]  # (stage, samples just done, total samples)
+
+
 def export(model, calib=None, out="edgepack_out", *, config: ExportConfig | None = None,
-           example_input=None, **settings) -> Report:
-    """Export ``model`` to ``out``: model.float.onnx now; the int8 artifacts when ``calib`` data is given
-    (later stages). Returns the Report, also saved as ``out/report.json``."""
+           example_input=None, progress: Progress | None = None, **settings) -> Report:
+    """Export ``model`` into the folder ``out`` and return the Report (also saved as report.json).
+
+    Always writes model.float.onnx. With ``calib`` sample data (a path or an iterable of arrays, see
+    ``calibration.load_samples``) or ``calibration_file=``, also writes model.int8.onnx and
+    calibration.json. Settings are the fields of ExportConfig, given as keywords or as ``config``."""
     from .exporter.emit_onnx import to_onnx
     from .ir.summary import summarize
 
     cfg = (config or ExportConfig()).replace(**settings)
     out = Path(out)
-    paths = {"float_onnx": out / "model.float.onnx", "report": out / "report.json"}
-    artifacts.check_writable(paths.values(), cfg.force)
+    quantize = calib is not None or cfg.calibration_file is not None
+    paths = {"float_onnx": out / "model.float.onnx"}
+    if quantize:
+        paths.update(int8_onnx=out / "model.int8.onnx", calibration=out / "calibration.json")
+    artifacts.check_writable(list(paths.values()) + [out / "report.json"], cfg.force)
 
     graph = load(model, config=cfg, example_input=example_input)
     report = Report(model=model_name(model),
                     inputs={n: list(graph.tensors[n].shape) for n in graph.inputs},
                     outputs={n: list(graph.tensors[n].shape) for n in graph.outputs},
                     summary=summarize(graph)["totals"])
-    onnx_bytes = to_onnx(graph).SerializeToString()
-    artifacts.write_bytes(paths["float_onnx"], onnx_bytes)
-    report.artifacts["float_onnx"] = {"path": str(paths["float_onnx"]), "bytes": len(onnx_bytes)}
-    report.save(paths["report"])
-    log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
+    files = {"float_onnx": to_onnx(graph).SerializeToString()}
+    if quantize:
+        files.update(_quantize(graph, calib, cfg, report, progress))
+    # Everything is computed before anything is written: a failure leaves no partial set behind.
+    for kind, data in files.items():
+        artifacts.write_bytes(paths[kind], data)
+        report.artifacts[kind] = {"path": str(paths[kind]), "bytes": len(data)}
+    report.save(out / "report.json")
+    log.info("wrote %s", ", ".join(str(paths[k]) for k in files))
     return report
+
+
+def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress) -> dict[str, bytes]:
+    from .calibration import calibrate_graph, load_samples
+    from .calibration.quantize import load_calibration, save_calibration
+    from .exporter.emit_onnx_qdq import to_onnx_qdq
+
+    if len(graph.inputs) != 1:
+        raise ConfigError(f"int8 export handles single-input models; this one has {len(graph.inputs)} "
+                          f"inputs ({', '.join(graph.inputs)})")
+    input_shape = graph.tensors[graph.inputs[0]].shape
+    ranges, samples = None, None
+    if cfg.calibration_file:
+        path = Path(cfg.calibration_file)
+        if not path.exists():
+            raise ConfigError(f"calibration file not found: {path}", "calibration_file")
+        ranges = load_calibration(path.read_text(), str(path))
+    else:
+        samples = load_samples(calib, input_shape, input_name=graph.inputs[0], mean=cfg.mean, std=cfg.std,
+                               limit=cfg.calib_limit)
+    total = len(samples) if samples is not None else 0
+    tick = (lambda n: progress("calibrating", n, total)) if progress else None
+    opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
+    qgraph, ranges = calibrate_graph(graph, samples, cfg.calibration, progress=tick, ranges=ranges, **opts)
+    report.metrics["calibration"] = {"method": cfg.calibration, "samples": total,
+                                     "from_file": cfg.calibration_file}
+    report.notes.append(f"calibrated {len(ranges)} tensors with {cfg.calibration}"
+                        + (f" on {total} samples" if total else f" from {cfg.calibration_file}"))
+    return {"int8_onnx": to_onnx_qdq(qgraph, activations=cfg.onnx_activations).SerializeToString(),
+            "calibration": save_calibration(qgraph, ranges, cfg.calibration).encode()}

@@ -37,6 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="convert a model and write its artifacts")
     _add_model_args(p)
     p.add_argument("--out", default="edgepack_out", help="output folder (default: edgepack_out)")
+    p.add_argument("--calib", help="calibration samples: .npy, .npz, a folder of .npy or of images")
+    p.add_argument("--calibration", choices=["minmax", "percentile", "mse", "entropy"],
+                   help="activation range method (default: minmax)")
+    p.add_argument("--percentile", type=float, help="percentile for --calibration percentile (default 99.99)")
+    p.add_argument("--calibration-file", help="reuse a calibration.json instead of running --calib")
+    p.add_argument("--calib-limit", type=int, help="use at most this many calibration samples")
+    p.add_argument("--mean", help="image folders: per-channel mean, after scaling pixels to [0, 1]")
+    p.add_argument("--std", help="image folders: per-channel std")
+    p.add_argument("--onnx-activations", choices=["uint8", "int8"],
+                   help="int8 ONNX activation storage (default uint8: same values, faster onnxruntime)")
     p.add_argument("--config", help="TOML file with the same keys as these flags")
     p.add_argument("--force", action="store_true", help="overwrite existing artifacts")
 
@@ -59,13 +69,42 @@ def _config(args):
         flags["input_shape"] = args.input_shape
     if getattr(args, "force", False):
         flags["force"] = True
+    for key in ("calibration", "percentile", "calibration_file", "calib_limit", "mean", "std",
+                "onnx_activations"):
+        if getattr(args, key, None) is not None:
+            flags[key] = getattr(args, key)
     return cfg.replace(**flags)
+
+
+class _ProgressBar:
+    """The rich progress bar the library's ``progress(stage, done, total)`` callback drives."""
+
+    def __init__(self):
+        from rich.progress import Progress
+
+        self.bar = Progress(transient=True)
+        self.tasks = {}
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.__exit__(*exc)
+
+    def __call__(self, stage: str, done: int, total: int):
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bar.add_task(stage, total=total or None)
+        self.bar.advance(self.tasks[stage], done)
 
 
 def cmd_export(args) -> int:
     from .api import export
 
-    report = export(args.model, out=args.out, config=_config(args))
+    with _ProgressBar() as progress:
+        report = export(args.model, calib=args.calib, out=args.out, config=_config(args), progress=progress)
+    for note in report.notes:
+        print(note)
     for kind, art in report.artifacts.items():
         print(f"wrote {art['path']} ({art['bytes']:,} bytes)")
     return 0

@@ -13,6 +13,8 @@ from pathlib import Path
 from .errors import ConfigError
 
 EXPORTERS = ("auto", "legacy", "dynamo")
+CALIBRATIONS = ("minmax", "percentile", "mse", "entropy")
+ONNX_ACTIVATIONS = ("uint8", "int8")
 
 
 def parse_shape(text) -> tuple[int, ...]:
@@ -32,6 +34,14 @@ def parse_shape(text) -> tuple[int, ...]:
     return shape
 
 
+def _floats(value, key: str) -> tuple[float, ...]:
+    parts = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    try:
+        return tuple(float(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} '{value}' is not a list of numbers (example: 0.5,0.5,0.5)", key) from None
+
+
 @dataclass(frozen=True)
 class ExportConfig:
     input_shape: tuple[int, ...] | None = None  # model input incl. batch (PyTorch without example)
@@ -39,12 +49,30 @@ class ExportConfig:
     opset: int | None = None  # ONNX opset used by torch.onnx.export
     trust_pickle: bool = False  # allow torch.load of whole pickled modules (runs code)
     force: bool = False  # overwrite existing artifacts
+    calibration: str = "minmax"  # range observer: minmax | percentile | mse | entropy
+    percentile: float = 99.99  # for calibration="percentile"
+    calibration_file: str | None = None  # reuse a calibration.json instead of running the samples
+    calib_limit: int | None = None  # use at most this many calibration samples
+    mean: tuple[float, ...] | None = None  # image folders: (x - mean) / std per channel, after scaling to [0, 1]
+    std: tuple[float, ...] | None = None
+    onnx_activations: str = "uint8"  # int8 ONNX activation storage (uint8: same values, faster on x86 ORT)
 
     def __post_init__(self):
         if self.input_shape is not None:
             object.__setattr__(self, "input_shape", parse_shape(self.input_shape))
         if self.exporter not in EXPORTERS:
             raise ConfigError(f"unknown exporter '{self.exporter}'", "exporter", EXPORTERS)
+        if self.calibration not in CALIBRATIONS:
+            raise ConfigError(f"unknown calibration method '{self.calibration}'", "calibration", CALIBRATIONS)
+        if self.onnx_activations not in ONNX_ACTIVATIONS:
+            raise ConfigError(f"unknown onnx_activations '{self.onnx_activations}'", "onnx_activations",
+                              ONNX_ACTIVATIONS)
+        if not 50.0 < float(self.percentile) <= 100.0:
+            raise ConfigError(f"percentile must be in (50, 100], got {self.percentile}", "percentile")
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, tuple):
+                object.__setattr__(self, key, _floats(value, key))
 
     @classmethod
     def keys(cls) -> list[str]:

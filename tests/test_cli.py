@@ -130,3 +130,36 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_export_with_calibration_writes_the_four_files(capsys, tmp_path, cnn_onnx):
+    import json
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.random.default_rng(0).random((20, 1, 16, 16), np.float32))
+    out = tmp_path / "o"
+    code, stdout, _ = _run(capsys, "export", str(cnn_onnx), "--calib", str(calib), "--out", str(out),
+                           "--calibration", "percentile", "--percentile", "99.9")
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["calibration.json", "model.float.onnx",
+                                                     "model.int8.onnx", "report.json"]
+    cal = json.loads((out / "calibration.json").read_text())
+    assert cal["method"] == "percentile" and all(t["scale"] > 0 for t in cal["tensors"].values())
+    assert json.loads((out / "report.json").read_text())["metrics"]["calibration"]["samples"] == 20
+
+
+def test_calibration_data_of_the_wrong_shape_is_refused(capsys, tmp_path, cnn_onnx):
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.zeros((5, 3, 8, 8), np.float32))
+    code, _, err = _run(capsys, "export", str(cnn_onnx), "--calib", str(calib), "--out", str(tmp_path / "o"))
+    _assert_one_line_error(code, err, "3, 8, 8", "1, 16, 16")
+    assert not (tmp_path / "o").exists()
+
+
+def test_nan_in_calibration_data_is_refused(capsys, tmp_path, cnn_onnx):
+    x = np.zeros((10, 1, 16, 16), np.float32)
+    x[2, 0, 0, 0] = np.nan
+    x[7, 0, 1, 1] = np.inf
+    np.save(tmp_path / "c.npy", x)
+    code, _, err = _run(capsys, "export", str(cnn_onnx), "--calib", str(tmp_path / "c.npy"),
+                        "--out", str(tmp_path / "o"))
+    _assert_one_line_error(code, err, "2 of 10")

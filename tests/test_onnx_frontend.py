@@ -330,13 +330,22 @@ def test_resize(opset, mode, ctm, use_sizes):
 def test_reduce_mean_axes_attr_and_input(opset, keepdims):
     if opset >= 18:
         node = helper.make_node("ReduceMean", ["x", "axes"], ["y"], keepdims=keepdims)
-        inits = {"axes": np.array([-1, 2], np.int64)}
+        inits = {"axes": np.array([-1, 1], np.int64)}
     else:
-        node = helper.make_node("ReduceMean", ["x"], ["y"], axes=[-1, 2], keepdims=keepdims)
+        node = helper.make_node("ReduceMean", ["x"], ["y"], axes=[-1, 1], keepdims=keepdims)
         inits = {}
     m = make_model([node], {"x": (2, 3, 4, 5)}, ["y"], inits, opset=opset)
     attrs = only(roundtrip(m, opset=opset), "ReduceMean").attrs
-    assert attrs == {"axes": [2, 3], "keepdims": keepdims}
+    assert attrs == {"axes": [1, 3], "keepdims": keepdims}
+
+
+@pytest.mark.parametrize("keepdims", [1, 0])
+def test_spatial_reduce_mean_becomes_global_average_pool(keepdims):
+    node = helper.make_node("ReduceMean", ["x"], ["y"], axes=[-1, 2], keepdims=keepdims)
+    m = make_model([node], {"x": (2, 3, 4, 5)}, ["y"], {}, opset=13)
+    graph = roundtrip(m, opset=13)
+    assert graph.op_counts() == ({"GlobalAveragePool": 1} if keepdims else
+                                 {"GlobalAveragePool": 1, "Reshape": 1})
 
 
 # ---- whole-model behaviour -----------------------------------------------------------------

@@ -45,3 +45,15 @@ def collect_ranges(graph: Graph, batches: Iterable[np.ndarray], method: str = "m
                 progress(len(batch))
     log.info("calibrated %d tensors on %d samples with %s", len(observers), count, method)
     return {name: tuple(float(v) for v in obs.range()) for name, obs in observers.items()}, observers
+
+
+def calibrate_graph(graph: Graph, samples, method: str = "minmax", *, batch_size: int = 32,
+                    progress: Progress | None = None, ranges: dict | None = None, rules=None, **observer_opts):
+    """Float graph + samples (a SampleSet) -> (graph with QuantParams on every tensor, ranges).
+
+    With ``ranges`` given (from a calibration.json) the samples are not run again."""
+    from .quantize import QuantRules, quantize_graph
+
+    if ranges is None:
+        ranges, _ = collect_ranges(graph, samples.batches(batch_size), method, progress, **observer_opts)
+    return quantize_graph(graph, ranges, rules or QuantRules()), ranges

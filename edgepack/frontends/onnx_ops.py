@@ -253,8 +253,19 @@ def _reduce_mean(b: Builder, node, attrs):
         b.emit("Identity", [node.input[0]], [node.output[0]])
         return
     axes = sorted({int(a) % rank for a in axes}) if axes else list(range(rank))
-    b.emit("ReduceMean", [node.input[0]], [node.output[0]],
-           {"axes": axes, "keepdims": int(attrs.get("keepdims", 1))})
+    keepdims = int(attrs.get("keepdims", 1))
+    if rank == 4 and axes == [2, 3]:
+        # A spatial mean is a global average pool: one canonical op, which onnxruntime runs as an
+        # int8 kernel (QLinearGlobalAveragePool) where a QDQ ReduceMean stays in float.
+        if keepdims:
+            b.emit("GlobalAveragePool", [node.input[0]], [node.output[0]])
+        else:
+            n, c = b.shape(node.input[0])[:2]
+            pooled = b.new_tensor(node.output[0] + "/pooled", (n, c, 1, 1))
+            b.emit("GlobalAveragePool", [node.input[0]], [pooled])
+            b.emit("Reshape", [pooled], [node.output[0]], {"shape": [n, c]}, suffix="squeeze")
+        return
+    b.emit("ReduceMean", [node.input[0]], [node.output[0]], {"axes": axes, "keepdims": keepdims})
 
 
 RULES = {
