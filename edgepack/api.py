@@ -84,18 +84,21 @@ def export(model, calib=None, out="edgepack_out", *, config: ExportConfig | None
            example_input=None, progress: Progress | None = None, **settings) -> Report:
     """Export ``model`` into the folder ``out`` and return the Report (also saved as report.json).
 
-    Always writes model.float.onnx. With ``calib`` sample data (a path or an iterable of arrays, see
-    ``calibration.load_samples``) or ``calibration_file=``, also writes model.int8.onnx and
-    calibration.json. Settings are the fields of ExportConfig, given as keywords or as ``config``."""
+    Always writes model.float.onnx and model.float.tflite. With ``calib`` sample data (a path or an
+    iterable of arrays, see ``calibration.load_samples``) or ``calibration_file=``, also writes
+    model.int8.onnx, model.int8.tflite and calibration.json, all from one calibration.
+    Settings are the fields of ExportConfig, given as keywords or as ``config``."""
     from .exporter.emit_onnx import to_onnx
+    from .exporter.emit_tflite import to_tflite
     from .ir.summary import summarize
 
     cfg = (config or ExportConfig()).replace(**settings)
     out = Path(out)
     quantize = calib is not None or cfg.calibration_file is not None
-    paths = {"float_onnx": out / "model.float.onnx"}
+    paths = {"float_onnx": out / "model.float.onnx", "float_tflite": out / "model.float.tflite"}
     if quantize:
-        paths.update(int8_onnx=out / "model.int8.onnx", calibration=out / "calibration.json")
+        paths.update(int8_onnx=out / "model.int8.onnx", int8_tflite=out / "model.int8.tflite",
+                     calibration=out / "calibration.json")
     artifacts.check_writable(list(paths.values()) + [out / "report.json"], cfg.force)
 
     graph = load(model, config=cfg, example_input=example_input)
@@ -103,7 +106,7 @@ def export(model, calib=None, out="edgepack_out", *, config: ExportConfig | None
                     inputs={n: list(graph.tensors[n].shape) for n in graph.inputs},
                     outputs={n: list(graph.tensors[n].shape) for n in graph.outputs},
                     summary=summarize(graph)["totals"])
-    files = {"float_onnx": to_onnx(graph).SerializeToString()}
+    files = {"float_onnx": to_onnx(graph).SerializeToString(), "float_tflite": to_tflite(graph, int8=False)}
     if quantize:
         files.update(_quantize(graph, calib, cfg, report, progress))
     # Everything is computed before anything is written: a failure leaves no partial set behind.
@@ -119,6 +122,7 @@ def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress) 
     from .calibration import calibrate_graph, load_samples
     from .calibration.quantize import load_calibration, save_calibration
     from .exporter.emit_onnx_qdq import to_onnx_qdq
+    from .exporter.emit_tflite import to_tflite
 
     if len(graph.inputs) != 1:
         raise ConfigError(f"int8 export handles single-input models; this one has {len(graph.inputs)} "
@@ -142,4 +146,5 @@ def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress) 
     report.notes.append(f"calibrated {len(ranges)} tensors with {cfg.calibration}"
                         + (f" on {total} samples" if total else f" from {cfg.calibration_file}"))
     return {"int8_onnx": to_onnx_qdq(qgraph, activations=cfg.onnx_activations).SerializeToString(),
+            "int8_tflite": to_tflite(qgraph, int8=True, io=cfg.io),
             "calibration": save_calibration(qgraph, ranges, cfg.calibration).encode()}

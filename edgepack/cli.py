@@ -20,7 +20,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_model_args(p):
-    p.add_argument("model", help="model file: .onnx, TorchScript .pt, torch.export .pt2")
+    p.add_argument("model", help="model file: .onnx, TorchScript .pt, torch.export .pt2 (inspect: .tflite too)")
     p.add_argument("--input-shape", help="model input shape incl. batch, e.g. 1,3,32,32")
     p.add_argument("--exporter", choices=["auto", "legacy", "dynamo"], default="auto",
                    help="torch.onnx exporter for PyTorch models (default: auto)")
@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--std", help="image folders: per-channel std")
     p.add_argument("--onnx-activations", choices=["uint8", "int8"],
                    help="int8 ONNX activation storage (default uint8: same values, faster onnxruntime)")
+    p.add_argument("--io", choices=["int8", "float"],
+                   help="int8 .tflite input/output type (default int8; float adds QUANTIZE/DEQUANTIZE)")
     p.add_argument("--config", help="TOML file with the same keys as these flags")
     p.add_argument("--force", action="store_true", help="overwrite existing artifacts")
 
@@ -70,7 +72,7 @@ def _config(args):
     if getattr(args, "force", False):
         flags["force"] = True
     for key in ("calibration", "percentile", "calibration_file", "calib_limit", "mean", "std",
-                "onnx_activations"):
+                "onnx_activations", "io"):
         if getattr(args, key, None) is not None:
             flags[key] = getattr(args, key)
     return cfg.replace(**flags)
@@ -114,7 +116,11 @@ def cmd_inspect(args) -> int:
     from .api import load
     from .ir.summary import summarize
 
-    summary = summarize(load(args.model, config=_config(args)))
+    if str(args.model).lower().endswith(".tflite"):
+        from .targets.tflite_file import read_tflite, summarize_tflite
+        summary = summarize_tflite(read_tflite(args.model))
+    else:
+        summary = summarize(load(args.model, config=_config(args)))
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
@@ -126,20 +132,26 @@ def print_summary(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    quantized = any("scale" in row for row in summary["nodes"])
     table = Table(title="nodes")
-    for col in ("name", "op", "output shape", "params", "MACs"):
-        table.add_column(col, justify="right" if col in ("params", "MACs") else "left")
+    cols = ["name", "op", "output shape", "params", "MACs"] + (["dtype", "scale", "zero point"] if quantized else [])
+    for col in cols:
+        table.add_column(col, justify="right" if col in ("params", "MACs", "scale", "zero point") else "left")
     for row in summary["nodes"]:
         op = row["op"] + (f"+{row['activation']}" if row.get("activation") else "")
-        table.add_row(row["name"], op, "x".join(map(str, row["output_shape"])),
-                      f"{row['params']:,}", f"{row['macs']:,}")
+        cells = [row["name"], op, "x".join(map(str, row["output_shape"])), f"{row['params']:,}", f"{row['macs']:,}"]
+        if quantized:
+            cells += [row.get("dtype", ""), "" if row.get("scale") is None else f"{row['scale']:.6g}",
+                      "" if row.get("zero_point") is None else str(row["zero_point"])]
+        table.add_row(*cells)
     console = Console()
     for kind in ("inputs", "outputs"):
         for name, shape in summary.get(kind, {}).items():
             console.print(f"{kind[:-1]} {name}: {'x'.join(map(str, shape))}")
     console.print(table)
     t = summary["totals"]
-    console.print(f"total: {t['nodes']} nodes, {t['params']:,} params, {t['macs']:,} MACs")
+    size = f", {t['bytes']:,} bytes" if "bytes" in t else ""
+    console.print(f"total: {t['nodes']} nodes, {t['params']:,} params, {t['macs']:,} MACs{size}")
 
 
 def cmd_demo(args) -> int:

@@ -55,6 +55,7 @@ class ExportConfig:
     calib_limit: int | None = None  # use at most this many calibration samples
     mean: tuple[float, ...] | None = None  # image folders: (x - mean) / std per channel, after scaling to [0, 1]
     std: tuple[float, ...] | None = None
+    io: str = "int8"  # int8 .tflite input/output: int8, or float with QUANTIZE/DEQUANTIZE at the edges
     onnx_activations: str = "uint8"  # int8 ONNX activation storage (uint8: same values, faster on x86 ORT)
 
     def __post_init__(self):
@@ -67,6 +68,8 @@ class ExportConfig:
         if self.onnx_activations not in ONNX_ACTIVATIONS:
             raise ConfigError(f"unknown onnx_activations '{self.onnx_activations}'", "onnx_activations",
                               ONNX_ACTIVATIONS)
+        if self.io not in ("int8", "float"):
+            raise ConfigError(f"unknown io '{self.io}'", "io", ("int8", "float"))
         if not 50.0 < float(self.percentile) <= 100.0:
             raise ConfigError(f"percentile must be in (50, 100], got {self.percentile}", "percentile")
         for key in ("mean", "std"):

@@ -132,7 +132,7 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_export_with_calibration_writes_the_four_files(capsys, tmp_path, cnn_onnx):
+def test_export_with_calibration_writes_every_artifact(capsys, tmp_path, cnn_onnx):
     import json
     calib = tmp_path / "calib.npy"
     np.save(calib, np.random.default_rng(0).random((20, 1, 16, 16), np.float32))
@@ -141,7 +141,8 @@ def test_export_with_calibration_writes_the_four_files(capsys, tmp_path, cnn_onn
                            "--calibration", "percentile", "--percentile", "99.9")
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == ["calibration.json", "model.float.onnx",
-                                                     "model.int8.onnx", "report.json"]
+                                                     "model.float.tflite", "model.int8.onnx",
+                                                     "model.int8.tflite", "report.json"]
     cal = json.loads((out / "calibration.json").read_text())
     assert cal["method"] == "percentile" and all(t["scale"] > 0 for t in cal["tensors"].values())
     assert json.loads((out / "report.json").read_text())["metrics"]["calibration"]["samples"] == 20
@@ -163,3 +164,21 @@ def test_nan_in_calibration_data_is_refused(capsys, tmp_path, cnn_onnx):
     code, _, err = _run(capsys, "export", str(cnn_onnx), "--calib", str(tmp_path / "c.npy"),
                         "--out", str(tmp_path / "o"))
     _assert_one_line_error(code, err, "2 of 10")
+
+
+def test_inspect_reads_tflite(capsys, tmp_path, cnn_onnx):
+    import json
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.random.default_rng(0).random((10, 1, 16, 16), np.float32))
+    assert _run(capsys, "export", str(cnn_onnx), "--calib", str(calib), "--out", str(tmp_path / "o"))[0] == 0
+    code, out, _ = _run(capsys, "inspect", str(tmp_path / "o" / "model.int8.tflite"), "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["totals"]["op_counts"]["CONV_2D"] == 3 and data["totals"]["op_counts"]["FULLY_CONNECTED"] == 1
+    assert all(r["dtype"] == "int8" and r["scale"] > 0 for r in data["nodes"])
+    code, _, err = _run(capsys, "inspect", str(cnn_onnx.with_suffix(".tflite")))
+    _assert_one_line_error(code, err, "not found")
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"garbage!" * 10)
+    code, _, err = _run(capsys, "inspect", str(bad))
+    _assert_one_line_error(code, err, "not a TFLite model")

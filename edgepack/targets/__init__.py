@@ -1,0 +1,1 @@
+"""Targets: where artifacts run (profiles, runtimes, memory, latency, validation)."""

@@ -1,0 +1,168 @@
+"""Run artifacts on the real runtimes: .tflite on LiteRT (XNNPACK or reference kernels) and on
+TensorFlow Lite Micro, .onnx on onnxruntime. Inputs and outputs are in the file's own layout and
+dtype; validate.py converts user data (NCHW float) to that.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+import tempfile
+
+import numpy as np
+
+from ..errors import EdgepackError
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("onnxruntime", "litert", "litert-ref", "tflm")
+
+
+class RuntimeFailure(EdgepackError):
+    """A runtime refused or failed to run an artifact (the message says which and why)."""
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class LiteRT:
+    """A .tflite on LiteRT. ``reference=True`` uses BUILTIN_REF kernels (no XNNPACK)."""
+
+    def __init__(self, model: bytes, reference: bool = False, threads: int = 1, preserve_all: bool = False):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        kind = OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO
+        try:
+            self.interp = Interpreter(model_content=bytes(model), num_threads=threads,
+                                      experimental_op_resolver_type=kind,
+                                      experimental_preserve_all_tensors=preserve_all)
+            self.interp.allocate_tensors()
+        except Exception as exc:
+            raise RuntimeFailure(f"LiteRT cannot load the model: {_first_line(exc)}") from None
+        self.inputs = self.interp.get_input_details()
+        self.outputs = self.interp.get_output_details()
+
+    def run(self, *xs: np.ndarray) -> list[np.ndarray]:
+        for detail, x in zip(self.inputs, xs):
+            self.interp.set_tensor(detail["index"], np.ascontiguousarray(x, detail["dtype"]))
+        self.interp.invoke()
+        return [self.interp.get_tensor(d["index"]).copy() for d in self.outputs]
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """Every tensor after ``run`` (needs preserve_all=True), keyed by name."""
+        out = {}
+        for d in self.interp.get_tensor_details():
+            try:
+                out[d["name"]] = self.interp.get_tensor(d["index"]).copy()
+            except ValueError:  # tensors without data (e.g. optional inputs)
+                continue
+        return out
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """Capture what C++ code writes to fd 2 (TFLM's print_allocations does)."""
+    buf = io.StringIO()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield buf
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            buf.write(tmp.read().decode("utf-8", "replace"))
+
+
+class TFLM:
+    """A .tflite on TensorFlow Lite Micro (the microcontroller runtime, reference C kernels)."""
+
+    def __init__(self, model: bytes, arena_size: int | None = None):
+        import tflite_micro
+
+        self.model = bytes(model)
+        self.arena_size = arena_size or max(10 * len(self.model), 64 * 1024)
+        try:
+            self.interp = tflite_micro.runtime.Interpreter.from_bytes(self.model, arena_size=self.arena_size)
+        except Exception as exc:
+            raise RuntimeFailure(f"TFLite Micro cannot load the model with a {self.arena_size}-byte arena: "
+                                 f"{_first_line(exc)}") from None
+        n_in, n_out = _io_counts(self.model)
+        self.inputs = [self.interp.get_input_details(i) for i in range(n_in)]
+        self.outputs = [self.interp.get_output_details(i) for i in range(n_out)]
+
+    def run(self, *xs: np.ndarray) -> list[np.ndarray]:
+        for i, (detail, x) in enumerate(zip(self.inputs, xs)):
+            self.interp.set_input(np.ascontiguousarray(x, detail["dtype"]).reshape(detail["shape"]), i)
+        self.interp.invoke()
+        return [self.interp.get_output(i).copy() for i in range(len(self.outputs))]
+
+    def arena_used(self) -> int | None:
+        """Arena bytes TFLM reports as used (from print_allocations), None if not reported."""
+        with _captured_stderr() as text:
+            self.interp.print_allocations()
+        match = re.search(r"Arena allocation total (\d+) bytes", text.getvalue())
+        return int(match.group(1)) if match else None
+
+
+def _io_counts(model: bytes) -> tuple[int, int]:
+    from ai_edge_litert import schema_py_generated as schema
+
+    sub = schema.Model.GetRootAs(model, 0).Subgraphs(0)
+    return sub.InputsLength(), sub.OutputsLength()
+
+
+def tflm_loads(model: bytes, arena_size: int) -> bool:
+    """Whether TFLM allocates the model in ``arena_size`` bytes (its complaints are swallowed)."""
+    import tflite_micro
+
+    with _captured_stderr():
+        try:
+            tflite_micro.runtime.Interpreter.from_bytes(bytes(model), arena_size=int(arena_size))
+            return True
+        except Exception:
+            return False
+
+
+def tflm_min_arena(model: bytes, upper: int | None = None, step: int = 16) -> int:
+    """The smallest arena (to ``step`` bytes) in which TFLM allocates the model: a bisection."""
+    hi = upper or max(10 * len(model), 64 * 1024)
+    while not tflm_loads(model, hi):
+        hi *= 2
+        if hi > 1 << 30:
+            raise RuntimeFailure("TFLite Micro could not allocate the model even with a 1 GiB arena")
+    lo = 0
+    while hi - lo > step:
+        mid = (lo + hi) // 2 // step * step
+        if mid <= lo:
+            break
+        if tflm_loads(model, mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+class OnnxRuntime:
+    """An .onnx on onnxruntime's CPU provider."""
+
+    def __init__(self, model: bytes, threads: int = 1):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        try:
+            self.sess = ort.InferenceSession(bytes(model), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise RuntimeFailure(f"onnxruntime cannot load the model: {_first_line(exc)}") from None
+        self.inputs = self.sess.get_inputs()
+        self.outputs = self.sess.get_outputs()
+
+    def run(self, *xs: np.ndarray) -> list[np.ndarray]:
+        return self.sess.run(None, {i.name: np.asarray(x, np.float32) for i, x in zip(self.inputs, xs)})
