@@ -5,9 +5,11 @@ import logging
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from . import artifacts
 from .config import ExportConfig
-from .errors import ConfigError, ModelLoadError
+from .errors import BudgetExceeded, ConfigError, ModelLoadError
 from .ir import Graph, verify
 from .report import Report
 
@@ -80,13 +82,19 @@ def model_name(model) -> str:
 Progress = Callable[[str, int, int], None]  # (stage, samples just done, total samples)
 
 
-def export(model, calib=None, out="edgepack_out", *, config: ExportConfig | None = None,
-           example_input=None, progress: Progress | None = None, **settings) -> Report:
+def export(model, calib=None, out="edgepack_out", *, val=None, val_labels=None, train=None, train_labels=None,
+           config: ExportConfig | None = None, example_input=None, progress: Progress | None = None,
+           **settings) -> Report:
     """Export ``model`` into the folder ``out`` and return the Report (also saved as report.json).
 
     Always writes model.float.onnx and model.float.tflite. With ``calib`` sample data (a path or an
     iterable of arrays, see ``calibration.load_samples``) or ``calibration_file=``, also writes
     model.int8.onnx, model.int8.tflite and calibration.json, all from one calibration.
+    Then (``validate``, on by default) the artifacts run on the ``target``'s runtimes on ``val`` data
+    (default: the calibration samples) and report.html is written. With ``fail_on_budget`` a model that
+    does not fit the target raises BudgetExceeded after the report is written.
+    ``prune`` / ``separable`` shrink the graph first (plan.json); ``finetune_epochs`` distils the shrunk
+    graph from the original on ``train`` data (default: the calibration samples).
     Settings are the fields of ExportConfig, given as keywords or as ``config``."""
     from .exporter.emit_onnx import to_onnx
     from .exporter.emit_tflite import to_tflite
@@ -95,30 +103,124 @@ def export(model, calib=None, out="edgepack_out", *, config: ExportConfig | None
     cfg = (config or ExportConfig()).replace(**settings)
     out = Path(out)
     quantize = calib is not None or cfg.calibration_file is not None
-    paths = {"float_onnx": out / "model.float.onnx", "float_tflite": out / "model.float.tflite"}
+    from .shrink import plan_bytes, shrink, wants_shrink
+
+    paths = {"float_onnx": out / "model.float.onnx", "float_tflite": out / "model.float.tflite",
+             "plan": out / "plan.json"}
     if quantize:
         paths.update(int8_onnx=out / "model.int8.onnx", int8_tflite=out / "model.int8.tflite",
                      calibration=out / "calibration.json")
-    artifacts.check_writable(list(paths.values()) + [out / "report.json"], cfg.force)
+    artifacts.check_writable(list(paths.values()) + [out / "report.json", out / "report.html"], cfg.force)
+    profile = _profile(cfg.target)
 
     graph = load(model, config=cfg, example_input=example_input)
-    report = Report(model=model_name(model),
+    files, original = {}, graph
+    if wants_shrink(cfg):
+        x_train, y_train = _training_data(train, train_labels, calib, graph, cfg)
+        graph, section = shrink(graph, cfg, x_train, y_train, progress)
+        files["plan"] = plan_bytes(section)
+        section["original_float_tflite_bytes"] = len(to_tflite(original, int8=False))
+    report = Report(model=model_name(model), target=profile.name,
                     inputs={n: list(graph.tensors[n].shape) for n in graph.inputs},
                     outputs={n: list(graph.tensors[n].shape) for n in graph.outputs},
                     summary=summarize(graph)["totals"])
-    files = {"float_onnx": to_onnx(graph).SerializeToString(), "float_tflite": to_tflite(graph, int8=False)}
+    if wants_shrink(cfg):
+        report.shrink = {k: v for k, v in section.items() if k != "plan"}
+    files.update(float_onnx=to_onnx(graph).SerializeToString(), float_tflite=to_tflite(graph, int8=False))
+    qgraph = None
     if quantize:
-        files.update(_quantize(graph, calib, cfg, report, progress))
+        quant_files, qgraph, samples = _quantize(graph, calib, cfg, report, progress)
+        files.update(quant_files)
     # Everything is computed before anything is written: a failure leaves no partial set behind.
     for kind, data in files.items():
         artifacts.write_bytes(paths[kind], data)
         report.artifacts[kind] = {"path": str(paths[kind]), "bytes": len(data)}
+    if quantize and cfg.validate:
+        data = _validation_data(val, val_labels, samples, graph, cfg)
+        _prove(report, qgraph, paths, data, profile, progress)
+        if report.shrink and data[0] is not None:
+            _compare_with_original(report, original, data)
     report.save(out / "report.json")
+    if cfg.validate:
+        report.save_html(out / "report.html")
     log.info("wrote %s", ", ".join(str(paths[k]) for k in files))
+    if cfg.fail_on_budget and report.verdict and not report.verdict["fits"]:
+        raise BudgetExceeded(f"the model does not fit {profile.name}: "
+                             + "; ".join(m for m in report.verdict["messages"] if "does not fit" in m
+                                         or "unsupported" in m))
     return report
 
 
-def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress) -> dict[str, bytes]:
+def _training_data(train, train_labels, calib, graph: Graph, cfg: ExportConfig):
+    """(x, labels) for distillation and taylor importance: ``train`` if given, else the calibration data."""
+    from .calibration import load_labels, load_samples
+
+    source = train if train is not None else calib
+    if source is None:
+        return None, None
+    s = load_samples(source, graph.tensors[graph.inputs[0]].shape, input_name=graph.inputs[0],
+                     mean=cfg.mean, std=cfg.std)
+    labels = load_labels(train_labels) if isinstance(train_labels, (str, Path)) else train_labels
+    if labels is None:
+        labels = s.labels
+    return s.as_array(), (None if labels is None else np.asarray(labels))
+
+
+def _compare_with_original(report: Report, original: Graph, data) -> None:
+    """After shrinking: how the final artifacts compare with the ORIGINAL float model (not the shrunk one)."""
+    from .ir.torch_exec import run
+    from .targets.metrics import compare
+    from .targets.validate import run_artifact
+
+    x, labels, _ = data
+    ref = run(original, [x])[original.outputs[0]]
+    int8, _ = run_artifact(Path(report.artifacts["int8_tflite"]["path"]).read_bytes(), "tflite", "litert-ref", x,
+                           ref.shape)
+    report.shrink["int8_tflite_vs_original_float"] = compare(ref, int8.reshape(ref.shape), labels)
+
+
+def _profile(target):
+    from .targets.profile import load_profile
+
+    return load_profile(target)
+
+
+def _validation_data(val, val_labels, calib_samples, graph: Graph, cfg: ExportConfig):
+    """(samples array, labels or None, where they came from)."""
+    from .calibration import load_labels, load_samples
+
+    if val is None:
+        s = calib_samples
+        where = "the calibration samples (pass val= / --val for held-out data)"
+    else:
+        s = load_samples(val, graph.tensors[graph.inputs[0]].shape, input_name=graph.inputs[0],
+                         mean=cfg.mean, std=cfg.std, limit=cfg.val_limit)
+        where = "the validation data"
+    labels = load_labels(val_labels) if isinstance(val_labels, (str, Path)) else val_labels
+    if labels is None and s is not None:
+        labels = s.labels
+    x = s.as_array()[: cfg.val_limit] if s is not None else None
+    return x, (None if labels is None else np.asarray(labels)[: cfg.val_limit]), where
+
+
+def _prove(report: Report, qgraph: Graph, paths: dict, data, profile, progress) -> None:
+    from .prove import check_accuracy, check_layers, check_target, reference_outputs
+
+    x, labels, where = data
+    check_target(report, paths["int8_tflite"], profile, qgraph)
+    if x is None:
+        report.notes.append("no validation data: accuracy and per-layer error were not measured")
+        return
+    if labels is not None and len(labels) != len(x):
+        raise ConfigError(f"{len(labels)} labels for {len(x)} validation samples")
+    reference = reference_outputs(paths["float_onnx"], x)
+    check_accuracy(report, {k: paths[k] for k in ("int8_tflite", "int8_onnx", "float_tflite")}, x, labels,
+                   reference, profile.runtime, progress)
+    check_layers(report, paths["int8_tflite"], paths["float_tflite"], x[:32])
+    report.notes.append(f"validated on {len(x)} samples of {where}")
+
+
+def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress):
     from .calibration import calibrate_graph, load_samples
     from .calibration.quantize import load_calibration, save_calibration
     from .exporter.emit_onnx_qdq import to_onnx_qdq
@@ -141,10 +243,69 @@ def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress) 
     tick = (lambda n: progress("calibrating", n, total)) if progress else None
     opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
     qgraph, ranges = calibrate_graph(graph, samples, cfg.calibration, progress=tick, ranges=ranges, **opts)
-    report.metrics["calibration"] = {"method": cfg.calibration, "samples": total,
+    report.calibration = {"method": cfg.calibration, "samples": total,
                                      "from_file": cfg.calibration_file}
     report.notes.append(f"calibrated {len(ranges)} tensors with {cfg.calibration}"
                         + (f" on {total} samples" if total else f" from {cfg.calibration_file}"))
-    return {"int8_onnx": to_onnx_qdq(qgraph, activations=cfg.onnx_activations).SerializeToString(),
-            "int8_tflite": to_tflite(qgraph, int8=True, io=cfg.io),
-            "calibration": save_calibration(qgraph, ranges, cfg.calibration).encode()}
+    files = {"int8_onnx": to_onnx_qdq(qgraph, activations=cfg.onnx_activations).SerializeToString(),
+             "int8_tflite": to_tflite(qgraph, int8=True, io=cfg.io),
+             "calibration": save_calibration(qgraph, ranges, cfg.calibration).encode()}
+    return files, qgraph, samples
+
+
+def _is_float_artifact(path: Path) -> bool:
+    if path.suffix == ".onnx":
+        import onnx
+
+        return not any(n.op_type == "QuantizeLinear" for n in onnx.load(str(path), load_external_data=False).graph.node)
+    from .targets.tflite_file import read_tflite
+
+    info = read_tflite(path)
+    return info.tensors[info.inputs[0]].dtype == "float32" and "QUANTIZE" not in info.op_counts()
+
+
+def validate_artifacts(artifacts, data, *, labels=None, reference=None, target="stm32l4r5", limit: int = 300,
+                       progress: Progress | None = None) -> Report:
+    """`edgepack validate`: run .tflite/.onnx files on the target's runtimes and compare them with the float
+    ``reference`` (a model file; default: a float artifact among those given)."""
+    from .calibration import load_labels, load_samples
+    from .prove import check_accuracy, check_layers, check_target, reference_outputs
+
+    profile = _profile(target)
+    paths = [Path(a) for a in artifacts]
+    for p in paths:
+        if not p.exists():
+            raise ModelLoadError("file not found", str(p))
+        if p.suffix not in (".onnx", ".tflite"):
+            raise ModelLoadError(f"validate takes .tflite and .onnx files, not '{p.suffix}'", str(p))
+    samples = load_samples(data, limit=limit)
+    x = samples.as_array()
+    y = load_labels(labels) if labels is not None else samples.labels
+    floats = [p for p in paths if _is_float_artifact(p)]
+    report = Report(model=paths[0].stem, target=profile.name)
+    ref_path = Path(reference) if reference else (floats[0] if floats else None)
+    ref_out = None
+    if ref_path is not None:
+        if not ref_path.exists():
+            raise ModelLoadError("file not found", str(ref_path))
+        if ref_path.suffix in (".onnx", ".tflite"):
+            ref_out = reference_outputs(ref_path, x)
+        else:
+            from .exporter.emit_onnx import to_onnx
+            from .targets.validate import run_artifact
+
+            onnx_bytes = to_onnx(load(ref_path)).SerializeToString()
+            ref_out, _ = run_artifact(onnx_bytes, "onnx", "onnxruntime", x)
+        report.notes.append(f"reference: {ref_path}")
+    tested = {p.name: p for p in paths if p != ref_path}
+    check_accuracy(report, tested, x, y, ref_out, profile.runtime, progress)
+    int8_tflite = [p for p in paths if p.suffix == ".tflite" and p not in floats]
+    float_tflite = [p for p in paths + ([ref_path] if ref_path else []) if p.suffix == ".tflite" and p in floats
+                    or (p == ref_path and p.suffix == ".tflite")]
+    if int8_tflite and float_tflite:
+        check_layers(report, int8_tflite[0], float_tflite[0], x[:32])
+    if int8_tflite:
+        check_target(report, int8_tflite[0], profile)
+        report.artifacts["int8_tflite"] = {"path": str(int8_tflite[0]), "bytes": int8_tflite[0].stat().st_size}
+    report.notes.append(f"validated on {len(x)} samples from {data}")
+    return report

@@ -1,4 +1,4 @@
-"""Command line: export | inspect | demo. The only module that prints.
+"""Command line: export | inspect | validate | targets | demo. The only module that prints.
 
 A user error prints one line and exits 2 (3 for a missed budget with --fail-on-budget);
 a traceback only with --debug.
@@ -47,6 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--std", help="image folders: per-channel std")
     p.add_argument("--onnx-activations", choices=["uint8", "int8"],
                    help="int8 ONNX activation storage (default uint8: same values, faster onnxruntime)")
+    p.add_argument("--prune", type=float, help="remove this fraction of channels (e.g. 0.5)")
+    p.add_argument("--prune-importance", choices=["l1", "l2", "taylor"], help="channel importance (default l1)")
+    p.add_argument("--round-to", type=int, help="keep channel counts a multiple of N (default 8)")
+    p.add_argument("--separable", help="auto | none | NODE,NODE: replace convs by depthwise + pointwise")
+    p.add_argument("--finetune-epochs", type=int, help="distil the shrunk model from the original (epochs)")
+    p.add_argument("--train", help="training samples for distillation (default: --calib)")
+    p.add_argument("--train-labels", help="labels of --train (.npy or .txt)")
+    p.add_argument("--target", help="target profile name, alias or .toml (default stm32l4r5; see `edgepack targets`)")
+    p.add_argument("--val", help="held-out validation samples (default: the calibration samples)")
+    p.add_argument("--val-labels", help="labels of --val (.npy or .txt), for accuracy")
+    p.add_argument("--no-validate", action="store_true", help="skip running the artifacts and report.html")
+    p.add_argument("--fail-on-budget", action="store_true",
+                   help="exit with code 3 when the model does not fit the target (for CI)")
     p.add_argument("--io", choices=["int8", "float"],
                    help="int8 .tflite input/output type (default int8; float adds QUANTIZE/DEQUANTIZE)")
     p.add_argument("--config", help="TOML file with the same keys as these flags")
@@ -54,6 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="show a model's inputs, outputs, nodes, params and MACs")
     _add_model_args(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("validate", help="run artifacts on the target's runtimes and compare with float")
+    p.add_argument("artifacts", nargs="+", help=".tflite and/or .onnx files")
+    p.add_argument("--data", required=True, help="samples: .npy, .npz, a folder of .npy or of images")
+    p.add_argument("--labels", help="labels (.npy or .txt) for accuracy")
+    p.add_argument("--reference", help="the float model to compare with (default: a float artifact given)")
+    p.add_argument("--target", default="stm32l4r5", help="target profile (default stm32l4r5)")
+    p.add_argument("--limit", type=int, default=300, help="use at most this many samples (default 300)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--fail-on-budget", action="store_true", help="exit 3 when an artifact does not fit")
+
+    p = sub.add_parser("targets", help="list the target profiles")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser("demo", help="train a small CNN on scikit-learn digits and export it")
@@ -71,8 +97,13 @@ def _config(args):
         flags["input_shape"] = args.input_shape
     if getattr(args, "force", False):
         flags["force"] = True
+    if getattr(args, "no_validate", False):
+        flags["validate"] = False
+    if getattr(args, "fail_on_budget", False):
+        flags["fail_on_budget"] = True
     for key in ("calibration", "percentile", "calibration_file", "calib_limit", "mean", "std",
-                "onnx_activations", "io"):
+                "onnx_activations", "io", "target", "prune",
+                "prune_importance", "round_to", "separable", "finetune_epochs"):
         if getattr(args, key, None) is not None:
             flags[key] = getattr(args, key)
     return cfg.replace(**flags)
@@ -104,11 +135,91 @@ def cmd_export(args) -> int:
     from .api import export
 
     with _ProgressBar() as progress:
-        report = export(args.model, calib=args.calib, out=args.out, config=_config(args), progress=progress)
+        report = export(args.model, calib=args.calib, out=args.out, val=args.val, val_labels=args.val_labels,
+                        train=args.train, train_labels=args.train_labels, config=_config(args), progress=progress)
     for note in report.notes:
         print(note)
     for kind, art in report.artifacts.items():
         print(f"wrote {art['path']} ({art['bytes']:,} bytes)")
+    print_checks(report)
+    return 0
+
+
+def print_checks(report) -> None:
+    """Validation table, worst layers and verdict of a Report, if it has them."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if report.validation:
+        table = Table(title=f"accuracy and agreement with the float model (target {report.target})")
+        table.add_column("artifact @ runtime", no_wrap=True)
+        for col in ("accuracy", "agree", "SQNR dB", "TFLM = ref"):
+            table.add_column(col, justify="right", no_wrap=True)
+        for run, m in report.validation.items():
+            exact = m.get("vs_litert_reference")
+            table.add_row(run.replace("@", " @ "),
+                          f"{m['accuracy']:.1%}" if "accuracy" in m else "",
+                          f"{m['top1_agreement']:.1%}" if "top1_agreement" in m else "",
+                          f"{m['sqnr_db']:.1f}" if "sqnr_db" in m else "",
+                          "" if not exact else ("bit-exact" if exact["bit_exact"] else
+                                                f"{exact['identical_fraction']:.1%} equal, max {exact['max_lsb']} LSB"))
+        console.print(table)
+    worst = (report.per_layer or {}).get("worst", [])
+    if worst:
+        console.print("lowest per-layer SQNR: " + ", ".join(f"{r['op']} '{r['tensor']}' {r['sqnr_db']:.1f} dB"
+                                                           for r in worst[:3]))
+    for advice in (report.per_layer or {}).get("advice", []):
+        console.print(f"hint: {advice}")
+    if report.shrink:
+        b, a = report.shrink["before"], report.shrink["after"]
+        console.print(f"shrunk: MACs {b['macs']:,} -> {a['macs']:,} ({report.shrink['macs_ratio']:.2f}x), "
+                      f"params {b['params']:,} -> {a['params']:,} ({report.shrink['params_ratio']:.2f}x)")
+    if report.latency:
+        console.print(f"estimated latency on {report.latency['target']}: {report.latency['total_ms']:.2f} ms "
+                      f"({report.latency['cost_model']} cost model)")
+    if report.verdict:
+        ok = report.verdict["fits"]
+        console.print(f"[{'green' if ok else 'red'}]{'fits' if ok else 'does not fit'} {report.verdict['target']}[/]")
+        for m in report.verdict["messages"]:
+            console.print(f"  {m}")
+
+
+def cmd_validate(args) -> int:
+    from .api import validate_artifacts
+
+    with _ProgressBar() as progress:
+        report = validate_artifacts(args.artifacts, args.data, labels=args.labels, reference=args.reference,
+                                    target=args.target, limit=args.limit, progress=progress)
+    if args.json:
+        print(report.to_json())
+    else:
+        print_checks(report)
+    if args.fail_on_budget and report.verdict and not report.verdict["fits"]:
+        return 3
+    return 0
+
+
+def cmd_targets(args) -> int:
+    from .targets.profile import list_profiles
+
+    profiles = list_profiles()
+    if args.json:
+        print(json.dumps([{"name": p.name, "kind": p.kind, "runtime": p.runtime, "core": p.core,
+                           "clock_mhz": p.clock_mhz, "ram_bytes": p.ram_bytes, "flash_bytes": p.flash_bytes,
+                           "threads": p.threads, "aliases": list(p.aliases), "cost_model": p.cost_status}
+                          for p in profiles], indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="target profiles")
+    for col in ("name", "kind", "runtime", "core", "MHz", "RAM", "flash", "aliases", "cost model"):
+        table.add_column(col)
+    for p in profiles:
+        table.add_row(p.name, p.kind, p.runtime, p.core, f"{p.clock_mhz:g}", f"{p.ram_bytes // 1024} KiB",
+                      f"{p.flash_bytes // 1024} KiB", ", ".join(p.aliases), p.cost_status)
+    Console().print(table)
     return 0
 
 
@@ -157,15 +268,18 @@ def print_summary(summary: dict) -> None:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    summary, report = run_demo(args.out, force=args.force, echo=print)
+    with _ProgressBar() as progress:
+        summary, report = run_demo(args.out, force=args.force, echo=print, progress=progress)
     print_summary(summary)
     for art in report.artifacts.values():
         print(f"wrote {art['path']} ({art['bytes']:,} bytes)")
-    print(f"report: {args.out}/export/report.json")
+    print_checks(report)
+    print(f"report: {args.out}/export/report.html (and report.json)")
     return 0
 
 
-COMMANDS = {"export": cmd_export, "inspect": cmd_inspect, "demo": cmd_demo}
+COMMANDS = {"export": cmd_export, "inspect": cmd_inspect, "validate": cmd_validate, "targets": cmd_targets,
+            "demo": cmd_demo}
 
 
 def main(argv=None) -> int:

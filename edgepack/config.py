@@ -55,6 +55,15 @@ class ExportConfig:
     calib_limit: int | None = None  # use at most this many calibration samples
     mean: tuple[float, ...] | None = None  # image folders: (x - mean) / std per channel, after scaling to [0, 1]
     std: tuple[float, ...] | None = None
+    prune: float = 0.0  # fraction of channels to remove per coupled group (0 = no pruning)
+    prune_importance: str = "l1"  # l1 | l2 | taylor (taylor needs --train data)
+    round_to: int = 8  # keep channel counts a multiple of this (SIMD-friendly kernels)
+    separable: str = "none"  # none | auto | NODE,NODE: convs to replace by depthwise + pointwise
+    finetune_epochs: int = 0  # distillation epochs from the original model (needs --train data)
+    target: str = "stm32l4r5"  # target profile name, alias or .toml path (see `edgepack targets`)
+    validate: bool = True  # run the artifacts on the target's runtimes and write report.html
+    val_limit: int = 300  # validate on at most this many samples
+    fail_on_budget: bool = False  # exit code 3 when the model does not fit the target
     io: str = "int8"  # int8 .tflite input/output: int8, or float with QUANTIZE/DEQUANTIZE at the edges
     onnx_activations: str = "uint8"  # int8 ONNX activation storage (uint8: same values, faster on x86 ORT)
 
@@ -68,6 +77,13 @@ class ExportConfig:
         if self.onnx_activations not in ONNX_ACTIVATIONS:
             raise ConfigError(f"unknown onnx_activations '{self.onnx_activations}'", "onnx_activations",
                               ONNX_ACTIVATIONS)
+        if not 0.0 <= float(self.prune) < 1.0:
+            raise ConfigError(f"prune ratio must be in [0, 1), got {self.prune}", "prune")
+        if self.prune_importance not in ("l1", "l2", "taylor"):
+            raise ConfigError(f"unknown prune importance '{self.prune_importance}'", "prune_importance",
+                              ("l1", "l2", "taylor"))
+        if int(self.round_to) < 1 or int(self.finetune_epochs) < 0:
+            raise ConfigError("round_to must be >= 1 and finetune_epochs >= 0")
         if self.io not in ("int8", "float"):
             raise ConfigError(f"unknown io '{self.io}'", "io", ("int8", "float"))
         if not 50.0 < float(self.percentile) <= 100.0:

@@ -72,8 +72,9 @@ def digits_cnn():
         nn.Flatten(), nn.Linear(32 * 2 * 2, 10))
 
 
-def run_demo(out, force: bool = False, echo=lambda *a: None):
-    """Train, save, export and report; ``echo`` is how the CLI shows progress (the library never prints)."""
+def run_demo(out, force: bool = False, target: str = "stm32l4r5", echo=lambda *a: None, progress=None):
+    """Train, save, export for a microcontroller, validate on held-out digits, write the report.
+    ``echo`` is how the CLI shows progress (the library never prints)."""
     import torch
 
     from .api import export, load
@@ -86,16 +87,16 @@ def run_demo(out, force: bool = False, echo=lambda *a: None):
     model = train_classifier(digits_cnn(), x_train, y_train)
     with torch.no_grad():
         acc = accuracy(model(torch.from_numpy(x_test)).numpy(), y_test)
-    echo(f"float accuracy on held-out digits: {acc:.1%}")
+    echo(f"float accuracy of the PyTorch model on held-out digits: {acc:.1%}")
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / "digits_cnn.pt"
     torch.jit.save(torch.jit.trace(model, torch.zeros(1, 1, 8, 8)), str(model_path))
     np.save(out / "calib.npy", x_train[:300])
     np.save(out / "test_x.npy", x_test)
     np.save(out / "test_y.npy", y_test)
-    graph = load(model_path, input_shape=(1, 1, 8, 8))
-    summary = summarize(graph)
-    report = export(model_path, out=out / "export", input_shape=(1, 1, 8, 8), force=force)
-    report.metrics["float_accuracy_torch"] = acc
-    report.save(out / "export" / "report.json")
+    summary = summarize(load(model_path, input_shape=(1, 1, 8, 8)))
+    echo(f"exporting for {target}: calibrating on 300 training images, validating on the held-out ones")
+    report = export(model_path, calib=out / "calib.npy", out=out / "export", val=out / "test_x.npy",
+                    val_labels=out / "test_y.npy", input_shape=(1, 1, 8, 8), target=target, force=force,
+                    progress=progress)
     return summary, report

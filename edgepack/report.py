@@ -1,4 +1,4 @@
-"""The Report every run returns: plain data, saved as report.json."""
+"""The Report every run returns: plain data, saved as report.json and rendered as report.html."""
 from __future__ import annotations
 
 import json
@@ -11,11 +11,19 @@ from .artifacts import write_text
 @dataclass
 class Report:
     model: str
+    target: str | None = None
     inputs: dict[str, list[int]] = field(default_factory=dict)
     outputs: dict[str, list[int]] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)  # params, macs, op counts
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> {path, bytes}
-    metrics: dict[str, Any] = field(default_factory=dict)
+    shrink: dict[str, Any] = field(default_factory=dict)  # params/MACs before and after, distillation
+    calibration: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)  # "artifact@runtime" -> metrics
+    per_layer: dict[str, Any] = field(default_factory=dict)  # {"layers": [...], "worst": [...]}
+    memory: dict[str, Any] = field(default_factory=dict)
+    latency: dict[str, Any] = field(default_factory=dict)
+    compatibility: dict[str, Any] = field(default_factory=dict)  # unsupported ops with their nodes
+    verdict: dict[str, Any] = field(default_factory=dict)  # fits, margins, what overflows
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -26,6 +34,11 @@ class Report:
 
     def save(self, path) -> None:
         write_text(path, self.to_json() + "\n")
+
+    def save_html(self, path) -> None:
+        from .report_html import render_html
+
+        write_text(path, render_html(json.loads(self.to_json())))
 
 
 def _plain(value):

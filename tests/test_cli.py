@@ -142,10 +142,10 @@ def test_export_with_calibration_writes_every_artifact(capsys, tmp_path, cnn_onn
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == ["calibration.json", "model.float.onnx",
                                                      "model.float.tflite", "model.int8.onnx",
-                                                     "model.int8.tflite", "report.json"]
+                                                     "model.int8.tflite", "report.html", "report.json"]
     cal = json.loads((out / "calibration.json").read_text())
     assert cal["method"] == "percentile" and all(t["scale"] > 0 for t in cal["tensors"].values())
-    assert json.loads((out / "report.json").read_text())["metrics"]["calibration"]["samples"] == 20
+    assert json.loads((out / "report.json").read_text())["calibration"]["samples"] == 20
 
 
 def test_calibration_data_of_the_wrong_shape_is_refused(capsys, tmp_path, cnn_onnx):

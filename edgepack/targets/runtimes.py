@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import tempfile
+import warnings
 
 import numpy as np
 
@@ -36,11 +37,13 @@ class LiteRT:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         kind = OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO
-        try:
-            self.interp = Interpreter(model_content=bytes(model), num_threads=threads,
-                                      experimental_op_resolver_type=kind,
-                                      experimental_preserve_all_tensors=preserve_all)
-            self.interp.allocate_tensors()
+        try:  # LiteRT announces its XNNPACK delegate on stderr and warns about preserve_all: not for users
+            with _captured_stderr(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.interp = Interpreter(model_content=bytes(model), num_threads=threads,
+                                          experimental_op_resolver_type=kind,
+                                          experimental_preserve_all_tensors=preserve_all)
+                self.interp.allocate_tensors()
         except Exception as exc:
             raise RuntimeFailure(f"LiteRT cannot load the model: {_first_line(exc)}") from None
         self.inputs = self.interp.get_input_details()
@@ -127,25 +130,6 @@ def tflm_loads(model: bytes, arena_size: int) -> bool:
             return True
         except Exception:
             return False
-
-
-def tflm_min_arena(model: bytes, upper: int | None = None, step: int = 16) -> int:
-    """The smallest arena (to ``step`` bytes) in which TFLM allocates the model: a bisection."""
-    hi = upper or max(10 * len(model), 64 * 1024)
-    while not tflm_loads(model, hi):
-        hi *= 2
-        if hi > 1 << 30:
-            raise RuntimeFailure("TFLite Micro could not allocate the model even with a 1 GiB arena")
-    lo = 0
-    while hi - lo > step:
-        mid = (lo + hi) // 2 // step * step
-        if mid <= lo:
-            break
-        if tflm_loads(model, mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
 
 
 class OnnxRuntime:

@@ -1,0 +1,119 @@
+"""The proving step shared by `export` and `validate`: run the artifacts on the target's runtimes,
+measure per-layer error, memory and latency against the target profile, and give a verdict."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .report import Report
+
+log = logging.getLogger(__name__)
+
+SQNR_WARN_DB = 25.0  # below this a layer visibly hurts int8 accuracy on classification models
+
+
+def reference_outputs(float_model: Path, samples: np.ndarray) -> np.ndarray:
+    """Float outputs of the reference model (.onnx on onnxruntime, or a float .tflite on LiteRT)."""
+    from .targets.validate import run_artifact
+
+    kind = "onnx" if str(float_model).endswith(".onnx") else "tflite"
+    runtime = "onnxruntime" if kind == "onnx" else "litert-ref"
+    outs, _ = run_artifact(Path(float_model).read_bytes(), kind, runtime, samples)
+    return outs
+
+
+def check_accuracy(report: Report, artifacts: dict[str, Path], samples: np.ndarray, labels, reference,
+                   runtime: str | None, progress=None) -> None:
+    from .targets.validate import validate
+
+    report.validation = validate({k: str(v) for k, v in artifacts.items()}, samples, labels=labels,
+                                 reference=reference, target_runtime=runtime, progress=progress)
+
+
+def check_layers(report: Report, int8_tflite: Path, float_tflite: Path, samples: np.ndarray) -> None:
+    from .targets.validate import per_layer_sqnr
+
+    result = per_layer_sqnr(int8_tflite.read_bytes(), float_tflite.read_bytes(), samples)
+    advice = []
+    for row in result["worst"]:
+        if row["sqnr_db"] < SQNR_WARN_DB:
+            advice.append(f"{row['op']} '{row['tensor']}' has {row['sqnr_db']:.1f} dB SQNR: try "
+                          "--calibration percentile or mse (outliers stretch its range), or check the "
+                          "layer with `edgepack lint`")
+    result["advice"] = advice
+    report.per_layer = result
+
+
+def check_target(report: Report, int8_tflite: Path, profile, graph=None, measure_arena: bool = True) -> None:
+    """Memory, latency, op support and the verdict for ``profile``."""
+    from .targets.compat import unsupported_ops
+    from .targets.memory import estimate_memory, measure_arena
+    from .targets.tflite_file import read_tflite
+
+    data = int8_tflite.read_bytes()
+    info = read_tflite(data)
+    est = estimate_memory(data)  # the bytes: an offline plan and op flags are read from them
+    memory = {"flash_bytes": len(data), "flash_budget": profile.flash_bytes,
+              "ram_bytes": est.arena_bytes, "ram_budget": profile.ram_bytes,
+              "arena_estimate": est.arena_bytes, "arena_lower_bound": est.lower_bound_bytes}
+    if measure_arena and profile.runtime == "tflm":
+        memory["arena_measured_tflm"] = measure_arena(data)  # in a child process: TFLM may crash
+        memory["ram_bytes"] = memory["arena_measured_tflm"]
+    report.memory = memory
+    if graph is not None:
+        from .targets.latency import estimate_latency
+
+        lat = estimate_latency(graph, profile)
+        report.latency = {"target": profile.name, "total_ms": lat.total_ms, "cost_model": lat.cost_status,
+                          "per_op_type_ms": dict(lat.per_op)}
+    if profile.kind in ("phone", "host"):
+        report.latency["measured_here_ms"] = measure_litert_ms(data, profile.threads)
+    report.compatibility = {"target": profile.name, "unsupported": unsupported_ops(info, profile)}
+    report.verdict = verdict(memory, report.compatibility["unsupported"], profile)
+
+
+def verdict(memory: dict, unsupported: list[dict], profile) -> dict:
+    messages, overflows = [], []
+    for what, used_key, budget_key in (("flash", "flash_bytes", "flash_budget"), ("RAM (tensor arena)", "ram_bytes",
+                                                                                 "ram_budget")):
+        used, budget = memory[used_key], memory[budget_key]
+        if used > budget:
+            overflows.append(what)
+            messages.append(f"{what}: {_kib(used)} does not fit in {_kib(budget)}: over by {_kib(used - budget)}")
+        else:
+            messages.append(f"{what}: {_kib(used)} of {_kib(budget)} ({100 * used / budget:.1f}%), "
+                            f"margin {_kib(budget - used)}")
+    for u in unsupported:
+        messages.append(f"unsupported op {u['op']} at '{u['node']}': {u['reason']}")
+    return {"fits": not overflows and not unsupported, "overflows": overflows, "messages": messages,
+            "target": profile.name}
+
+
+def _kib(n: float) -> str:
+    return f"{n / 1024:.1f} KiB"
+
+
+def measure_litert_ms(model: bytes, threads: int, repeats: int = 30) -> float:
+    """Median LiteRT (XNNPACK) latency of one inference on this machine, batch 1."""
+    from .targets.runtimes import LiteRT
+    from .targets.tflite_file import read_tflite
+
+    info = read_tflite(model)
+    tin = info.tensors[info.inputs[0]]
+    rt = LiteRT(model, threads=threads)
+    x = np.zeros(tin.shape, np.dtype(tin.dtype))
+    rt.run(x)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        rt.run(x)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1000.0)
+
+
+def finite(value: float) -> float | None:
+    return value if value is not None and math.isfinite(value) else None

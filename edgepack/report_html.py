@@ -1,0 +1,140 @@
+"""report.json -> one self-contained report.html: tables, and plots embedded as PNG (no external files)."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _figure(width=7.0, height=3.0):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height))
+
+
+def plot_sqnr(layers: list[dict]) -> str:
+    rows = [r for r in layers if r.get("sqnr_db") is not None and math.isfinite(r["sqnr_db"])]
+    if not rows:
+        return ""
+    fig, ax = _figure(max(6.0, 0.35 * len(rows)), 3.2)
+    values = [r["sqnr_db"] for r in rows]
+    colors = ["#c0392b" if v < 20 else "#e67e22" if v < 30 else "#2e86c1" for v in values]
+    ax.bar(range(len(rows)), values, color=colors)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([f"{r['op']}\n{r['tensor'][-18:]}" for r in rows], rotation=70, fontsize=6)
+    ax.set_ylabel("SQNR (dB)")
+    ax.set_title("per-layer SQNR, int8 vs float (higher is better)")
+    return _png(fig)
+
+
+def plot_memory(memory: dict) -> str:
+    bars = [("flash", memory.get("flash_bytes"), memory.get("flash_budget")),
+            ("RAM (arena)", memory.get("ram_bytes"), memory.get("ram_budget"))]
+    bars = [b for b in bars if b[1] is not None and b[2]]
+    if not bars:
+        return ""
+    fig, ax = _figure(6.0, 1.8)
+    for i, (name, used, budget) in enumerate(bars):
+        pct = 100.0 * used / budget
+        ax.barh(i, 100, color="#eaeded")
+        ax.barh(i, max(pct, 0.4), color="#2e86c1" if used <= budget else "#c0392b")
+        ax.text(min(pct, 100) + 1, i, f"{used / 1024:.1f} of {budget / 1024:.0f} KiB ({pct:.1f}%)",
+                va="center", fontsize=8)
+    ax.set_yticks(range(len(bars)))
+    ax.set_yticklabels([b[0] for b in bars])
+    ax.set_xlim(0, max(110, max(100.0 * b[1] / b[2] for b in bars) + 10))
+    ax.set_xlabel("% of the target's budget")
+    ax.set_title("memory against the target's budget")
+    return _png(fig)
+
+
+def plot_latency(latency: dict) -> str:
+    per_op = latency.get("per_op_type_ms") or {}
+    if not per_op:
+        return ""
+    items = sorted(per_op.items(), key=lambda kv: -kv[1])
+    fig, ax = _figure(6.0, 0.4 * len(items) + 1.0)
+    ax.barh([k for k, _ in items], [v for _, v in items], color="#2e86c1")
+    ax.invert_yaxis()
+    ax.set_xlabel("estimated ms")
+    ax.set_title(f"estimated latency per op type (total {latency.get('total_ms', 0):.2f} ms)")
+    return _png(fig)
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    if not rows:
+        return "<p>none</p>"
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}" if math.isfinite(v) else html.escape(str(v))
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10000:
+        return f"{v:,}"
+    return html.escape("" if v is None else str(v))
+
+
+STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}
+th{background:#f2f4f4}.ok{color:#1e8449;font-weight:bold}.bad{color:#c0392b;font-weight:bold}img{max-width:100%}"""
+
+
+def render_html(r: dict) -> str:
+    parts = [f"<h1>edgepack report: {html.escape(r['model'])}</h1>"]
+    verdict = r.get("verdict") or {}
+    if verdict:
+        ok = verdict.get("fits")
+        parts.append(f"<h2>Verdict for {html.escape(str(r.get('target')))}: "
+                     f"<span class='{'ok' if ok else 'bad'}'>{'fits' if ok else 'does not fit'}</span></h2>")
+        parts.append("<ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in verdict.get("messages", [])) + "</ul>")
+    s = r.get("summary") or {}
+    parts.append(f"<p>{s.get('nodes', 0)} nodes, {s.get('params', 0):,} parameters, {s.get('macs', 0):,} MACs; "
+                 f"inputs {html.escape(str(r.get('inputs')))}, outputs {html.escape(str(r.get('outputs')))}</p>")
+    parts.append("<h2>Artifacts</h2>" + _table([{"kind": k, **v} for k, v in r.get("artifacts", {}).items()],
+                                               ["kind", "path", "bytes"]))
+    val = r.get("validation") or {}
+    if val:
+        cols = ["run", "accuracy", "top1_agreement", "cosine", "sqnr_db", "rmse", "mae", "l2r", "bit_exact_vs_ref"]
+        rows = [{"run": k, **v, "bit_exact_vs_ref": (v.get("vs_litert_reference") or {}).get("bit_exact")}
+                for k, v in val.items()]
+        parts.append("<h2>Accuracy and agreement with the float model</h2>" + _table(rows, cols))
+    pl = r.get("per_layer") or {}
+    if pl.get("layers"):
+        parts.append("<h2>Where int8 loses accuracy: per-layer SQNR</h2>" + plot_sqnr(pl["layers"]))
+        parts.append("<p>worst layers:</p>" + _table(pl.get("worst", []), ["tensor", "op", "sqnr_db"]))
+        if pl.get("advice"):
+            parts.append("<ul>" + "".join(f"<li>{html.escape(a)}</li>" for a in pl["advice"]) + "</ul>")
+    mem = r.get("memory") or {}
+    if mem:
+        parts.append("<h2>Memory</h2>" + plot_memory(mem) +
+                     _table([{"what": k, "bytes": v} for k, v in mem.items() if isinstance(v, (int, float))],
+                            ["what", "bytes"]))
+    lat = r.get("latency") or {}
+    if lat:
+        parts.append("<h2>Latency</h2>" + plot_latency(lat) +
+                     _table([{"what": k, "value": v} for k, v in lat.items() if not isinstance(v, dict)],
+                            ["what", "value"]))
+    comp = r.get("compatibility") or {}
+    if comp:
+        parts.append("<h2>What the target cannot run</h2>" +
+                     _table(comp.get("unsupported", []), ["op", "node", "reason"]))
+    if r.get("notes"):
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in r["notes"]) + "</ul>")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>edgepack report</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")

@@ -1,0 +1,205 @@
+"""Target profiles as data: one ``profiles/<name>.toml`` per device; adding a target = adding a file.
+
+A profile says where a model runs (kind, runtime, core, clock, threads), what it may use (RAM and flash
+budgets, the TFLite builtin ops its op resolver registers, the tensor types it runs) and the
+coefficients of the latency cost model (see ``latency.py``), one table per op kind.
+"""
+from __future__ import annotations
+
+import functools
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+from ..errors import ConfigError
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+
+KINDS = ("mcu", "phone", "host")
+RUNTIMES = ("tflm", "litert")
+DTYPES = ("int8", "int16", "float32")
+COST_STATUSES = ("fitted", "derived", "rough")  # fitted on measurements / derived by a ratio / guessed
+# Op kinds of the cost model; latency.op_kind() maps every IR op to one of them.
+COST_KINDS = ("conv", "pointwise", "depthwise", "fully_connected", "elementwise", "pooling", "other")
+ALL_OPS = "*"  # in supported_ops: every builtin of the runtime (LiteRT's builtin resolver)
+
+_TOP_KEYS = ("name", "description", "kind", "runtime", "core", "clock_mhz", "ram_bytes", "flash_bytes",
+             "threads", "aliases", "dtypes", "supported_ops", "cost")  # name defaults to the file name
+_REQUIRED = ("kind", "runtime", "core", "clock_mhz", "ram_bytes", "flash_bytes", "supported_ops", "cost")
+_COST_FIELDS = ("cycles_per_mac", "cycles_per_output", "overhead_cycles")
+
+
+@dataclass(frozen=True)
+class OpCost:
+    """Cycles of one node = cycles_per_mac * MACs + cycles_per_output * output elements + overhead."""
+
+    cycles_per_mac: float
+    cycles_per_output: float
+    overhead_cycles: float
+
+    def cycles(self, macs: float, outputs: float) -> float:
+        return self.cycles_per_mac * macs + self.cycles_per_output * outputs + self.overhead_cycles
+
+
+@dataclass(frozen=True)
+class TargetProfile:
+    name: str
+    description: str
+    kind: str  # mcu | phone | host
+    runtime: str  # tflm | litert
+    core: str
+    clock_mhz: float
+    ram_bytes: int  # budget for the tensor arena (MCU SRAM) or working memory
+    flash_bytes: int  # budget for the model file (and code) in flash / storage
+    threads: int  # the cost coefficients already include the speed-up of this many threads
+    aliases: tuple[str, ...]
+    dtypes: tuple[str, ...]  # tensor types the runtime's kernels run for this target
+    supported_ops: tuple[str, ...]  # TFLite builtin names, e.g. CONV_2D; ("*",) = all builtins
+    cost: Mapping[str, OpCost] = field(repr=False, hash=False)  # per COST_KINDS entry
+    cost_status: str = "rough"  # fitted | derived | rough
+    path: str = ""  # the .toml the profile was read from
+
+    def supports(self, builtin: str) -> bool:
+        """True when the target's op resolver registers the TFLite builtin op ``builtin``."""
+        return ALL_OPS in self.supported_ops or builtin.upper() in self.supported_ops
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "description": self.description, "kind": self.kind,
+                "runtime": self.runtime, "core": self.core, "clock_mhz": self.clock_mhz,
+                "ram_bytes": self.ram_bytes, "flash_bytes": self.flash_bytes, "threads": self.threads,
+                "aliases": list(self.aliases), "dtypes": list(self.dtypes),
+                "supported_ops": list(self.supported_ops), "cost_status": self.cost_status,
+                "cost": {k: vars(c).copy() for k, c in self.cost.items()}}
+
+
+# ---- parsing --------------------------------------------------------------------------------
+def _unknown_keys(table: dict, allowed, where: str) -> None:
+    extra = sorted(set(table) - set(allowed))
+    if extra:
+        raise ConfigError(f"{where}: unknown key '{extra[0]}'", extra[0], sorted(allowed))
+
+
+def _number(value, key: str, where: str, positive: bool = True, integer: bool = False):
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or value < 0 or (positive and value == 0):
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"{where}: '{key}' must be {kind} {'> 0' if positive else '>= 0'}, got {value!r}",
+                          key)
+    return value if integer else float(value)
+
+
+def _strings(value, key: str, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where}: '{key}' must be a list of strings, got {value!r}", key)
+    return tuple(value)
+
+
+def _choice(value, key: str, where: str, allowed) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{where}: {key} '{value}' is not known", key, allowed)
+    return value
+
+
+def _parse_cost(table, where: str) -> tuple[dict[str, OpCost], str]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: 'cost' must be a table with one sub-table per op kind", "cost",
+                          COST_KINDS)
+    _unknown_keys(table, ("status",) + COST_KINDS, f"{where} [cost]")
+    missing = [k for k in COST_KINDS if k not in table]
+    if missing:
+        raise ConfigError(f"{where}: [cost.{missing[0]}] is missing (every op kind needs its "
+                          "coefficients)", missing[0], COST_KINDS)
+    status = _choice(table.get("status", "rough"), "status", f"{where} [cost]", COST_STATUSES)
+    costs = {}
+    for kind in COST_KINDS:
+        sub, here = table[kind], f"{where} [cost.{kind}]"
+        if not isinstance(sub, dict):
+            raise ConfigError(f"{here} must be a table of {', '.join(_COST_FIELDS)}", kind)
+        _unknown_keys(sub, _COST_FIELDS, here)
+        # a coefficient left out is 0 (e.g. no per-MAC term for elementwise ops)
+        costs[kind] = OpCost(*(_number(sub.get(k, 0.0), k, here, positive=False) for k in _COST_FIELDS))
+    return costs, status
+
+
+def parse_profile(data: dict, name: str, path: str = "") -> TargetProfile:
+    """Build a TargetProfile from the parsed TOML ``data``; ``name`` is used when it has no 'name'."""
+    where = path or name
+    _unknown_keys(data, _TOP_KEYS, where)
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise ConfigError(f"{where}: required key '{missing[0]}' is missing", missing[0], _REQUIRED)
+    cost, status = _parse_cost(data["cost"], where)
+    dtypes = _strings(data.get("dtypes", ["int8"]), "dtypes", where)
+    for d in dtypes:
+        _choice(d, "dtype", where, DTYPES)
+    ops = tuple(op.upper() for op in _strings(data["supported_ops"], "supported_ops", where))
+    return TargetProfile(
+        name=str(data.get("name", name)).lower(), description=str(data.get("description", "")),
+        kind=_choice(data["kind"], "kind", where, KINDS),
+        runtime=_choice(data["runtime"], "runtime", where, RUNTIMES), core=str(data["core"]),
+        clock_mhz=_number(data["clock_mhz"], "clock_mhz", where),
+        ram_bytes=_number(data["ram_bytes"], "ram_bytes", where, integer=True),
+        flash_bytes=_number(data["flash_bytes"], "flash_bytes", where, integer=True),
+        threads=_number(data.get("threads", 1), "threads", where, integer=True),
+        aliases=tuple(a.lower() for a in _strings(data.get("aliases", []), "aliases", where)),
+        dtypes=dtypes, supported_ops=ops, cost=MappingProxyType(cost), cost_status=status, path=path)
+
+
+def read_profile(path) -> TargetProfile:
+    """Read one profile .toml (a built-in one or a user's own)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"target profile file not found: {path}", "target")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not a valid TOML file: {exc}", "target") from None
+    return parse_profile(data, path.stem, str(path))
+
+
+# ---- registry -------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _builtin() -> tuple[dict[str, TargetProfile], dict[str, str]]:
+    profiles = {p.name: p for p in (read_profile(f) for f in sorted(PROFILE_DIR.glob("*.toml")))}
+    aliases: dict[str, str] = {}
+    for p in profiles.values():
+        for alias in p.aliases:
+            if alias in profiles or alias in aliases:
+                raise ConfigError(f"{p.path}: alias '{alias}' is already the name or alias of another "
+                                  "profile", "aliases")
+            aliases[alias] = p.name
+    return profiles, aliases
+
+
+def list_profiles() -> list[TargetProfile]:
+    """The built-in profiles, sorted by name."""
+    return list(_builtin()[0].values())
+
+
+def profile_names() -> list[str]:
+    """Every name and alias ``load_profile`` accepts, sorted (names first)."""
+    profiles, aliases = _builtin()
+    return sorted(profiles) + sorted(aliases)
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.endswith(".toml") or "/" in text or "\\" in text
+
+
+def load_profile(target) -> TargetProfile:
+    """A built-in profile by name or alias (case-insensitive), or a user's own .toml by path."""
+    if isinstance(target, TargetProfile):
+        return target
+    if isinstance(target, Path) or (isinstance(target, str) and _looks_like_path(target)):
+        return read_profile(target)
+    if not isinstance(target, str):
+        raise ConfigError(f"a target is a profile name or a .toml path, not a {type(target).__name__}",
+                          "target", profile_names())
+    profiles, aliases = _builtin()
+    key = target.strip().lower()
+    name = aliases.get(key, key)
+    if name not in profiles:
+        raise ConfigError(f"unknown target '{target}'", "target", profile_names())
+    return profiles[name]

@@ -1,0 +1,57 @@
+"""Every example runs and writes what it promises, so the examples never rot."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def run_example(name, tmp_path, *args):
+    out = tmp_path / name
+    proc = subprocess.run([sys.executable, str(EXAMPLES / f"{name}.py"), "--out", str(out), *args],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out, proc.stdout
+
+
+def test_every_example_has_a_test():
+    tested = {"pytorch_to_mcu", "onnx_to_phone", "prune_and_distill", "validate_tflite", "keras_to_mcu"}
+    assert {p.stem for p in EXAMPLES.glob("*.py")} <= tested
+
+
+def test_pytorch_to_mcu(tmp_path):
+    out, stdout = run_example("pytorch_to_mcu", tmp_path)
+    report = json.loads((out / "report.json").read_text())
+    assert report["verdict"]["fits"] and report["target"] == "stm32l4r5"
+    tflm = report["validation"]["int8_tflite@tflm"]
+    assert tflm["accuracy"] >= tflm["reference_accuracy"] - 0.01
+    assert (out / "model.int8.tflite").stat().st_size < (out / "model.float.tflite").stat().st_size / 2
+    assert "fits stm32l4r5" in stdout
+
+
+def test_onnx_to_phone(tmp_path):
+    out, stdout = run_example("onnx_to_phone", tmp_path, "--epochs", "6")
+    report = json.loads((out / "export" / "report.json").read_text())
+    assert report["target"] == "phone-arm64" and report["calibration"]["method"] == "percentile"
+    assert report["latency"]["measured_here_ms"] > 0
+    assert report["validation"]["int8_tflite@litert"]["top1_agreement"] >= 0.9
+
+
+def test_prune_and_distill(tmp_path):
+    out, _ = run_example("prune_and_distill", tmp_path, "--epochs", "6", "--finetune-epochs", "6")
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["totals"]["before"]["macs"] >= 2.5 * plan["totals"]["after"]["macs"]
+    report = json.loads((out / "report.json").read_text())
+    orig = report["shrink"]["int8_tflite_vs_original_float"]
+    assert orig["accuracy"] >= orig["reference_accuracy"] - 0.03
+
+
+def test_validate_tflite(tmp_path):
+    out, stdout = run_example("validate_tflite", tmp_path, "--epochs", "3")
+    report = json.loads((out / "report.json").read_text())
+    tflm = report["validation"]["keras.int8.tflite@tflm"]
+    assert tflm["top1_agreement"] >= 0.95 and tflm["vs_litert_reference"]["max_lsb"] <= 1
+    assert report["per_layer"]["layers"] and report["verdict"]["fits"]
