@@ -11,14 +11,7 @@ from ir_build import make_graph, rand
 CONV = dict(strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1], group=1)
 PW = dict(strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1], group=1)
 
-_GRAPHS = {}
-
-
-def graph(name):
-    if name not in _GRAPHS:
-        model, shape = zoo.build(name)
-        _GRAPHS[name] = edgepack.load(model, input_shape=shape)
-    return _GRAPHS[name]
+graph = zoo.loaded
 
 
 def group_with(groups, producer_part):

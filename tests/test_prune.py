@@ -21,14 +21,7 @@ from ir_build import make_graph, rand
 
 CONV = dict(strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1], group=1)
 ZOO = ["resnet", "squeezenet", "mobilenet_v2", "mobilenet_v3", "plain_cnn"]
-_GRAPHS = {}
-
-
-def graph(name):
-    if name not in _GRAPHS:
-        model, shape = zoo.build(name)
-        _GRAPHS[name] = edgepack.load(model, input_shape=shape)
-    return _GRAPHS[name]
+graph = zoo.loaded
 
 
 def ort_run(g, x):

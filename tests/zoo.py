@@ -194,3 +194,17 @@ def build(name: str, seed: int = 0):
     cls, shape = _ZOO[name]
     torch.manual_seed(seed)
     return _randomise_bn(cls()), shape
+
+
+_LOADED = {}
+
+
+def loaded(name: str):
+    """The IR graph of a zoo model (after edgepack's passes), built once per test session.
+    Callers that modify it must copy it first."""
+    if name not in _LOADED:
+        import edgepack
+
+        model, shape = build(name)
+        _LOADED[name] = edgepack.load(model, input_shape=shape)
+    return _LOADED[name]
