@@ -60,6 +60,7 @@ class ExportConfig:
     round_to: int = 8  # keep channel counts a multiple of this (SIMD-friendly kernels)
     separable: str = "none"  # none | auto | NODE,NODE: convs to replace by depthwise + pointwise
     finetune_epochs: int = 0  # distillation epochs from the original model (needs --train data)
+    finetune_lr: float = 3e-3  # Adam learning rate of the distillation
     target: str = "stm32l4r5"  # target profile name, alias or .toml path (see `edgepack targets`)
     validate: bool = True  # run the artifacts on the target's runtimes and write report.html
     val_limit: int = 300  # validate on at most this many samples

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 # With distillation a factorised layer is retrained, so `--separable auto` may accept a rougher
 # initial approximation than without (the SVD start only has to be a good starting point).
-SEPARABLE_ERROR_WITH_FINETUNE = 0.8
+SEPARABLE_ERROR_WITH_FINETUNE = 0.9
 
 
 def wants_shrink(cfg: ExportConfig) -> bool:
@@ -53,7 +53,7 @@ def shrink(graph: Graph, cfg: ExportConfig, train, train_labels, progress=None) 
         from .exporter.finetune import distill
 
         student, history = distill(student, graph, train, train_labels, epochs=cfg.finetune_epochs,
-                                   progress=progress)
+                                   lr=cfg.finetune_lr, progress=progress)
     after = summarize(student)["totals"]
     section = {"before": {k: before[k] for k in ("params", "macs")},
                "after": {k: after[k] for k in ("params", "macs")},

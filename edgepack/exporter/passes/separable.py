@@ -72,13 +72,18 @@ def _macs(graph: Graph, node: Node, multiplier: int) -> tuple[int, int]:
     return pixels * cout * cin * kh * kw, pixels * cin * multiplier * (kh * kw + cout)
 
 
+# A depthwise + pointwise pair over very few input channels cannot express a full conv (with one input
+# channel it is a rank-m filter bank): `auto` leaves such convs alone, they are also cheap.
+AUTO_MIN_INPUT_CHANNELS = 8
+
+
 def separable_candidates(graph: Graph, error_threshold: float = AUTO_ERROR_THRESHOLD,
-                         multiplier: int = 1) -> list[SeparableCandidate]:
+                         multiplier: int = 1, min_input_channels: int = 1) -> list[SeparableCandidate]:
     """Eligible convs whose replacement loses MACs and errs at most ``error_threshold``, biggest saving
     first. Pass ``error_threshold=float('inf')`` to list every eligible conv."""
     out = []
     for node in graph.nodes:
-        if not _eligible(graph, node):
+        if not _eligible(graph, node) or graph.tensors[node.inputs[1]].shape[1] < min_input_channels:
             continue
         before, after = _macs(graph, node, multiplier)
         _, _, error = factorize(graph.const(node.inputs[1]), multiplier)
@@ -116,7 +121,8 @@ def resolve_nodes(graph: Graph, nodes, multiplier: int = 1,
     if nodes is None or nodes == "none":
         return []
     if nodes == "auto":
-        return [c.node for c in separable_candidates(graph, error_threshold, multiplier)]
+        return [c.node for c in separable_candidates(graph, error_threshold, multiplier,
+                                                     min_input_channels=AUTO_MIN_INPUT_CHANNELS)]
     names = [s.strip() for s in nodes.split(",") if s.strip()] if isinstance(nodes, str) else list(nodes)
     eligible = [n.name for n in graph.nodes if _eligible(graph, n)]
     for name in names:
