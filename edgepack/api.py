@@ -281,6 +281,10 @@ def validate_artifacts(artifacts, data, *, labels=None, reference=None, target="
     samples = load_samples(data, limit=limit)
     x = samples.as_array()
     y = load_labels(labels) if labels is not None else samples.labels
+    if y is not None:
+        if len(y) < len(x):
+            raise ConfigError(f"{len(y)} labels for {len(x)} samples (labels: {labels})")
+        y = np.asarray(y)[: len(x)]  # --limit cuts the samples: cut their labels the same way
     floats = [p for p in paths if _is_float_artifact(p)]
     report = Report(model=paths[0].stem, target=profile.name)
     ref_path = Path(reference) if reference else (floats[0] if floats else None)

@@ -178,6 +178,14 @@ def print_checks(report) -> None:
     if report.latency:
         console.print(f"estimated latency on {report.latency['target']}: {report.latency['total_ms']:.2f} ms "
                       f"({report.latency['cost_model']} cost model)")
+        if "measured_here_ms" in report.latency:
+            console.print(f"LiteRT on this machine: {report.latency['measured_here_ms']:.3f} ms")
+        left = report.latency.get("not_taken_by_xnnpack")
+        if left:
+            from collections import Counter
+            counts = Counter(r["op"] for r in left)
+            console.print("not taken by XNNPACK (run on LiteRT's own kernels): "
+                          + ", ".join(f"{op} x{n}" for op, n in sorted(counts.items())))
     if report.verdict:
         ok = report.verdict["fits"]
         console.print(f"[{'green' if ok else 'red'}]{'fits' if ok else 'does not fit'} {report.verdict['target']}[/]")

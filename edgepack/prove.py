@@ -68,10 +68,17 @@ def check_target(report: Report, int8_tflite: Path, profile, graph=None, measure
         from .targets.latency import estimate_latency
 
         lat = estimate_latency(graph, profile)
-        report.latency = {"target": profile.name, "total_ms": lat.total_ms, "cost_model": lat.cost_status,
-                          "per_op_type_ms": dict(lat.per_op)}
+    else:  # a .tflite made elsewhere: the same cost model over the file's operators
+        from .targets.latency_tflite import estimate_latency_tflite
+
+        lat = estimate_latency_tflite(info, profile)
+    report.latency = {"target": profile.name, "total_ms": lat.total_ms, "cost_model": lat.cost_status,
+                      "per_op_type_ms": dict(lat.per_op)}
     if profile.kind in ("phone", "host"):
+        from .targets.runtimes import LiteRT
+
         report.latency["measured_here_ms"] = measure_litert_ms(data, profile.threads)
+        report.latency["not_taken_by_xnnpack"] = LiteRT(data, threads=profile.threads).undelegated_ops()
     report.compatibility = {"target": profile.name, "unsupported": unsupported_ops(info, profile)}
     report.verdict = verdict(memory, report.compatibility["unsupported"], profile)
 

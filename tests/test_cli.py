@@ -182,3 +182,21 @@ def test_inspect_reads_tflite(capsys, tmp_path, cnn_onnx):
     bad.write_bytes(b"garbage!" * 10)
     code, _, err = _run(capsys, "inspect", str(bad))
     _assert_one_line_error(code, err, "not a TFLite model")
+
+
+def test_torch_export_pt2_and_torchscript_files_load(capsys, tmp_path):
+    import json
+    model, shape = zoo.build("resnet")
+    x = torch.randn(shape)
+    pt2 = tmp_path / "resnet.pt2"
+    torch.export.save(torch.export.export(model, (x,)), str(pt2))
+    ts = tmp_path / "resnet.pt"
+    torch.jit.save(torch.jit.trace(model, x), str(ts))
+    totals = []
+    for path in (pt2, ts):
+        code, out, err = _run(capsys, "inspect", str(path), "--input-shape", "1,1,16,16", "--json")
+        assert code == 0, err
+        totals.append(json.loads(out)["totals"])
+    assert totals[0]["params"] == totals[1]["params"] and totals[0]["macs"] == totals[1]["macs"]
+    code, out, err = _run(capsys, "inspect", str(pt2), "--json")  # the .pt2 knows its own input shape
+    assert code == 0 and json.loads(out)["inputs"] and json.loads(out)["totals"]["macs"] == totals[0]["macs"]

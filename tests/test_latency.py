@@ -131,3 +131,25 @@ def test_latency_scales_with_work_and_clock():
     # Same cycles at a known clock: the M7 profile is the M4's cycles / 1.8, run at 280 instead of 120 MHz.
     ratio = estimate_latency(big, m4).total_ms / estimate_latency(big, m7).total_ms
     assert ratio == pytest.approx(1.8 * 280 / 120, rel=1e-3)
+
+
+def test_tflite_estimate_agrees_with_the_ir_estimate_on_the_same_model():
+    """validate of a bare .tflite uses the same cost model over the file's ops: on a conv net the two
+    estimates must be close (the file has a few extra PAD ops, the IR none)."""
+    import numpy as np
+
+    import zoo
+    from edgepack.calibration import calibrate_graph, load_samples
+    from edgepack.exporter.emit_tflite import to_tflite
+    from edgepack.targets.latency import estimate_latency
+    from edgepack.targets.latency_tflite import estimate_latency_tflite
+    from edgepack.targets.profile import load_profile
+    from edgepack.targets.tflite_file import read_tflite
+
+    graph = zoo.loaded("resnet")
+    qgraph, _ = calibrate_graph(graph, load_samples(np.random.default_rng(0).random((8, 1, 16, 16),
+                                                                                    np.float32), (1, 1, 16, 16)))
+    profile = load_profile("stm32l4r5")
+    ir_ms = estimate_latency(qgraph, profile).total_ms
+    file_ms = estimate_latency_tflite(read_tflite(to_tflite(qgraph, int8=True)), profile).total_ms
+    assert abs(file_ms - ir_ms) / ir_ms < 0.10

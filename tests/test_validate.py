@@ -117,3 +117,32 @@ def test_phone_target_measures_litert_latency_here(capsys, exported):
     report = json.loads(out)
     assert code == 0 and report["latency"]["measured_here_ms"] > 0
     assert set(report["validation"]) == {"model.int8.tflite@litert", "model.int8.tflite@litert-ref"}
+
+
+def test_phone_report_names_ops_xnnpack_does_not_take(capsys, exported):
+    d = exported["mobilenet_v3"]
+    code, out, _ = _run(capsys, "validate", str(d / "model.int8.tflite"), "--data", str(d / "val.npy"),
+                        "--target", "phone-arm64", "--json")
+    left = json.loads(out)["latency"]["not_taken_by_xnnpack"]
+    assert code == 0 and {"HARD_SWISH"} <= {r["op"] for r in left}
+    assert all(r["node"] for r in left)
+    d = exported["mlp"]
+    _, out, _ = _run(capsys, "validate", str(d / "model.int8.tflite"), "--data", str(d / "val.npy"),
+                     "--target", "phone-arm64", "--json")
+    assert json.loads(out)["latency"]["not_taken_by_xnnpack"] == []
+
+
+def test_limit_cuts_labels_too_and_bare_tflite_gets_a_latency_estimate(capsys, exported, tmp_path):
+    d = exported["plain_cnn"]
+    x = np.load(d / "val.npy")
+    np.save(tmp_path / "y.npy", np.arange(len(x)) % 10)
+    code, out, err = _run(capsys, "validate", str(d / "model.int8.tflite"), "--data", str(d / "val.npy"),
+                          "--labels", str(tmp_path / "y.npy"), "--limit", "5", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["validation"]["model.int8.tflite@tflm"]["samples"] == 5
+    assert report["latency"]["total_ms"] > 0 and report["latency"]["target"] == "stm32l4r5"
+    np.save(tmp_path / "few.npy", np.arange(3))
+    code, _, err = _run(capsys, "validate", str(d / "model.int8.tflite"), "--data", str(d / "val.npy"),
+                        "--labels", str(tmp_path / "few.npy"))
+    assert code == 2 and "3 labels" in err

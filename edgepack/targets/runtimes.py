@@ -55,6 +55,29 @@ class LiteRT:
         self.interp.invoke()
         return [self.interp.get_tensor(d["index"]).copy() for d in self.outputs]
 
+    def undelegated_ops(self) -> list[dict]:
+        """Ops that XNNPACK did not take (they run on LiteRT's own CPU kernels): [{op, node}].
+
+        LiteRT appends one DELEGATE node per partition, whose inputs and outputs are the partition's
+        boundary tensors; walking back from its outputs to its inputs recovers the ops it replaced."""
+        w = self.interp._interpreter
+        names = [w.NodeName(i) for i in range(w.NumNodes())]
+        delegates = [i for i, n in enumerate(names) if n == "DELEGATE"]
+        original = [i for i, n in enumerate(names) if n != "DELEGATE"]
+        producer = {int(t): i for i in original for t in w.NodeOutputs(i)}
+        taken: set[int] = set()
+        for d in delegates:
+            boundary = {int(t) for t in w.NodeInputs(d)}
+            stack = [int(t) for t in w.NodeOutputs(d)]
+            while stack:
+                node = producer.get(stack.pop())
+                if node is None or node in taken:
+                    continue
+                taken.add(node)
+                stack.extend(int(t) for t in w.NodeInputs(node) if int(t) >= 0 and int(t) not in boundary)
+        return [{"op": names[i], "node": w.TensorName(int(w.NodeOutputs(i)[0]), 0)}
+                for i in original if i not in taken]
+
     def tensors(self) -> dict[str, np.ndarray]:
         """Every tensor after ``run`` (needs preserve_all=True), keyed by name."""
         out = {}
