@@ -114,6 +114,11 @@ def export(model, calib=None, out="edgepack_out", *, val=None, val_labels=None, 
     profile = _profile(cfg.target)
 
     graph = load(model, config=cfg, example_input=example_input)
+    if cfg.equalize:
+        from .exporter.passes import run_passes
+        from .exporter.passes.equalize import equalize
+
+        graph = run_passes(graph, [equalize])
     files, original = {}, graph
     if wants_shrink(cfg):
         x_train, y_train = _training_data(train, train_labels, calib, graph, cfg)
@@ -131,6 +136,11 @@ def export(model, calib=None, out="edgepack_out", *, val=None, val_labels=None, 
     if quantize:
         quant_files, qgraph, samples = _quantize(graph, calib, cfg, report, progress)
         files.update(quant_files)
+        if cfg.lint:
+            from .calibration.lint import lint_graph
+
+            sample_x = samples.as_array()[:64] if samples is not None else None
+            report.lint = [f.to_json() for f in lint_graph(graph, sample_x)]
     # Everything is computed before anything is written: a failure leaves no partial set behind.
     for kind, data in files.items():
         artifacts.write_bytes(paths[kind], data)
@@ -251,6 +261,20 @@ def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress):
              "int8_tflite": to_tflite(qgraph, int8=True, io=cfg.io),
              "calibration": save_calibration(qgraph, ranges, cfg.calibration).encode()}
     return files, qgraph, samples
+
+
+def lint(model, calib=None, *, config: ExportConfig | None = None, example_input=None, **settings):
+    """`edgepack lint`: quantization-friendliness findings (list of calibration.lint.Finding)."""
+    from .calibration import load_samples
+    from .calibration.lint import lint_graph
+
+    cfg = (config or ExportConfig()).replace(**settings)
+    graph = load(model, config=cfg, example_input=example_input)
+    samples = None
+    if calib is not None:
+        samples = load_samples(calib, graph.tensors[graph.inputs[0]].shape, input_name=graph.inputs[0],
+                               mean=cfg.mean, std=cfg.std, limit=cfg.calib_limit or 256)
+    return lint_graph(graph, samples)
 
 
 def _is_float_artifact(path: Path) -> bool:

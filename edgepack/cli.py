@@ -1,4 +1,4 @@
-"""Command line: export | inspect | validate | targets | demo. The only module that prints.
+"""Command line: export | inspect | validate | lint | targets | demo. The only module that prints.
 
 A user error prints one line and exits 2 (3 for a missed budget with --fail-on-budget);
 a traceback only with --debug.
@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--std", help="image folders: per-channel std")
     p.add_argument("--onnx-activations", choices=["uint8", "int8"],
                    help="int8 ONNX activation storage (default uint8: same values, faster onnxruntime)")
+    p.add_argument("--equalize", action="store_true",
+                   help="cross-layer equalisation of conv/gemm pairs before calibration (exact in float)")
     p.add_argument("--prune", type=float, help="remove this fraction of channels (e.g. 0.5)")
     p.add_argument("--prune-importance", choices=["l1", "l2", "taylor"], help="channel importance (default l1)")
     p.add_argument("--round-to", type=int, help="keep channel counts a multiple of N (default 8)")
@@ -79,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--fail-on-budget", action="store_true", help="exit 3 when an artifact does not fit")
 
+    p = sub.add_parser("lint", help="flag patterns that hurt int8 accuracy, with the node and a fix")
+    _add_model_args(p)
+    p.add_argument("--calib", help="sample data: enables the range-based checks (outliers, concat ranges)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--fail-on-warn", action="store_true", help="exit with code 1 when a warning is found")
+
     p = sub.add_parser("targets", help="list the target profiles")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -97,6 +105,8 @@ def _config(args):
         flags["input_shape"] = args.input_shape
     if getattr(args, "force", False):
         flags["force"] = True
+    if getattr(args, "equalize", False):
+        flags["equalize"] = True
     if getattr(args, "no_validate", False):
         flags["validate"] = False
     if getattr(args, "fail_on_budget", False):
@@ -165,6 +175,8 @@ def print_checks(report) -> None:
                           "" if not exact else ("bit-exact" if exact["bit_exact"] else
                                                 f"{exact['identical_fraction']:.1%} equal, max {exact['max_lsb']} LSB"))
         console.print(table)
+    for finding in [f for f in report.lint if f["severity"] == "warn"][:5]:
+        console.print(f"lint: {finding['rule']} at '{finding['node']}': {finding['message']}")
     worst = (report.per_layer or {}).get("worst", [])
     if worst:
         console.print("lowest per-layer SQNR: " + ", ".join(f"{r['op']} '{r['tensor']}' {r['sqnr_db']:.1f} dB"
@@ -206,6 +218,21 @@ def cmd_validate(args) -> int:
     if args.fail_on_budget and report.verdict and not report.verdict["fits"]:
         return 3
     return 0
+
+
+def cmd_lint(args) -> int:
+    from .api import lint
+
+    findings = lint(args.model, args.calib, config=_config(args))
+    if args.json:
+        print(json.dumps([f.to_json() for f in findings], indent=2, default=str))
+    else:
+        for f in findings:
+            print(str(f))
+        if not findings:
+            print("no findings")
+    warned = any(f.severity == "warn" for f in findings)
+    return 1 if warned and args.fail_on_warn else 0
 
 
 def cmd_targets(args) -> int:
@@ -286,7 +313,8 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"export": cmd_export, "inspect": cmd_inspect, "validate": cmd_validate, "targets": cmd_targets,
+COMMANDS = {"export": cmd_export, "inspect": cmd_inspect, "validate": cmd_validate, "lint": cmd_lint,
+            "targets": cmd_targets,
             "demo": cmd_demo}
 
 

@@ -55,6 +55,8 @@ class ExportConfig:
     calib_limit: int | None = None  # use at most this many calibration samples
     mean: tuple[float, ...] | None = None  # image folders: (x - mean) / std per channel, after scaling to [0, 1]
     std: tuple[float, ...] | None = None
+    equalize: bool = False  # cross-layer equalisation of conv/gemm pairs before calibration
+    lint: bool = True  # run the quantization-friendliness check and put its findings in the report
     prune: float = 0.0  # fraction of channels to remove per coupled group (0 = no pruning)
     prune_importance: str = "l1"  # l1 | l2 | taylor (taylor needs --train data)
     round_to: int = 8  # keep channel counts a multiple of this (SIMD-friendly kernels)

@@ -18,6 +18,7 @@ class Report:
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> {path, bytes}
     shrink: dict[str, Any] = field(default_factory=dict)  # params/MACs before and after, distillation
     calibration: dict[str, Any] = field(default_factory=dict)
+    lint: list[dict[str, Any]] = field(default_factory=list)  # quantization-friendliness findings
     validation: dict[str, Any] = field(default_factory=dict)  # "artifact@runtime" -> metrics
     per_layer: dict[str, Any] = field(default_factory=dict)  # {"layers": [...], "worst": [...]}
     memory: dict[str, Any] = field(default_factory=dict)

@@ -120,6 +120,9 @@ def render_html(r: dict) -> str:
         parts.append("<p>worst layers:</p>" + _table(pl.get("worst", []), ["tensor", "op", "sqnr_db"]))
         if pl.get("advice"):
             parts.append("<ul>" + "".join(f"<li>{html.escape(a)}</li>" for a in pl["advice"]) + "</ul>")
+    if r.get("lint"):
+        parts.append("<h2>Quantization-friendliness check</h2>" +
+                     _table(r["lint"], ["severity", "rule", "node", "message", "suggestion"]))
     mem = r.get("memory") or {}
     if mem:
         parts.append("<h2>Memory</h2>" + plot_memory(mem) +
