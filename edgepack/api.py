@@ -30,25 +30,33 @@ def _is_torch_model(model) -> bool:
 
 
 def load(model, input_shape=None, *, example_input=None, config: ExportConfig | None = None,
-         optimize: bool = True) -> Graph:
+         optimize: bool = True, custom_objects: dict | None = None) -> Graph:
     """Any supported model -> IR graph (float, NCHW), with the cleanup passes applied.
 
-    ``model``: a path (.onnx, TorchScript .pt, torch.export .pt2), an onnx.ModelProto or bytes,
-    or an in-memory torch.nn.Module (with ``example_input`` or ``input_shape``)."""
+    ``model``: a path (.onnx, TorchScript .pt, torch.export .pt2, Keras .keras/.h5 or SavedModel
+    folder), an onnx.ModelProto or bytes, an in-memory torch.nn.Module (with ``example_input`` or
+    ``input_shape``) or keras.Model. ``custom_objects``: a Keras model's custom layers."""
     from .exporter.passes import run_passes
 
     cfg = (config or ExportConfig()).replace(**({"input_shape": input_shape} if input_shape else {}))
-    graph = _load_raw(model, cfg, example_input)
+    graph = _load_raw(model, cfg, example_input, custom_objects)
     verify(graph)
     return run_passes(graph) if optimize else graph
 
 
-def _load_raw(model, cfg: ExportConfig, example_input) -> Graph:
+def _load_raw(model, cfg: ExportConfig, example_input, custom_objects=None) -> Graph:
+    from .frontends.keras import is_keras_model, is_saved_model_dir, load_keras
     from .frontends.onnx import load_onnx
+
+    def keras(m):
+        return load_keras(m, custom_objects=custom_objects, trust_code=cfg.trust_code,
+                          input_shape=cfg.input_shape, opset=cfg.opset or 17)
 
     if _is_torch_model(model):
         from .frontends.torch import load_torch
         return load_torch(model, example_input, cfg.input_shape, exporter=cfg.exporter, opset=cfg.opset)
+    if is_keras_model(model):
+        return keras(model)
     if isinstance(model, (bytes, bytearray)) or type(model).__name__ == "ModelProto":
         return load_onnx(model, _onnx_shapes(cfg))
     if isinstance(model, (str, Path)):
@@ -56,6 +64,8 @@ def _load_raw(model, cfg: ExportConfig, example_input) -> Graph:
         if not path.exists():
             raise ModelLoadError("file not found", str(path))
         suffix = path.suffix.lower()
+        if suffix in KERAS_SUFFIXES or is_saved_model_dir(path):
+            return keras(path)
         if suffix in ONNX_SUFFIXES:
             return load_onnx(path, _onnx_shapes(cfg))
         if suffix in TORCH_SUFFIXES:
@@ -63,9 +73,9 @@ def _load_raw(model, cfg: ExportConfig, example_input) -> Graph:
             return load_torch_file(path, cfg.input_shape, trust_pickle=cfg.trust_pickle,
                                    exporter=cfg.exporter, opset=cfg.opset)
         raise ModelLoadError(f"unknown model format '{suffix or path.name}' "
-                             f"(supported: {', '.join(ALLOWED[:-3])})", str(path))
-    raise ModelLoadError(f"cannot load a {type(model).__name__}: pass a path, an onnx.ModelProto "
-                         "or a torch.nn.Module")
+                             f"(supported: {', '.join(ALLOWED)}, a SavedModel folder)", str(path))
+    raise ModelLoadError(f"cannot load a {type(model).__name__}: pass a path, an onnx.ModelProto, "
+                         "a torch.nn.Module or a keras.Model")
 
 
 def _onnx_shapes(cfg: ExportConfig):
@@ -75,7 +85,7 @@ def _onnx_shapes(cfg: ExportConfig):
 
 def model_name(model) -> str:
     if isinstance(model, (str, Path)):
-        return Path(model).stem
+        return Path(model).stem or Path(model).name
     return type(model).__name__
 
 
@@ -84,7 +94,7 @@ Progress = Callable[[str, int, int], None]  # (stage, samples just done, total s
 
 def export(model, calib=None, out="edgepack_out", *, val=None, val_labels=None, train=None, train_labels=None,
            config: ExportConfig | None = None, example_input=None, progress: Progress | None = None,
-           **settings) -> Report:
+           custom_objects: dict | None = None, **settings) -> Report:
     """Export ``model`` into the folder ``out`` and return the Report (also saved as report.json).
 
     Always writes model.float.onnx and model.float.tflite. With ``calib`` sample data (a path or an
@@ -113,7 +123,7 @@ def export(model, calib=None, out="edgepack_out", *, val=None, val_labels=None, 
     artifacts.check_writable(list(paths.values()) + [out / "report.json", out / "report.html"], cfg.force)
     profile = _profile(cfg.target)
 
-    graph = load(model, config=cfg, example_input=example_input)
+    graph = load(model, config=cfg, example_input=example_input, custom_objects=custom_objects)
     if cfg.equalize:
         from .exporter.passes import run_passes
         from .exporter.passes.equalize import equalize

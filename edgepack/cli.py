@@ -20,12 +20,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_model_args(p):
-    p.add_argument("model", help="model file: .onnx, TorchScript .pt, torch.export .pt2 (inspect: .tflite too)")
+    p.add_argument("model", help="model: .onnx, TorchScript .pt, torch.export .pt2, Keras .keras/.h5 or "
+                                 "SavedModel folder (inspect: .tflite too)")
     p.add_argument("--input-shape", help="model input shape incl. batch, e.g. 1,3,32,32")
     p.add_argument("--exporter", choices=["auto", "legacy", "dynamo"], default="auto",
                    help="torch.onnx exporter for PyTorch models (default: auto)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow loading a pickled whole PyTorch module (runs code from the file)")
+    p.add_argument("--trust-code", action="store_true",
+                   help="Keras: allow Lambda layers' Python code stored in the file (safe_mode off)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,7 +103,8 @@ def _config(args):
     from .config import ExportConfig
 
     cfg = ExportConfig.from_toml(args.config) if getattr(args, "config", None) else ExportConfig()
-    flags = {"exporter": args.exporter, "trust_pickle": args.trust_pickle or cfg.trust_pickle}
+    flags = {"exporter": args.exporter, "trust_pickle": args.trust_pickle or cfg.trust_pickle,
+             "trust_code": args.trust_code or cfg.trust_code}
     if args.input_shape:
         flags["input_shape"] = args.input_shape
     if getattr(args, "force", False):

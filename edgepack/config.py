@@ -48,6 +48,7 @@ class ExportConfig:
     exporter: str = "auto"  # torch.onnx exporter: auto | legacy | dynamo
     opset: int | None = None  # ONNX opset used by torch.onnx.export
     trust_pickle: bool = False  # allow torch.load of whole pickled modules (runs code)
+    trust_code: bool = False  # Keras: load Lambda layers' Python code (safe_mode=False)
     force: bool = False  # overwrite existing artifacts
     calibration: str = "minmax"  # range observer: minmax | percentile | mse | entropy
     percentile: float = 99.99  # for calibration="percentile"

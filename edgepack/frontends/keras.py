@@ -1,0 +1,401 @@
+"""Keras in: a .keras file, a .h5/.hdf5 file (Keras 2 files repaired when needed), a SavedModel folder,
+or an in-memory keras.Model. Keras -> ONNX through tf2onnx (a tf.function of batch 1), then the ONNX
+frontend, which is the only real parser.
+
+The graph keeps the model's NHWC input (Keras users feed NHWC data); tf2onnx follows it with a
+Transpose to NCHW that the TFLite layout planner cancels. keras_normalize.py tidies what tf2onnx
+leaves so that Keras graphs look like the ones PyTorch gives.
+
+Loading never runs code from the file unless asked: Keras ``safe_mode=True``; a Lambda or custom layer
+needs ``custom_objects`` or ``trust_code=True``.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EdgepackError, ModelLoadError, ShapeError
+from ..ir import Graph
+from .keras_normalize import normalize_keras_graph
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+_NOISY_LOGGERS = ("tensorflow", "absl", "tf2onnx", "keras")
+_NO_CLI = "the CLI cannot import your code, --trust-code only lets Keras run Lambda code stored in the file"
+
+
+# ---- quiet TensorFlow ---------------------------------------------------------------------
+@contextlib.contextmanager
+def _quiet():
+    """Silence TensorFlow/tf2onnx chatter: C++ logs written straight to fd 1/2, Python prints, warnings
+    and loggers. What was said is logged at debug level."""
+    levels = {name: logging.getLogger(name).level for name in _NOISY_LOGGERS}
+    saved, sink = [], tempfile.TemporaryFile(mode="w+b")
+    try:
+        for fd in (1, 2):
+            saved.append(os.dup(fd))
+        sys.stdout.flush(), sys.stderr.flush()
+        for fd in (1, 2):
+            os.dup2(sink.fileno(), fd)
+        for name in _NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        sys.stdout.flush(), sys.stderr.flush()
+        for fd, old in zip((1, 2), saved):
+            os.dup2(old, fd)
+            os.close(old)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        sink.seek(0)
+        said = sink.read().decode(errors="replace").strip()
+        sink.close()
+        if said:
+            log.debug("TensorFlow said: %s", said[-2000:])
+
+
+def _tf():
+    """(tensorflow, keras), imported quietly."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        with _quiet():
+            import keras
+            import tensorflow as tf
+            import tf2onnx  # noqa: F401  (checked here so that a missing install is one clear line)
+    except ImportError as exc:
+        raise EdgepackError(f"Keras models need the keras extra ({exc.name} is missing): "
+                            "pip install 'edgepack[keras]'") from None
+    return tf, keras
+
+
+def is_keras_model(obj) -> bool:
+    """True for an in-memory Keras model (Keras 3 or tf.keras), without importing TensorFlow."""
+    return any(c.__module__.split(".")[0] in ("keras", "tf_keras") or
+               c.__module__.startswith("tensorflow.python.keras") for c in type(obj).__mro__) \
+        and hasattr(obj, "layers")
+
+
+def is_saved_model_dir(path) -> bool:
+    path = Path(path)
+    return path.is_dir() and (path / "saved_model.pb").exists()
+
+
+# ---- entry point ----------------------------------------------------------------------------
+def load_keras(model, *, custom_objects: dict | None = None, trust_code: bool = False,
+               input_shape=None, opset: int | None = DEFAULT_OPSET) -> Graph:
+    """Convert a Keras model (path to .keras/.h5/.hdf5 or a SavedModel folder, or a keras.Model) to an
+    IR graph via tf2onnx. ``input_shape``: the NHWC input shape (batch included or not) when the model
+    leaves dims other than the batch unknown. ``trust_code`` lets Keras run Python code stored in the
+    file (Lambda layers): only for files you trust."""
+    from .onnx import load_onnx
+
+    tf, keras = _tf()
+    opset = int(opset or DEFAULT_OPSET)
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        if not path.exists():
+            raise ModelLoadError("file not found", str(path))
+        if path.is_dir():
+            if not is_saved_model_dir(path):
+                raise ModelLoadError("is a folder without saved_model.pb; Keras input is a .keras, .h5 or "
+                                     ".hdf5 file, or a SavedModel folder", str(path))
+            onnx_bytes = _saved_model_to_onnx(tf, path, input_shape, opset)
+        else:
+            keras_model = _load_file(keras, path, custom_objects, trust_code)
+            onnx_bytes = _model_to_onnx(tf, keras_model, input_shape, opset, str(path))
+    elif is_keras_model(model):
+        onnx_bytes = _model_to_onnx(tf, model, input_shape, opset, None)
+    else:
+        raise ModelLoadError(f"cannot load a {type(model).__name__} as Keras: pass a keras.Model or a path "
+                             "to a .keras, .h5 or .hdf5 file or a SavedModel folder")
+    graph = load_onnx(onnx_bytes)
+    normalize_keras_graph(graph)
+    return graph
+
+
+# ---- loading files --------------------------------------------------------------------------
+def _load_file(keras, path: Path, custom_objects, trust_code: bool):
+    from .keras_legacy import load_repaired_h5
+
+    suffix = path.suffix.lower()
+    if suffix not in (".keras", ".h5", ".hdf5"):
+        raise ModelLoadError(f"unknown Keras file type '{suffix}' (supported: .keras, .h5, .hdf5, "
+                             "SavedModel folder)", str(path))
+    try:
+        with _quiet():
+            return keras.saving.load_model(path, custom_objects=custom_objects, compile=False,
+                                           safe_mode=not trust_code)
+    except Exception as exc:
+        error = exc
+    config = _read_config(path)
+    if config is None:
+        raise ModelLoadError("holds no model config (weights only?); save the whole model with "
+                             "model.save('model.keras')", str(path)) from None
+    problem = _code_problem(keras, config, custom_objects, trust_code)
+    if problem:
+        raise ModelLoadError(problem, str(path)) from None
+    if suffix in (".h5", ".hdf5"):
+        try:
+            with _quiet():
+                model, repairs = load_repaired_h5(path, custom_objects, not trust_code)
+        except Exception as exc:
+            raise ModelLoadError(f"Keras cannot load it, even after repairing its Keras 2 config: "
+                                 f"{_keras_reason(exc)}", str(path)) from None
+        if model is not None:
+            for line in repairs:
+                log.warning("%s: repaired a Keras 2 config for Keras 3: %s", path, line)
+            return model
+    raise ModelLoadError(f"Keras cannot load it: {_keras_reason(error)}", str(path)) from None
+
+
+def _read_config(path: Path) -> dict | None:
+    from .keras_legacy import read_h5_config
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                return json.loads(z.read("config.json"))
+        return read_h5_config(path)
+    except Exception as exc:  # h5py/zip/json raise many types on a file that is not a Keras model
+        raise ModelLoadError(f"not a Keras model file: {_reason(exc)}", str(path)) from None
+
+
+def _code_problem(keras, config: dict, custom_objects, trust_code: bool) -> str | None:
+    """The first layer that needs code safe mode will not run, as one sentence, or None."""
+    from .keras_legacy import model_layers
+
+    custom_objects = custom_objects or {}
+    for layer in model_layers(config):
+        cls, cfg = layer["class_name"], layer["config"]
+        name = cfg.get("name", cls)
+        if cls in ("TFOpLambda", "SlicingOpLambda"):
+            return (f"layer '{name}' is a TensorFlow call recorded by Keras 2 ({cls}), which Keras 3 cannot "
+                    "load: save the model from Keras 2 as a SavedModel folder (model.save(dir)) and pass that")
+        if cls == "Lambda":
+            fn = cfg.get("function")
+            if _is_bytecode(fn, cfg) and not trust_code:
+                return (f"layer '{name}' (Lambda) holds Python code that Keras safe mode will not run: "
+                        "if you trust this file pass trust_code=True (Python API) or --trust-code (CLI)")
+            fn_name = _function_name(fn)
+            if fn_name and not _known(keras, fn_name, None, custom_objects):
+                return (f"layer '{name}' (Lambda) calls the Python function '{fn_name}', unknown to Keras: "
+                        f"pass custom_objects={{'{fn_name}': {fn_name}}} (Python API; {_NO_CLI})")
+        elif not _known(keras, cls, layer.get("registered_name"), custom_objects):
+            return (f"layer '{name}' is of the custom class '{cls}', unknown to Keras: "
+                    f"pass custom_objects={{'{cls}': {cls}}} (Python API; {_NO_CLI})")
+    return None
+
+
+def _is_bytecode(fn, cfg: dict) -> bool:
+    if isinstance(fn, dict):
+        return fn.get("class_name") == "__lambda__"
+    return cfg.get("function_type") == "lambda" or isinstance(fn, (list, tuple))
+
+
+def _function_name(fn) -> str | None:
+    if isinstance(fn, dict) and fn.get("class_name") == "function":
+        return str(fn.get("config"))
+    return fn if isinstance(fn, str) else None
+
+
+def _known(keras, cls: str, registered: str | None, custom_objects: dict) -> bool:
+    if cls in custom_objects or (registered and registered in custom_objects):
+        return True
+    if cls in ("Functional", "Sequential", "Model") or hasattr(keras.layers, cls):
+        return True
+    return keras.saving.get_registered_object(registered or cls) is not None
+
+
+def _keras_reason(exc: Exception) -> str:
+    """Keras wraps the cause in long messages with whole configs: keep the sentence that says why."""
+    text = " ".join(str(exc).split())
+    for marker in ("Unrecognized keyword arguments", "Exception encountered: ", "Could not locate"):
+        at = text.find(marker)
+        if at >= 0:
+            text = text[at:].removeprefix("Exception encountered: ")
+            break
+    return text[:300] + ("..." if len(text) > 300 else "") if text else type(exc).__name__
+
+
+# ---- conversion to ONNX -----------------------------------------------------------------------
+def _signature(tf, shapes, names, given, where):
+    """Batch-1 TensorSpecs from the model's input shapes and the user's ``input_shape``."""
+    if given is not None:
+        if len(shapes) != 1:
+            raise ShapeError(f"the model has {len(shapes)} inputs; --input-shape applies only to "
+                             "single-input models")
+        given = tuple(int(d) for d in given)
+        model_shape = shapes[0]
+        if model_shape is not None and len(given) == len(model_shape) - 1:
+            given = (1,) + given
+        fits = model_shape is None or (len(given) == len(model_shape) and all(
+            d is None or d == g for d, g in zip(model_shape[1:], given[1:])))
+        if not fits or any(g < 1 for g in given):
+            raise ShapeError(f"input shape {given} does not fit the Keras model input "
+                             f"{_fmt(model_shape)} (Keras inputs are NHWC, e.g. 1,32,32,3)")
+        shapes = [given]
+    specs = []
+    for name, shape in zip(names, shapes):
+        if shape is None or None in shape[1:]:
+            known = "no known shape" if shape is None else f"shape {_fmt(shape)} with unknown dims"
+            raise ShapeError(f"Keras input '{name}' has {known}; give its full NHWC shape, batch included, "
+                             "with --input-shape (e.g. 1,32,32,3)"
+                             + (f" [{where}]" if where else ""))
+        specs.append(tf.TensorSpec((1,) + tuple(int(d) for d in shape[1:]), tf.float32, name=name))
+    return specs
+
+
+def _fmt(shape) -> str:
+    return "(unknown)" if shape is None else "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+
+
+def _io_names(prefix: str, n: int) -> list[str]:
+    return [prefix] if n == 1 else [f"{prefix}_{i}" for i in range(n)]
+
+
+def _model_inputs(model) -> list:
+    try:
+        return list(model.inputs or [])
+    except (AttributeError, ValueError):  # subclassed or never-called models have no symbolic inputs
+        return []
+
+
+def _check_runs(model, specs, where) -> None:
+    """Run the model once: builds a model never called, and reports a wrong shape as such."""
+    xs = [np.zeros(s.shape, np.float32) for s in specs]
+    try:
+        with _quiet():
+            model(xs if len(xs) > 1 else xs[0], training=False)
+    except Exception as exc:
+        shapes = ", ".join(_fmt(s.shape) for s in specs)
+        raise ShapeError(f"the Keras model does not run on an input of shape {shapes}: {_reason(exc)} "
+                         "(give its NHWC input shape, batch included, with --input-shape)"
+                         + (f" [{where}]" if where else "")) from None
+
+
+def _model_to_onnx(tf, model, input_shape, opset: int, where: str | None) -> bytes:
+    inputs = _model_inputs(model)
+    shapes = [tuple(t.shape) for t in inputs] if inputs else [None]
+    specs = _signature(tf, shapes, _io_names("input", len(shapes)), input_shape, where)
+    _check_runs(model, specs, where)
+    out_names = [str(n) for n in (getattr(model, "output_names", None) or [])]
+    order: list[str] = []  # output names in the model's order, known once traced
+
+    @tf.function(input_signature=specs)
+    def forward(*xs):
+        ys = model(list(xs) if len(xs) > 1 else xs[0], training=False)
+        if isinstance(ys, dict):
+            names, ys = [str(k) for k in ys], list(ys.values())
+        else:
+            ys = list(ys) if isinstance(ys, (list, tuple)) else [ys]
+            names = out_names if len(set(out_names)) == len(ys) else _io_names("output", len(ys))
+        order[:] = names
+        return dict(zip(names, ys))
+
+    with _upsampling_as_resize(tf):
+        return _convert(tf, forward, specs, opset, where, order)
+
+
+@contextlib.contextmanager
+def _upsampling_as_resize(tf):
+    """While tracing, UpSampling2D(nearest) runs as a nearest resize (source pixel floor(i / factor)):
+    the same pixels, but tf2onnx makes one Resize (asymmetric, floor) of it instead of the Tile +
+    Reshape chains of Keras 3's repeat, which edgepack has no op for."""
+    import keras
+
+    cls = keras.layers.UpSampling2D
+    original = cls.call
+
+    def call(self, inputs):
+        if self.interpolation != "nearest":
+            return original(self, inputs)
+        last = self.data_format == "channels_last"
+        x = inputs if last else tf.transpose(inputs, (0, 2, 3, 1))
+        size = (int(x.shape[1]) * self.size[0], int(x.shape[2]) * self.size[1])
+        y = tf.raw_ops.ResizeNearestNeighbor(images=x, size=size, align_corners=False, half_pixel_centers=False)
+        return y if last else tf.transpose(y, (0, 3, 1, 2))
+
+    cls.call = call
+    try:
+        yield
+    finally:
+        cls.call = original
+
+
+def _saved_model_to_onnx(tf, path: Path, input_shape, opset: int) -> bytes:
+    """A SavedModel (e.g. keras 3 ``model.export``): convert its serving signature. TensorFlow
+    restores the graph and weights only; no Python code from the folder runs."""
+    try:
+        with _quiet():
+            loaded = tf.saved_model.load(str(path))
+    except Exception as exc:
+        raise ModelLoadError(f"TensorFlow cannot load this SavedModel: {_reason(exc)}", str(path)) from None
+    signatures = dict(getattr(loaded, "signatures", {}) or {})
+    if "serving_default" not in signatures:
+        raise ModelLoadError("SavedModel has no 'serving_default' signature (found: "
+                             f"{', '.join(signatures) or 'none'}); export it with model.export(dir)", str(path))
+    serve = signatures["serving_default"]
+    keys = sorted(serve.structured_input_signature[1])
+    shapes = [tuple(serve.structured_input_signature[1][k].shape) for k in keys]
+    specs = _signature(tf, shapes, _io_names("input", len(keys)), input_shape, str(path))
+
+    @tf.function(input_signature=specs)
+    def forward(*xs):
+        return serve(**dict(zip(keys, xs)))
+
+    return _convert(tf, forward, specs, opset, str(path), [])
+
+
+def _convert(tf, fn, specs, opset: int, where: str | None, order: list[str]) -> bytes:
+    """tf.function -> ONNX. What tf2onnx.convert.from_function does, except that only the real inputs
+    are graph inputs: from_function also lists the constants the function captures (e.g. a
+    Normalization layer's mean), which then arrive as inputs without values."""
+    import tf2onnx
+
+    try:
+        with _quiet(), tf.device("/cpu:0"):
+            concrete = fn.get_concrete_function(*specs)
+            inputs = [t.name for t in concrete.inputs[:len(specs)]]
+            outputs = [t.name for t in concrete.outputs]
+            rename = {t: s.name for t, s in zip(inputs, specs)}
+            if isinstance(concrete.structured_outputs, dict):
+                rename.update({v.name: k for k, v in concrete.structured_outputs.items()})
+            frozen = tf2onnx.tf_loader.from_function(concrete, inputs, outputs)
+            proto, _ = tf2onnx.convert.from_graph_def(frozen, name="keras", input_names=inputs,
+                                                      output_names=outputs, opset=opset,
+                                                      tensors_to_rename=rename)
+    except EdgepackError:
+        raise
+    except Exception as exc:  # tf2onnx and TF tracing raise many types
+        raise ModelLoadError(f"tf2onnx could not convert the model: {_reason(exc)}", where) from None
+    by_name = {o.name: o for o in proto.graph.output}
+    if order and set(by_name) == set(order):  # tf2onnx sorts dict outputs by name: keep the model's order
+        outputs = [by_name[n] for n in order]
+        del proto.graph.output[:]
+        proto.graph.output.extend(outputs)
+    log.info("converted Keras model with tf2onnx (opset %d): %d ONNX nodes", opset, len(proto.graph.node))
+    return proto.SerializeToString()
+
+
+def _reason(exc: Exception) -> str:
+    """The line of a TensorFlow/Keras error that says why (TF puts it last, after 'in user code:')."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    skip = ("Exception encountered", "Arguments received", "in user code", "File ", "\u2022")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(skip)]
+    said = [line for line in lines if re.match(r"^[A-Za-z_.]*(Error|Exception): ", line)]
+    text = said[-1] if said else (lines[0] if lines else type(exc).__name__)
+    return text[:300] + ("..." if len(text) > 300 else "")
