@@ -1,0 +1,610 @@
+"""What shrinking buys on a CPU and a microcontroller: LiteRT latency, TFLM arena, file size, estimated MCU
+latency and int8 accuracy of each `edgepack.export(prune=..., separable=...)` result vs the unshrunk int8 file.
+
+Two CNNs trained on scikit-learn digits upsampled to 32x32: `cnn4_32`, the 4-conv CNN of
+tests/test_shrink_acceptance.py (16-32-32-64 channels, ~1.2M MACs), and `wide_cnn32`, the same layout
+twice as wide (32-64-64-128, ~4.8M MACs). Each is exported unshrunk and with prune 0.25 / 0.5 / 0.75,
+separable auto and prune 0.5 + separable auto, all distilled from the original. Then every int8 .tflite
+of a model is timed on LiteRT in one interleaved loop (XNNPACK and BUILTIN_REF kernels, 1 thread,
+batch 1), and each conv layer of each file is timed on its own (a one-layer .tflite of the same shape)
+so a transform that cuts MACs but not time can be traced to the layer that does not get faster.
+
+    .venv/bin/python benchmarks/bench_shrink.py            # a few minutes on 2 cores
+    .venv/bin/python benchmarks/bench_shrink.py --quick    # smoke run: cnn4_32, 2 epochs; writes no results
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+
+import numpy as np
+
+import common  # noqa: F401  (puts the checkout and tests/ on sys.path)
+from common import interleaved, md_table, median
+
+CALIB_SAMPLES = 300
+TARGET = "stm32l4r5"
+BLOCK_S = 0.02  # each timed block of invokes lasts about this long, far above the clock's resolution
+# (name, export settings): the unshrunk file first, every ratio is against it.
+VARIANTS = [("int8", {}), ("prune 0.25", {"prune": 0.25}), ("prune 0.5", {"prune": 0.5}),
+            ("prune 0.75", {"prune": 0.75}), ("separable auto", {"separable": "auto"}),
+            ("prune 0.5 + separable", {"prune": 0.5, "separable": "auto"})]
+# Timed too, but not distilled (latency does not depend on the weights): the SIMD-width question.
+WHAT_IF = [("prune 0.25, round_to 16 (latency only)", {"prune": 0.25, "round_to": 16})]
+KERNELS = ("xnnpack", "ref")
+
+
+# ---------------------------------------------------------------- models
+
+def cnn4(widths=(16, 32, 32, 64)):
+    """The CNN of tests/test_shrink_acceptance.py (strides 2, 2, 1, 2), channel widths as given."""
+    import torch.nn as nn
+
+    layers, cin = [], 1
+    for cout, stride in zip(widths, (2, 2, 1, 2)):
+        layers += [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+        cin = cout
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 10))
+
+
+def model_specs(quick: bool):
+    """(name, builder, train epochs, train lr, distillation epochs)."""
+    if quick:
+        return [("cnn4_32", cnn4, 6, 5e-3, 2)]
+    # cnn4_32 distils 20 epochs like the acceptance test; the wide model (there for latency well above the
+    # per-invoke overhead) 8 to keep the run short: its most shrunk variants are still improving at 8.
+    return [("cnn4_32", cnn4, 6, 5e-3, 20), ("wide_cnn32", lambda: cnn4((32, 64, 64, 128)), 6, 5e-3, 8)]
+
+
+# ---------------------------------------------------------------- exports
+
+def export_variants(model, data, distill_epochs: int, work: Path) -> dict:
+    """Every variant through the public `edgepack.export` (validated on the held-out digits)."""
+    import edgepack
+
+    x_tr, y_tr, x_te, y_te = data
+    out = {}
+    for name, settings in VARIANTS:
+        extra = {"finetune_epochs": distill_epochs, "train": x_tr, "train_labels": y_tr} if settings else {}
+        t0 = time.perf_counter()
+        folder = work / name.replace(" ", "_").replace("+", "plus").replace(".", "")
+        report = edgepack.export(model, calib=x_tr[:CALIB_SAMPLES], out=folder, input_shape=(1, 1, 32, 32),
+                                 val=x_te, val_labels=y_te, val_limit=len(x_te), target=TARGET, force=True,
+                                 **settings, **extra)
+        seconds = time.perf_counter() - t0
+        tflite = Path(report.artifacts["int8_tflite"]["path"]).read_bytes()
+        v = report.validation["int8_tflite@litert-ref"]
+        shrink = report.shrink
+        out[name] = {
+            "settings": settings, "export_s": round(seconds, 1), "tflite": tflite,
+            "macs": report.summary["macs"], "params": report.summary["params"],
+            "macs_ratio": shrink.get("macs_ratio", 1.0), "params_ratio": shrink.get("params_ratio", 1.0),
+            "separable_nodes": shrink.get("separable_nodes", []),
+            "distillation": {k: (shrink.get("distillation") or {}).get(k)
+                             for k in ("best_epoch", "epochs_run", "stopped_early")} if shrink else None,
+            "int8_acc": v["accuracy"], "int8_acc_tflm": report.validation["int8_tflite@tflm"]["accuracy"],
+            "shrunk_float_acc": v["reference_accuracy"],
+            "vs_original_float": shrink.get("int8_tflite_vs_original_float"),
+            "tflite_bytes": report.artifacts["int8_tflite"]["bytes"],
+            "tflm_arena_bytes": report.memory.get("arena_measured_tflm"),
+            "mcu_ms": report.latency.get("total_ms"), "mcu_cost_model": report.latency.get("cost_model"),
+            "mcu_ms_per_op_type": report.latency.get("per_op_type_ms"),
+            "folder": folder, "layers": layers(tflite), "op_counts": op_counts(tflite),
+        }
+    return out
+
+
+def export_what_if(model, data, work: Path) -> dict:
+    """Latency-only variants (no distillation, no validation: int8 speed does not depend on the weights)."""
+    import edgepack
+
+    out = {}
+    for name, settings in WHAT_IF:
+        folder = work / name.replace(" ", "_").replace(",", "").replace(".", "")
+        report = edgepack.export(model, calib=data[0][:CALIB_SAMPLES], out=folder, input_shape=(1, 1, 32, 32),
+                                 validate=False, target=TARGET, force=True, **settings)
+        tflite = Path(report.artifacts["int8_tflite"]["path"]).read_bytes()
+        out[name] = {"settings": settings, "tflite": tflite, "macs": report.summary["macs"],
+                     "macs_ratio": report.shrink["macs_ratio"], "tflite_bytes": len(tflite), "folder": folder,
+                     "layers": layers(tflite), "op_counts": op_counts(tflite)}
+    return out
+
+
+# ---------------------------------------------------------------- what is in a file
+
+def layers(data: bytes) -> list[dict]:
+    """Per op of the .tflite: type, shapes (NHWC), channel counts and MACs. A PAD feeding a conv (how
+    a PyTorch stride-2, padding-1 conv is written) is folded into that conv's row ("pad": True, "in" is
+    the PAD's input), so the row describes the PyTorch layer that became the pair."""
+    from edgepack.targets.tflite_file import read_tflite
+
+    tm = read_tflite(data)
+    rows, pads = [], {}
+    for o in tm.ops:
+        x, y = tm.tensors[o.inputs[0]], tm.tensors[o.outputs[0]]
+        if o.op == "PAD":
+            pads[o.outputs[0]] = x
+        row = {"op": o.op, "in": list(x.shape), "out": list(y.shape), "macs": 0}
+        if o.op in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            w = tm.tensors[o.inputs[1]].shape  # conv (Cout, kh, kw, Cin), depthwise (1, kh, kw, C)
+            _, h, wd, c = y.shape
+            row.update(kernel=[w[1], w[2]], cin=x.shape[3], cout=c, pad=o.inputs[0] in pads,
+                       macs=h * wd * c * w[1] * w[2] * (w[3] if o.op == "CONV_2D" else 1))
+            if row["pad"]:
+                row["in"] = list(pads[o.inputs[0]].shape)
+            row["stride"] = max(1, round(row["in"][1] / h))
+        elif o.op == "FULLY_CONNECTED":
+            w = tm.tensors[o.inputs[1]].shape
+            row.update(cin=w[1], cout=w[0], macs=w[0] * w[1])
+        rows.append(row)
+    return rows
+
+
+def op_counts(data: bytes) -> dict[str, int]:
+    from edgepack.targets.tflite_file import read_tflite
+
+    return read_tflite(data).op_counts()
+
+
+# ---------------------------------------------------------------- timing
+
+def _interpreter(data: bytes, kernels: str):
+    from edgepack.targets.io_mapping import quantize_input
+    from edgepack.targets.runtimes import LiteRT
+    from edgepack.targets.tflite_file import read_tflite
+
+    rt = LiteRT(data, reference=kernels == "ref", threads=1)
+    tm = read_tflite(data)
+    i = tm.tensors[tm.inputs[0]]
+    x = np.random.default_rng(0).random(i.shape, np.float32)
+    rt.interp.set_tensor(rt.inputs[0]["index"], quantize_input(x, np.dtype(i.dtype), i.scale[0], i.zero_point[0]))
+    return rt.interp
+
+
+def _block_size(invoke) -> int:
+    for _ in range(20):  # warm up (XNNPACK packs weights on the first invoke)
+        invoke()
+    t0 = time.perf_counter()
+    n = 0
+    while time.perf_counter() - t0 < 0.01:
+        invoke()
+        n += 1
+    return max(3, int(BLOCK_S / ((time.perf_counter() - t0) / n)))
+
+
+def time_files(files: dict[str, bytes], rounds: int) -> dict:
+    """Median microseconds per batch-1 invoke of every (file, kernels) pair, all interleaved in one loop.
+
+    Each block is timed twice: wall clock (what `common.interleaved` returns) and the CPU time of this
+    thread (1-thread LiteRT runs in the calling thread, so on an idle core the two agree; on a shared,
+    loaded machine the CPU time leaves out the time the OS gave to other processes). Speed-ups are
+    against the first file with the same kernels: ratio of medians, and median (range) of the per-round
+    ratios."""
+    interps = {(name, k): _interpreter(data, k) for name, data in files.items() for k in KERNELS}
+    blocks = {key: _block_size(it.invoke) for key, it in interps.items()}
+    cpu = {key: [] for key in interps}
+
+    def runner(key):
+        invoke, n, spent = interps[key].invoke, blocks[key], cpu[key]
+
+        def run():
+            t0 = time.thread_time()
+            for _ in range(n):
+                invoke()
+            spent.append(time.thread_time() - t0)
+        return run
+
+    wall = interleaved({key: runner(key) for key in interps}, rounds)
+    base = next(iter(files))
+    out = {}
+    for clock, times in (("cpu", cpu), ("wall", wall)):
+        per_call = {key: [t / blocks[key] for t in v] for key, v in times.items()}
+        for (name, k), v in per_call.items():
+            ref = per_call[(base, k)]
+            paired = [b / t for b, t in zip(ref, v)]
+            out.setdefault(name, {}).setdefault(k, {"block": blocks[(name, k)], "rounds": rounds})[clock] = {
+                "median_us": median(v) * 1e6, "speedup": median(ref) / median(v),
+                "paired_speedup": median(paired), "paired_range": [min(paired), max(paired)]}
+    return out
+
+
+# ---------------------------------------------------------------- layer by layer
+
+def blocks(rows: list[dict]) -> list[list[dict]]:
+    """The MAC ops of a file grouped by the original layer they implement: a depthwise conv followed by a
+    1x1 conv is one block (what `separable` makes of one KxK conv), any other conv or FC is its own."""
+    macs = [r for r in rows if r["macs"]]
+    out, i = [], 0
+    while i < len(macs):
+        r = macs[i]
+        nxt = macs[i + 1] if i + 1 < len(macs) else None
+        if r["op"] == "DEPTHWISE_CONV_2D" and nxt and nxt["op"] == "CONV_2D" and nxt["kernel"] == [1, 1]:
+            out.append([r, nxt])
+            i += 2
+        else:
+            out.append([r])
+            i += 1
+    return out
+
+
+def _unit_module(block: list[dict]):
+    import torch.nn as nn
+
+    mods = []
+    for row in block:
+        if row["op"] == "FULLY_CONNECTED":
+            mods.append(nn.Linear(row["cin"], row["cout"]))
+            continue
+        k, s = row["kernel"][0], row["stride"]
+        groups = row["cin"] if row["op"] == "DEPTHWISE_CONV_2D" else 1
+        mods.append(nn.Conv2d(row["cin"], row["cout"], k, s, row.get("padding", k // 2), groups=groups))
+    first = block[0]
+    shape = (1, first["cin"]) if first["op"] == "FULLY_CONNECTED" else (1, first["cin"], *first["in"][1:3])
+    return nn.Sequential(*mods, nn.ReLU()).eval(), shape
+
+
+def unit_tflite(block: list[dict]) -> bytes:
+    """An int8 .tflite holding just ``block`` (same shapes, random weights), made by edgepack from a
+    PyTorch Conv2d/Linear (+ ReLU): a stride-2 padding-1 conv becomes PAD + CONV_2D as in the model."""
+    import torch
+
+    import edgepack
+    from edgepack.calibration import calibrate_graph, load_samples
+    from edgepack.exporter.emit_tflite import to_tflite
+
+    torch.manual_seed(0)
+    module, shape = _unit_module(block) if block else (torch.nn.Sequential(torch.nn.ReLU()).eval(), (1, 16))
+    graph = edgepack.load(module, input_shape=shape)
+    x = np.random.default_rng(0).random((16,) + shape[1:], np.float32)
+    qgraph, _ = calibrate_graph(graph, load_samples(x, shape), "minmax")
+    return to_tflite(qgraph, int8=True)
+
+
+def unit_key(block: list[dict]) -> str:
+    parts = []
+    for row in block:
+        if row["op"] == "FULLY_CONNECTED":
+            parts.append(f"fc {row['cin']}->{row['cout']}")
+            continue
+        kind = "dw" if row["op"] == "DEPTHWISE_CONV_2D" else ("pw" if row["kernel"] == [1, 1] else "conv")
+        k = "" if kind == "pw" else f" {row['kernel'][0]}x{row['kernel'][1]}"
+        where = f" s{row['stride']} @{row['in'][1]}x{row['in'][2]}" if row is block[0] else ""
+        parts.append(f"{'pad+' if row.get('pad') else ''}{kind}{k} {row['cin']}->{row['cout']}{where}")
+    return " + ".join(parts)
+
+
+def time_units(all_blocks: list[list[dict]], rounds: int) -> dict[str, dict]:
+    """Microseconds (CPU) per invoke of each distinct block on its own, all interleaved, minus the cost of
+    invoking a one-op file (ReLU on 16 values): what the block adds to a whole model's invoke."""
+    files = {"(invoke overhead)": unit_tflite([])}
+    for b in all_blocks:
+        files.setdefault(unit_key(b), unit_tflite(b))
+    timed = time_files(files, rounds)
+    overhead = {k: timed["(invoke overhead)"][k]["cpu"]["median_us"] for k in KERNELS}
+    out = {key: {k: max(0.0, timed[key][k]["cpu"]["median_us"] - overhead[k]) for k in KERNELS}
+           for key in files if key != "(invoke overhead)"}
+    out["(invoke overhead)"] = overhead
+    return out
+
+
+def mcu_blocks(folder: Path) -> list[float] | None:
+    """Estimated stm32l4r5 ms of each Conv/Gemm block of the exported float graph (same cost model as
+    report.latency), grouped like `blocks`."""
+    import edgepack
+    from edgepack.targets.latency import estimate_latency
+    from edgepack.targets.profile import load_profile
+
+    est = estimate_latency(edgepack.load(folder / "model.float.onnx"), load_profile(TARGET))
+    nodes = [n for n in est.nodes if n.op in ("Conv", "Gemm")]
+    out, i = [], 0
+    while i < len(nodes):
+        if nodes[i].kind == "depthwise" and i + 1 < len(nodes) and nodes[i + 1].kind == "pointwise":
+            out.append(nodes[i].ms + nodes[i + 1].ms)
+            i += 2
+        else:
+            out.append(nodes[i].ms)
+            i += 1
+    return out
+
+
+def kernel_probe(rounds: int) -> dict[str, dict]:
+    """How LiteRT's kernels price a layer: a 3x3 conv with 32 input channels at 8x8 pixels and 8..64 output
+    channels (the SIMD tile shows as steps), and the depthwise 3x3 and pointwise 1x1 convs `separable`
+    would put in place of the 32->32 one. Values: net us per kernels, and MACs."""
+    probe = {f"conv 3x3 32->{c}": [{"op": "CONV_2D", "in": [1, 8, 8, 32], "kernel": [3, 3], "stride": 1, "cin": 32,
+                                     "cout": c, "macs": 64 * 9 * 32 * c}] for c in range(8, 72, 8)}
+    probe["dw 3x3 32"] = [{"op": "DEPTHWISE_CONV_2D", "in": [1, 8, 8, 32], "kernel": [3, 3], "stride": 1, "cin": 32,
+                           "cout": 32, "macs": 64 * 9 * 32}]
+    probe["pw 32->32"] = [{"op": "CONV_2D", "in": [1, 8, 8, 32], "kernel": [1, 1], "stride": 1, "cin": 32,
+                           "cout": 32, "macs": 64 * 32 * 32}]
+    # What a PAD op costs: the stride-2 conv as the models have it (PAD + CONV_2D) vs the same conv on an
+    # input that is already padded (no PAD op).
+    conv = {"op": "CONV_2D", "kernel": [3, 3], "stride": 2, "cin": 16, "cout": 32, "macs": 64 * 9 * 16 * 32}
+    probe["pad+conv 3x3 16->32 s2 @16x16"] = [{**conv, "in": [1, 16, 16, 16], "pad": True}]
+    probe["conv 3x3 16->32 s2 @17x17, no PAD"] = [{**conv, "in": [1, 17, 17, 16], "padding": 0}]
+    timed = time_units(list(probe.values()), rounds)
+    return {name: {**timed[unit_key(b)], "macs": b[0]["macs"]} for name, b in probe.items()}
+
+
+# ---------------------------------------------------------------- one model
+
+def bench_model(name, build, epochs, lr, distill_epochs, work: Path, rounds: dict) -> dict:
+    import torch
+
+    data = common.digits(32)
+    torch.manual_seed(0)  # the initial weights too, so every run trains the same model
+    t0 = time.perf_counter()
+    model = common.train(build(), data[0], data[1], epochs=epochs, lr=lr)
+    res = {"train_epochs": epochs, "distill_epochs": distill_epochs, "train_s": round(time.perf_counter() - t0, 1)}
+    t0 = time.perf_counter()
+    variants = export_variants(model, data, distill_epochs, work / name)
+    variants.update(export_what_if(model, data, work / name))
+    res["export_s"] = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
+    res["latency"] = time_files({k: v["tflite"] for k, v in variants.items()}, rounds["files"])
+    per_file = {k: blocks(v["layers"]) for k, v in variants.items()}
+    units = time_units([b for bs in per_file.values() for b in bs], rounds["units"])
+    res["timing_s"] = round(time.perf_counter() - t0, 1)
+    res["invoke_overhead_us"] = units["(invoke overhead)"]
+    base_blocks = per_file[VARIANTS[0][0]]
+    for k, v in variants.items():
+        mcu = mcu_blocks(v["folder"])
+        v["blocks"] = [{"layer": unit_key(b), "macs": sum(r["macs"] for r in b),
+                        "outputs": sum(int(np.prod(r["out"][1:])) for r in b),
+                        "xnnpack_us": units[unit_key(b)]["xnnpack"], "ref_us": units[unit_key(b)]["ref"],
+                        "mcu_ms": mcu[i] if mcu and len(mcu) == len(per_file[k]) else None,
+                        "base_layer": unit_key(base_blocks[i]) if len(per_file[k]) == len(base_blocks) else None}
+                       for i, b in enumerate(per_file[k])]
+        v.pop("tflite")
+        v["folder"] = str(v["folder"].name)
+    res["variants"] = variants
+    return res
+
+
+# ---------------------------------------------------------------- findings
+
+NO_GAIN = 1.10  # at least 1.25x fewer MACs but less than this much faster: flagged
+MIN_SHARE = 0.03  # layers below this share of their file's time are too small to flag (FC heads)
+# (from, to): each transform against the file it shrinks further.
+PAIRS = [("int8", "prune 0.25"), ("prune 0.25", "prune 0.5"), ("prune 0.5", "prune 0.75"), ("int8", "separable auto"),
+         ("prune 0.5", "prune 0.5 + separable"), ("separable auto", "prune 0.5 + separable"),
+         ("int8", WHAT_IF[0][0])]
+
+
+def findings(results: dict) -> list[str]:
+    """Where MACs fell but time did not, and what caps the speed-ups, from this run's numbers."""
+    out, probe = [], results["kernel_probe"]
+    for mname, m in results["models"].items():
+        vs, lat = m["variants"], m["latency"]
+        base = vs[VARIANTS[0][0]]
+        for a, b in PAIRS:
+            va, vb = vs[a], vs[b]
+            mr = va["macs"] / vb["macs"]
+            for k in KERNELS:
+                tr = lat[a][k]["cpu"]["median_us"] / lat[b][k]["cpu"]["median_us"]
+                if mr >= 1.25 and tr < NO_GAIN:
+                    out.append(f"{mname}, {a} -> {b}: {mr:.2f}x fewer MACs, {k} only x{tr:.2f} faster")
+            if len(va["blocks"]) != len(vb["blocks"]):
+                continue
+            for ba, bb in zip(va["blocks"], vb["blocks"]):
+                lmr = ba["macs"] / bb["macs"]
+                for k in KERNELS:
+                    ta, tb = ba[f"{k}_us"], bb[f"{k}_us"]
+                    if lmr >= 1.25 and ta >= MIN_SHARE * lat[a][k]["cpu"]["median_us"] and ta / max(tb, 1e-9) < NO_GAIN:
+                        out.append(f"{mname}, {a} -> {b}: layer `{ba['layer']}` -> `{bb['layer']}`: {lmr:.2f}x fewer "
+                                   f"MACs, {k} x{ta / max(tb, 1e-9):.2f} ({ta:.2f} -> {tb:.2f} us)")
+        first, smallest = base["blocks"][0], min(VARIANTS, key=lambda v: vs[v[0]]["macs"])[0]
+        for k in KERNELS:
+            share = [first[f"{k}_us"] / lat[n][k]["cpu"]["median_us"] for n in (VARIANTS[0][0], smallest)]
+            out.append(f"{mname}: the first conv `{first['layer']}` (output channels protected from pruning, skipped "
+                       f"by separable auto) is {first['macs'] / base['macs']:.1%} of the MACs but {share[0]:.0%} of "
+                       f"the {k} time of the unshrunk file and {share[1]:.0%} of `{smallest}`")
+    dense = {b["layer"]: b for m in results["models"].values() for v in m["variants"].values() for b in v["blocks"]
+             if " + " not in b["layer"] and "conv 3x3" in b["layer"]}
+    if len(dense) >= 3:  # ref kernels: time = a * MACs + b * output elements
+        a = np.array([[b["macs"], b["outputs"]] for b in dense.values()], float)
+        t = np.array([b["ref_us"] for b in dense.values()])
+        coef = np.linalg.lstsq(a, t, rcond=None)[0]
+        worst = float(np.max(np.abs(a @ coef - t) / t))
+        out.append(f"ref kernels, dense 3x3 convs ({len(dense)} layers): time ~ {coef[0] * 1e6:.0f} ps per MAC + "
+                   f"{coef[1] * 1e3:.1f} ns per output element (worst fit error {worst:.0%}): a conv pruned on both "
+                   f"sides loses MACs quadratically but outputs only linearly")
+    ps = {n: {k: 1e6 * p[k] / p["macs"] for k in KERNELS} for n, p in probe.items()}
+    out.append("per MAC, depthwise 3x3 costs {:.0f}x (XNNPACK) / {:.0f}x (ref) a dense 3x3 conv, pointwise 1x1 "
+               "{:.1f}x / {:.1f}x (kernel probe, 8x8x32)".format(
+                   ps["dw 3x3 32"]["xnnpack"] / ps["conv 3x3 32->32"]["xnnpack"],
+                   ps["dw 3x3 32"]["ref"] / ps["conv 3x3 32->32"]["ref"],
+                   ps["pw 32->32"]["xnnpack"] / ps["conv 3x3 32->32"]["xnnpack"],
+                   ps["pw 32->32"]["ref"] / ps["conv 3x3 32->32"]["ref"]))
+    pad, nopad = probe["pad+conv 3x3 16->32 s2 @16x16"], probe["conv 3x3 16->32 s2 @17x17, no PAD"]
+    out.append("a PAD op costs {:.2f} us on XNNPACK, {:.1f} us on ref (PAD + conv 3x3 16->32 s2 at 16x16: {:.2f} / "
+               "{:.1f} us, the same conv on a pre-padded input: {:.2f} / {:.1f} us)".format(
+                   pad["xnnpack"] - nopad["xnnpack"], pad["ref"] - nopad["ref"], pad["xnnpack"], pad["ref"],
+                   nopad["xnnpack"], nopad["ref"]))
+    steps = [f"{c}: {probe[f'conv 3x3 32->{c}']['xnnpack']:.2f}" for c in range(8, 72, 8)]
+    out.append("XNNPACK conv 3x3 32->C at 8x8, us by C: " + ", ".join(steps))
+    return out
+
+
+# ---------------------------------------------------------------- output
+
+def _x(v: float | None) -> str:
+    return "-" if v is None else f"x{v:.2f}"
+
+
+def tables(results: dict) -> str:
+    head = ["variant", "MACs", "MACs cut", "params", "XNNPACK us", "XNNPACK speed-up (paired, range)", "ref us",
+            "ref speed-up (paired, range)", "MCU est. ms", "MCU speed-up", "TFLM arena B", ".tflite B", "ops"]
+    acc_head = ["variant", "MACs", "MACs cut", "int8 top-1 (LiteRT ref)", "int8 top-1 (TFLM)",
+                "float top-1 of the shrunk graph", "int8 - original float", "distillation best / run epochs"]
+    layer_head = ["variant", "layer(s)", "MACs", "MACs cut", "XNNPACK us", "x", "ref us", "x", "MCU ms", "x", ""]
+    parts = []
+    for mname, m in results["models"].items():
+        vs, lat = m["variants"], m["latency"]
+        base = vs[VARIANTS[0][0]]
+        rows, acc, lrows = [], [], []
+        for vname, v in vs.items():
+            cells = []
+            for k in KERNELS:
+                c = lat[vname][k]["cpu"]
+                cells += [f"{c['median_us']:.1f}", "{} ({:.2f}, {:.2f}-{:.2f})".format(
+                    _x(c["speedup"]), c["paired_speedup"], *c["paired_range"])]
+            mcu = v.get("mcu_ms")
+            rows.append([vname, f"{v['macs'] / 1e6:.3f}M", _x(v["macs_ratio"]), v.get("params", "-"), *cells,
+                         f"{mcu:.1f}" if mcu else "-", _x(base["mcu_ms"] / mcu) if mcu else "-",
+                         v.get("tflm_arena_bytes") or "-", v["tflite_bytes"],
+                         ", ".join(f"{o} {n}" for o, n in v["op_counts"].items())])
+            if "int8_acc" in v:
+                d = v["distillation"]
+                acc.append([vname, f"{v['macs'] / 1e6:.3f}M", _x(v["macs_ratio"]), f"{v['int8_acc']:.4f}",
+                            f"{v['int8_acc_tflm']:.4f}", f"{v['shrunk_float_acc']:.4f}",
+                            f"{v['int8_acc'] - m['original_float_acc']:+.4f}",
+                            f"{d['best_epoch']} / {d['epochs_run']}" + (" (still improving)" if d["best_epoch"]
+                                                                          == m["distill_epochs"] else "")
+                            if d else "-"])
+            for b, b0 in zip(v["blocks"], base["blocks"] if v["blocks"][0]["base_layer"] else [None] * 99):
+                ratio = {k: (b0[k] / b[k] if b0 and b[k] and b0[k] > 0.02 and b[k] > 0.02 else None)
+                         for k in ("xnnpack_us", "ref_us", "mcu_ms")}
+                mr = b0["macs"] / b["macs"] if b0 else None
+                flag = ", ".join(f"no {k[:-3]} gain" for k in ("xnnpack_us", "ref_us") if mr and mr >= 1.25 and
+                                 ratio[k] is not None and ratio[k] < NO_GAIN)
+                lrows.append([vname, b["layer"], b["macs"], _x(mr), f"{b['xnnpack_us']:.2f}", _x(ratio["xnnpack_us"]),
+                              f"{b['ref_us']:.1f}", _x(ratio["ref_us"]),
+                              f"{b['mcu_ms']:.2f}" if b["mcu_ms"] is not None else "-", _x(ratio["mcu_ms"]), flag])
+        oh = m["invoke_overhead_us"]
+        parts.append(f"""## {mname}
+
+Trained {m['train_epochs']} epochs; shrunk variants distilled {m['distill_epochs']} epochs from the original
+("still improving": the best epoch was the last, more epochs would raise the accuracy; latency does not
+depend on it).
+Original float top-1: **{m['original_float_acc']:.4f}**.
+
+### Latency, memory, size
+
+{md_table(head, rows)}
+
+### Accuracy against MACs (held-out digits)
+
+{md_table(acc_head, acc)}
+
+### Layer by layer
+
+Each block timed on its own (a one-block .tflite of the same shapes), CPU us per invoke minus the cost of
+invoking a one-op file ({oh['xnnpack']:.2f} us XNNPACK, {oh['ref']:.2f} us ref); "x" is the speed-up over the
+same layer of the unshrunk file. A depthwise + pointwise pair (`separable`) counts as the layer it replaced.
+"no ... gain": at least 1.25x fewer MACs than the unshrunk layer but less than x{NO_GAIN:.2f} faster.
+
+{md_table(layer_head, lrows)}
+""")
+    probe = results["kernel_probe"]
+    prow = [[n, p["macs"], f"{p['xnnpack']:.2f}", f"{1e6 * p['xnnpack'] / p['macs']:.1f}", f"{p['ref']:.1f}",
+             f"{1e6 * p['ref'] / p['macs']:.0f}"] for n, p in probe.items()]
+    mc, st = results["machine"], results["settings"]
+    return f"""# Shrinking: LiteRT latency, TFLM arena, size, MCU estimate and accuracy
+
+Measured {mc['date']} on {mc['cpu']} ({mc['cores']} cores, AVX512-VNNI: {mc['vnni']}), ai-edge-litert
+{results['versions']['ai_edge_litert']}, torch {mc['torch']}. Regenerate with
+`.venv/bin/python benchmarks/bench_shrink.py` ({results['wall_s']:.0f} s here, on a machine shared with other jobs:
+load average {results['load_average_at_start']:.1f} at the start). Raw numbers: `shrink.json`.
+
+Every variant is a public `edgepack.export(model, calib=300 training images, prune=..., separable=...,
+finetune_epochs=..., train=training digits, val=the {st['test_samples']} held-out digits)`; the unshrunk
+"int8" row is the same call without shrinking. Latency: LiteRT, batch 1, 1 thread, default resolver
+(XNNPACK) and BUILTIN_REF kernels ("ref", plain C loops, the closest thing to a microcontroller's
+reference kernels on this machine); all files of a model, both kernel sets, timed in one loop of
+{st['rounds_files']} interleaved rounds (order rotated each round) of ~{BLOCK_S * 1000:.0f} ms blocks. Times are the
+median CPU time of the invoking thread per invoke (equal to wall time on an idle core, and not inflated
+when other processes share the machine; wall-clock numbers are in the JSON). Speed-up: unshrunk median /
+variant median; in brackets the median and range of the per-round ratios. "MCU est." is
+`report.latency["total_ms"]` for {TARGET} (edgepack's fitted CMSIS-NN cost model, not a measurement);
+"TFLM arena" is the arena TFLite Micro reports for the file. Accuracy: top-1 on the held-out digits,
+LiteRT reference kernels and TFLM; "int8 - original float" is against the unshrunk float model.
+"{WHAT_IF[0][0]}" is timed only (not distilled or validated).
+
+{"".join(parts)}
+## Kernel probe
+
+One-layer files (8x8 output pixels), net us per invoke and picoseconds per MAC.
+
+{md_table(["layer", "MACs", "XNNPACK us", "XNNPACK ps/MAC", "ref us", "ref ps/MAC"], prow)}
+
+## Findings of this run
+
+""" + "\n".join(f"- {f}" for f in results["findings"]) + "\n" + READING
+
+
+READING = """
+## Reading the numbers
+
+- **Channel counts vs the SIMD tile (XNNPACK).** On this CPU XNNPACK's int8 conv computes output channels
+  in tiles of 16 (the kernel probe is a staircase: 8 costs what 16 costs, 24 what 32 costs, ...). Pruning
+  rounds kept channels to `round_to` = 8, so a group cut from 32 to 24, or from 16 to 8, saves MACs and no
+  time on the conv that produces it (only its consumer gets cheaper): the "no xnnpack gain" rows. Rounding
+  to 16 for XNNPACK targets gives these MACs back rather than wasting accuracy on them (the "round_to 16"
+  row keeps 32-channel groups at 32). ref kernels and the MCU model have no tile and follow MACs there.
+- **Depthwise is expensive per MAC.** A depthwise 3x3 costs ~10x (XNNPACK) / ~12x (ref) per MAC what a
+  dense 3x3 conv costs, a 1x1 ~2x, and each replaced conv becomes two ops. `separable auto` picks convs by
+  MACs saved, so its MAC cut overstates the time cut several-fold, and after pruning to 16 channels
+  (where a dense 3x3 conv is one cheap tile) replacing the convs buys (almost) no XNNPACK time and costs
+  accuracy: see `prune 0.5 -> prune 0.5 + separable` in the findings.
+- **The first conv is a floor.** It reads the 1-channel input at full resolution: few MACs, many output
+  elements (ref kernels pay per output element, XNNPACK runs a K=9 GEMM far below its peak), its output
+  channels are protected from pruning and `separable auto` skips it (fewer than 8 input channels). Its
+  share of the time grows with every transform, which caps the speed-up of the heavily shrunk files.
+- **PAD ops** (PyTorch's symmetric padding on stride-2 convs) are unchanged by shrinking and cost ~nothing
+  in time (see the PAD line of the findings). In TFLM they set the arena's peak: the
+  padded copy of the first conv's output (17x17xC) lives next to the output itself (16x16xC), C the first
+  conv's protected channel count, so the planned activations are the same in every variant and only the
+  per-op kernel data (per-channel requantization tables) shrinks with pruning; separable adds three ops
+  and their tables, hence a larger arena.
+- **The MCU estimate is a cost model, not a measurement**: it prices MACs almost linearly (depthwise at
+  2x a dense conv per MAC, a prior of the fit) and so predicts speed-ups close to the MAC cut, well above
+  what either host kernel family shows for separable and for the heavily pruned files. Only a board can
+  say which is closer for CMSIS-NN.
+"""
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: cnn4_32, 2 distillation epochs, few "
+                        "rounds; writes no results files")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    from importlib.metadata import version
+
+    rounds = {"files": 8, "units": 4, "probe": 4} if args.quick else {"files": 40, "units": 15, "probe": 15}
+    test_samples = len(common.digits(32)[3])
+    results = {"machine": common.machine(), "versions": {"ai_edge_litert": version("ai-edge-litert")},
+               "settings": {"calib_samples": CALIB_SAMPLES, "test_samples": test_samples, "target": TARGET,
+                            "rounds_files": rounds["files"], "rounds_units": rounds["units"], "quick": args.quick},
+               "models": {}}
+    results["load_average_at_start"] = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, build, epochs, lr, distill in model_specs(args.quick):
+            print(f"{name}: training, exporting {len(VARIANTS) + len(WHAT_IF)} variants, timing ...", flush=True)
+            m = bench_model(name, build, epochs, lr, distill, Path(tmp), rounds)
+            m["original_float_acc"] = m["variants"][VARIANTS[0][0]]["shrunk_float_acc"]
+            results["models"][name] = m
+            print(f"  train {m['train_s']} s, exports {m['export_s']} s, timing {m['timing_s']} s", flush=True)
+    results["kernel_probe"] = kernel_probe(rounds["probe"])
+    results["findings"] = findings(results)
+    results["wall_s"] = round(time.perf_counter() - t0, 1)
+    md = tables(results)
+    json.dumps(results)  # fail here, before anything is written, if a value is not JSON
+    if not args.quick:
+        print("wrote", *common.write_results("shrink", results, md))
+    print(md.split("\n## ", 1)[1])
+    print(f"total {results['wall_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
