@@ -72,17 +72,10 @@ class TorchTwin(nn.Module):
 
 
 def torch_twin(seed: int = 0, channels: int = 1) -> TorchTwin:
+    from zoo import randomise_bn
+
     torch.manual_seed(seed)
-    model = TorchTwin(channels)
-    g = torch.Generator().manual_seed(seed + 1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            c = m.num_features
-            m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(c, generator=g) * 0.1)
-    return model.eval()
+    return randomise_bn(TorchTwin(channels), seed + 1)
 
 
 def copy_torch_to_keras(twin: TorchTwin, model: keras.Model) -> keras.Model:

@@ -10,8 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def _randomise_bn(model: nn.Module) -> nn.Module:
-    g = torch.Generator().manual_seed(1)
+def randomise_bn(model: nn.Module, seed: int = 1) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             c = m.num_features
@@ -193,7 +193,7 @@ CONV_NAMES = [n for n in ZOO_NAMES if n != "mlp"]
 def build(name: str, seed: int = 0):
     cls, shape = _ZOO[name]
     torch.manual_seed(seed)
-    return _randomise_bn(cls()), shape
+    return randomise_bn(cls()), shape
 
 
 _LOADED = {}
