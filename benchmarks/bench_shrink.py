@@ -9,7 +9,7 @@ of a model is timed on LiteRT in one interleaved loop (XNNPACK and BUILTIN_REF k
 batch 1), and each conv layer of each file is timed on its own (a one-layer .tflite of the same shape)
 so a transform that cuts MACs but not time can be traced to the layer that does not get faster.
 
-    .venv/bin/python benchmarks/bench_shrink.py            # a few minutes on 2 cores
+    .venv/bin/python benchmarks/bench_shrink.py            # ~7 minutes on 2 shared cores
     .venv/bin/python benchmarks/bench_shrink.py --quick    # smoke run: cnn4_32, 2 epochs; writes no results
 """
 from __future__ import annotations
@@ -546,9 +546,10 @@ READING = """
 - **Channel counts vs the SIMD tile (XNNPACK).** On this CPU XNNPACK's int8 conv computes output channels
   in tiles of 16 (the kernel probe is a staircase: 8 costs what 16 costs, 24 what 32 costs, ...). Pruning
   rounds kept channels to `round_to` = 8, so a group cut from 32 to 24, or from 16 to 8, saves MACs and no
-  time on the conv that produces it (only its consumer gets cheaper): the "no xnnpack gain" rows. Rounding
-  to 16 for XNNPACK targets gives these MACs back rather than wasting accuracy on them (the "round_to 16"
-  row keeps 32-channel groups at 32). ref kernels and the MCU model have no tile and follow MACs there.
+  time on the conv that produces it (only its consumer gets cheaper): the "no xnnpack gain" rows. With
+  `round_to` 16 those groups keep their channels (and what accuracy they carry) at the same XNNPACK
+  time: the "round_to 16" row keeps the 32-channel groups at 32. ref kernels and the MCU model have no
+  tile and follow the MACs there.
 - **Depthwise is expensive per MAC.** A depthwise 3x3 costs ~10x (XNNPACK) / ~12x (ref) per MAC what a
   dense 3x3 conv costs, a 1x1 ~2x, and each replaced conv becomes two ops. `separable auto` picks convs by
   MACs saved, so its MAC cut overstates the time cut several-fold, and after pruning to 16 channels
