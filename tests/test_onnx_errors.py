@@ -103,11 +103,11 @@ def test_unsupported_variant_softmax_opset11_inner_axis():
     assert "Softmax" in one_line(err) and "'sm'" in str(err.value) and "last axis" in str(err.value)
 
 
-def test_unsupported_variant_conv1d():
-    w = np.ones((2, 3, 3), np.float32)
-    model = make_model([helper.make_node("Conv", ["x", "w"], ["y"], name="c1")], {"x": (1, 3, 8)}, ["y"],
+def test_unsupported_variant_conv3d():
+    w = np.ones((2, 3, 3, 3, 3), np.float32)
+    model = make_model([helper.make_node("Conv", ["x", "w"], ["y"], name="c1")], {"x": (1, 3, 8, 8, 8)}, ["y"],
                        {"w": w})
-    with pytest.raises(UnsupportedOpError, match=r"Conv at node 'c1': 1-D convolution"):
+    with pytest.raises(UnsupportedOpError, match=r"Conv at node 'c1': 3-D convolution; only 1-D and 2-D"):
         load_onnx(model)
 
 

@@ -8,7 +8,8 @@ from onnx import numpy_helper
 import edgepack
 import zoo
 from edgepack.calibration import calibrate_graph, load_samples
-from edgepack.demo import accuracy, digits_split, upsample
+from edgepack.demo import accuracy
+from edgepack.errors import UnsupportedOpError
 from edgepack.exporter.emit_onnx import to_onnx
 from edgepack.exporter.emit_onnx_qdq import to_onnx_qdq
 from edgepack.exporter.emit_tflite import to_tflite
@@ -18,22 +19,25 @@ from edgepack.targets.tflite_file import read_tflite
 
 _CACHE = {}
 
-
-def digits_like(shape, n):
-    """Digits shaped for a zoo model input: 16x16 images, or flattened 8x8 for the MLP."""
-    x = digits_split()[0][:n]
-    if len(shape) == 2:
-        return x.reshape(n, -1)
-    return upsample(x, shape[-1])
+# zoo.LITERT_ONLY: models using a builtin TFLite Micro has no kernel for run on LiteRT only, and TFLM
+# refuses them with one line naming the op and the node.
+LITERT_ONLY = zoo.LITERT_ONLY
+digits_like = zoo.digits_like  # other tests import it from here
+# Every runtime rounds 1-LSB ties its own way; a layer whose output scale is several times finer than its
+# input's shows such a difference as several LSB. Per model: (fraction of onnxruntime values within 1 LSB
+# of LiteRT's, max LSB between XNNPACK and the reference kernels). act_heads: its output Mul's scale is
+# ~5x finer than the fixed Sigmoid/Tanh scales it reads; lenet: the layers after its Tanhs (fixed 1/128)
+# have ~3.5x finer outputs.
+AMPLIFIED = {"act_heads": (0.95, 8), "lenet": (0.85, 4)}
 
 
 def quantized(name):
     if name not in _CACHE:
         model, shape = zoo.build(name)
         graph = edgepack.load(model, input_shape=shape)
-        samples = load_samples(digits_like(shape, 64), shape)
+        samples = load_samples(zoo.digits_like(shape, 64), shape)
         qgraph, _ = calibrate_graph(graph, samples, "minmax")
-        _CACHE[name] = (graph, qgraph, shape, digits_like(shape, 80)[64:])
+        _CACHE[name] = (graph, qgraph, shape, zoo.digits_like(shape, 80)[64:])
     return _CACHE[name]
 
 
@@ -80,11 +84,16 @@ def test_float_tflite_matches_onnxruntime(name):
 def test_int8_runs_on_three_runtimes_and_tflm_is_bit_exact(name):
     _, qgraph, _, xs = quantized(name)
     model = to_tflite(qgraph, int8=True)
-    ref, xnn, tflm = (Int8Runner(LiteRT(model, reference=True), model), Int8Runner(LiteRT(model), model),
-                      Int8Runner(TFLM(model), model))
+    ref, xnn = Int8Runner(LiteRT(model, reference=True), model), Int8Runner(LiteRT(model), model)
     a = np.stack([ref(x) for x in xs]).astype(int)
-    b = np.stack([tflm(x) for x in xs]).astype(int)
     c = np.stack([xnn(x) for x in xs]).astype(int)
+    assert np.max(np.abs(a - c)) <= AMPLIFIED.get(name, (0, 4))[1]  # XNNPACK: within 1 LSB per op
+    if name in LITERT_ONLY:
+        with pytest.raises(UnsupportedOpError, match=f"unsupported op '{LITERT_ONLY[name]}' at node '.+'"):
+            TFLM(model)
+        return
+    tflm = Int8Runner(TFLM(model), model)
+    b = np.stack([tflm(x) for x in xs]).astype(int)
     has_fc = "Gemm" in qgraph.op_counts()
     if has_fc:
         # TFLM's int8 FULLY_CONNECTED rounds twice (requantize, then add the output offset with its own
@@ -92,7 +101,6 @@ def test_int8_runs_on_three_runtimes_and_tflm_is_bit_exact(name):
         assert np.max(np.abs(a - b)) <= 1
     else:
         assert np.array_equal(a, b), f"TFLM differs from LiteRT reference on {np.mean(a != b):.1%} of values"
-    assert np.max(np.abs(a - c)) <= 4  # XNNPACK: within 1 LSB per op, which can add up over layers
 
 
 @pytest.mark.parametrize("name", [n for n in zoo.CONV_NAMES if n not in ("decoder", "squeezenet")])
@@ -150,7 +158,8 @@ def test_onnxruntime_and_litert_int8_agree_within_one_lsb(name):
         q_lite = from_file_layout(lite(x), ref.shape).astype(int)
         diffs.append(np.abs(q_ort - q_lite).ravel())
     d = np.concatenate(diffs)
-    assert np.mean(d <= 1) >= 0.99, f"only {np.mean(d <= 1):.1%} within 1 LSB"
+    want = AMPLIFIED.get(name, (0.99, 4))[0]
+    assert np.mean(d <= 1) >= want, f"only {np.mean(d <= 1):.1%} within 1 LSB"
 
 
 @pytest.mark.parametrize("name", zoo.CONV_NAMES)
@@ -158,6 +167,26 @@ def test_no_transpose_in_zoo_cnns(name):
     graph, qgraph, _, _ = quantized(name)
     for model in (to_tflite(graph, int8=False), to_tflite(qgraph, int8=True)):
         assert "TRANSPOSE" not in read_tflite(model).op_counts()
+
+
+# TRANSPOSEs a file may hold beyond the model's own Transpose nodes: audio_conv1d reads channel-first
+# (N, C, T) data that its (NHWC) convolutions need channel-last.
+LAYOUT_TRANSPOSES = {"audio_conv1d": 1}
+
+
+@pytest.mark.parametrize("name", zoo.ZOO_NAMES)
+def test_the_only_transposes_are_the_models_own(name):
+    graph, qgraph, _, _ = quantized(name)
+    own = graph.op_counts().get("Transpose", 0)
+    for model in (to_tflite(graph, int8=False), to_tflite(qgraph, int8=True)):
+        assert read_tflite(model).op_counts().get("TRANSPOSE", 0) <= own + LAYOUT_TRANSPOSES.get(name, 0)
+
+
+def test_channel_shuffle_is_one_transpose_between_two_reshapes():
+    graph, qgraph, _, _ = quantized("shufflenet")
+    assert graph.op_counts()["Transpose"] == 3  # three ShuffleUnits
+    ops = read_tflite(to_tflite(qgraph, int8=True)).op_counts()
+    assert ops["TRANSPOSE"] == 3 and ops["RESHAPE"] == 2 * 3 + 1  # + the flatten before the classifier
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "resnet"])

@@ -1,6 +1,8 @@
 """ir.torch_exec: every op against torch or onnxruntime, parameters, write-back, observers, fake quant."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -179,6 +181,13 @@ OP_CASES = {  # op -> (attrs, extra inputs as consts, numpy reference of X)
                     nearest_mode="floor"), [], lambda x: x.repeat(2, axis=2).repeat(2, axis=3)),
     "Identity": ({}, [], lambda x: x),
     "Dropout": ({}, [], lambda x: x),
+    "ConvTranspose": (dict(strides=[1, 1], pads=[0] * 4, dilations=[1, 1], group=1, output_padding=[0, 0]),
+                      [W44.reshape(4, 4, 1, 1)], lambda x: np.einsum("nchw,co->nohw", x, W44)),
+    "LayerNormalization": (dict(axis=3, epsilon=1e-5), [BN[0][:3].repeat(2), BN[1][:3].repeat(2)],
+                           lambda x: (x - x.mean(3, keepdims=True)) / np.sqrt(x.var(3, keepdims=True) + 1e-5)
+                           * BN[0][:3].repeat(2) + BN[1][:3].repeat(2)),
+    "Gelu": (dict(approximate="none"), [], lambda x: x * 0.5 * (1 + np.vectorize(math.erf)(x / np.sqrt(2)))),
+    "Rsqrt": ({}, [], lambda x: np.where(x > 0, 1 / np.sqrt(np.abs(x)), np.nan)),  # nan where x <= 0
     "BatchNormalization": (dict(epsilon=1e-3), BN, lambda x: (x - BN[2].reshape(1, 4, 1, 1))
                            / np.sqrt(BN[3].reshape(1, 4, 1, 1) + 1e-3) * BN[0].reshape(1, 4, 1, 1)
                            + BN[1].reshape(1, 4, 1, 1)),

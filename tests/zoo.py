@@ -9,11 +9,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import zoo_extra
+
 
 def randomise_bn(model: nn.Module, seed: int = 1) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
             c = m.num_features
             m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
             m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
@@ -185,15 +187,33 @@ _ZOO = {
     "gap_head": (GapHead, (1, 1, 16, 16)),
     "decoder": (Decoder, (1, 1, 16, 16)),
     "mlp": (MLP, (1, 64)),
+    **zoo_extra.MODELS,
 }
 ZOO_NAMES = sorted(_ZOO)
-CONV_NAMES = [n for n in ZOO_NAMES if n != "mlp"]
+# The 4-D image CNNs: their .tflite must hold no TRANSPOSE at all (shufflenet's channel shuffle is a
+# transpose of the model itself, so it is checked separately).
+CONV_NAMES = [n for n in ZOO_NAMES if len(_ZOO[n][1]) == 4 and n != "shufflenet"]
+# Models using a TFLite builtin that TFLite Micro has no kernel for (-> the builtin): LiteRT only.
+LITERT_ONLY = {"transformer": "GELU"}
 
 
 def build(name: str, seed: int = 0):
     cls, shape = _ZOO[name]
     torch.manual_seed(seed)
     return randomise_bn(cls()), shape
+
+
+def digits_like(shape, n: int):
+    """scikit-learn digits (the demo's training split) shaped for a zoo input: images resized to (H, W),
+    flattened 8x8 for (1, 64), rows as channels and columns stretched over time for (1, C, T)."""
+    from edgepack.demo import digits_split
+
+    x = digits_split()[0][:n]
+    if len(shape) == 2:
+        return x.reshape(n, -1)
+    size = tuple(shape[-2:]) if len(shape) == 4 else (shape[1], shape[2])
+    x = F.interpolate(torch.from_numpy(x), size=size, mode="bilinear", align_corners=False).numpy()
+    return x if len(shape) == 4 else x[:, 0]
 
 
 _LOADED = {}

@@ -4,8 +4,8 @@
 - ops whose output must reuse the input's params (ir.OPS quant="same_as_input": reshape, pooling, pad,
   concat, transpose, resize) put their input(s) and output in one group sharing one range (the union);
 - ops with fixed params (softmax, sigmoid: 1/256, -128; tanh: 1/128, 0) impose them on their group;
-- weights: int8 symmetric per output channel for Conv (IR axis 0), per-tensor for Gemm by default
-  (TFLM spends persistent arena on per-channel FC);
+- weights: int8 symmetric per output channel for Conv (IR axis 0) and ConvTranspose (IR axis 1),
+  per-tensor for Gemm by default (TFLM spends persistent arena on per-channel FC);
 - bias: int32, scale = input scale x weight scale (per channel), zero-point 0;
 - other constants (operands of Add/Mul/...): int8 asymmetric per-tensor from their own values.
 """
@@ -19,6 +19,11 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..ir import OPS, Graph, QuantParams
 from ..ir.quant import params_from_range, symmetric_weight_params
+
+
+# Ops with a weight input (position 1) and a bias (position 2) -> the IR axis of the weight's output
+# channels (per-channel scales): Conv (Cout, Cin/g, kh, kw), ConvTranspose (Cin, Cout/g, kh, kw), Gemm.
+WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1, "Gemm": 0}
 
 
 @dataclass(frozen=True)
@@ -98,10 +103,12 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]],
             t = g.tensors[name]
             if not t.is_const or t.quant is not None or not t.dtype.startswith("float"):
                 continue
-            if node.op in ("Conv", "Gemm") and pos == 1:
-                per_channel = rules.per_channel_conv if node.op == "Conv" else rules.per_channel_gemm
-                t.quant = symmetric_weight_params(t.data, 0 if per_channel else None)
-            elif node.op in ("Conv", "Gemm") and pos == 2:
+            if node.op in WEIGHT_AXIS and pos == 1:
+                per_channel = rules.per_channel_gemm if node.op == "Gemm" else rules.per_channel_conv
+                if node.op == "ConvTranspose" and int(node.attrs.get("group", 1)) != 1:
+                    per_channel = False  # axis 1 holds Cout/group channels only
+                t.quant = symmetric_weight_params(t.data, WEIGHT_AXIS[node.op] if per_channel else None)
+            elif node.op in WEIGHT_AXIS and pos == 2:
                 t.quant = _bias_params(g, node)
             elif pos not in weight_pos:
                 t.quant = params_from_range(float(t.data.min()), float(t.data.max()))

@@ -87,6 +87,55 @@ def _conv(ctx, n, out):
                dilations=_ints(n.attrs["dilations"]), group=int(n.attrs["group"]))
 
 
+def _conv_transpose(ctx, n, out):
+    kernel = ctx.graph.tensors[n.inputs[1]].shape[2:]
+    return _mk("ConvTranspose", ctx, n, ctx.inputs(n), out, kernel_shape=_ints(kernel),
+               strides=_ints(n.attrs["strides"]), pads=_ints(n.attrs["pads"]),
+               dilations=_ints(n.attrs["dilations"]), group=int(n.attrs["group"]),
+               output_padding=_ints(n.attrs.get("output_padding", [0, 0])))
+
+
+def _layer_norm(ctx, n, out):
+    if ctx.opset < 17:
+        raise ConfigError(f"LayerNormalization (node '{n.name}') needs ONNX opset >= 17, got {ctx.opset}",
+                          key="opset", allowed=range(17, OPSET_MAX + 1))
+    return _mk("LayerNormalization", ctx, n, ctx.inputs(n), out, axis=int(n.attrs["axis"]),
+               epsilon=float(n.attrs.get("epsilon", 1e-5)))
+
+
+def _gelu(ctx, n, out):
+    approximate = n.attrs.get("approximate", "none")
+    if ctx.opset >= 20:
+        return _mk("Gelu", ctx, n, ctx.inputs(n), out, approximate=approximate)
+    # Before opset 20: 0.5 x (1 + f) with f = erf(x / sqrt 2), or tanh(sqrt(2/pi) (x + 0.044715 x^3)).
+    x = ctx.inputs(n)[0]
+
+    def c(key, value):
+        return ctx.const(f"{n.name}/{key}", np.float32(value))
+
+    if approximate == "tanh":
+        steps = [("Mul", [x, x], "@x2"), ("Mul", ["@x2", x], "@x3"), ("Mul", ["@x3", c("k3", 0.044715)], "@kx3"),
+                 ("Add", [x, "@kx3"], "@poly"), ("Mul", ["@poly", c("k", np.sqrt(2 / np.pi))], "@arg"),
+                 ("Tanh", ["@arg"], "@f")]
+    else:
+        steps = [("Div", [x, c("sqrt2", np.sqrt(2.0))], "@arg"), ("Erf", ["@arg"], "@f")]
+    steps += [("Add", ["@f", c("one", 1.0)], "@one_plus"), ("Mul", [x, c("half", 0.5)], "@half_x"),
+              ("Mul", ["@half_x", "@one_plus"], None)]
+    names, nodes = {}, []
+    for op, ins, key in steps:
+        dst = out if key is None else ctx.unique(f"{out}/{key[1:]}")
+        name = n.name if key is None else ctx.unique(f"{n.name}/{key[1:]}")
+        nodes.append(helper.make_node(op, [names.get(i, i) for i in ins], [dst], name=name))
+        names[key] = dst
+    return nodes
+
+
+def _rsqrt(ctx, n, out):
+    root = ctx.unique(f"{out}/sqrt")
+    return [helper.make_node("Sqrt", ctx.inputs(n), [root], name=ctx.unique(f"{n.name}/sqrt")),
+            helper.make_node("Reciprocal", [root], [out], name=n.name)]
+
+
 def _gemm(ctx, n, out):
     return _mk("Gemm", ctx, n, ctx.inputs(n), out, transB=1)
 
@@ -177,6 +226,10 @@ WRITERS: dict[str, Writer] = {
     **{op: _plain(op) for op in ("MatMul", "Add", "Sub", "Mul", "Div", "GlobalAveragePool", "Relu",
                                  "Sigmoid", "Tanh", "Identity", "Dropout")},
     "Conv": _conv,
+    "ConvTranspose": _conv_transpose,
+    "LayerNormalization": _layer_norm,
+    "Gelu": _gelu,
+    "Rsqrt": _rsqrt,
     "Gemm": _gemm,
     "Concat": _with_attrs("Concat", "axis", cast=int),
     "MaxPool": _pool("MaxPool"),

@@ -51,6 +51,12 @@ def to_tflite(graph: Graph, int8: bool, io: str = "int8") -> bytes:
     outputs = []
     for name in graph.outputs:
         idx = ctx.index[name]
+        rank = len(ctx.shape(name))
+        if rank != 4 and ctx.perm(name) != identity(rank):
+            # Users read non-4-D outputs in the IR order (only 4-D ones may be NHWC): convert.
+            stored, idx = idx, ctx.input(name, identity(rank))
+            if ctx.b.tensors[stored].name == name:
+                ctx.b.rename(stored, f"{name}/stored")
         if float_io:
             ctx.b.rename(idx, f"{name}_int8")
             fidx = ctx.b.add_tensor(name, ctx.b.shape(idx), "float32")
@@ -113,6 +119,8 @@ class EmitContext:
         return version(code, self.int8, **flags)
 
     def op(self, code: int, inputs, outputs, options_type: int = 0, options=None, **flags) -> None:
+        if code == BuiltinOp.TRANSPOSE:
+            flags["dims"] = len(self.b.shape(inputs[0]))
         self.b.add_op(code, inputs, outputs, options_type, options, self.version(code, **flags))
 
     # ---- activations --------------------------------------------------------------------
@@ -153,12 +161,18 @@ class EmitContext:
             return idx
         key = (name, tuple(perm))
         if key not in self._converted:
-            out = self.temp(f"{name}/as_{''.join(map(str, perm))}",
-                            stored_shape(self.shape(name), perm), self.quant(name))
-            q = file_transpose_perm(have, identity(len(perm)), perm)
-            self.op(BuiltinOp.TRANSPOSE, [idx, self.b.add_int32(f"{name}/perm", q)], [out],
-                    Options.TransposeOptions, tfl.TransposeOptionsT())
-            log.debug("layout conversion TRANSPOSE for '%s' to %s", name, perm)
+            shape = self.shape(name)
+            target = stored_shape(shape, perm)
+            out = self.temp(f"{name}/as_{''.join(map(str, perm))}", target, self.quant(name))
+            if [a for a in have if shape[a] != 1] == [a for a in perm if shape[a] != 1]:
+                # only size-1 axes move: the bytes stay, a RESHAPE is enough
+                self.op(BuiltinOp.RESHAPE, [idx, self.b.add_int32(f"{name}/shape", target)], [out],
+                        Options.ReshapeOptions, tfl.ReshapeOptionsT(newShape=list(target)))
+            else:
+                q = file_transpose_perm(have, identity(len(perm)), perm)
+                self.op(BuiltinOp.TRANSPOSE, [idx, self.b.add_int32(f"{name}/perm", q)], [out],
+                        Options.TransposeOptions, tfl.TransposeOptionsT())
+                log.debug("layout conversion TRANSPOSE for '%s' to %s", name, perm)
             self._converted[key] = out
         return self._converted[key]
 
@@ -198,13 +212,13 @@ class EmitContext:
         return params_from_range(float(data.min(initial=0.0)), float(data.max(initial=0.0)))
 
     def weight(self, name: str, ir_data: np.ndarray, perm: tuple[int, ...],
-               per_channel: bool) -> tuple[int, QuantParams | None]:
-        """A weight stored as ``ir_data.transpose(perm)``; int8 symmetric (per channel on IR axis 0)."""
+               per_channel: bool, axis: int = 0) -> tuple[int, QuantParams | None]:
+        """A weight stored as ``ir_data.transpose(perm)``; int8 symmetric (per channel on IR ``axis``)."""
         if not self.int8:
             return self.b.add_const(name, ir_data.transpose(perm), "float32"), None
         qp = self.g.tensors[name].quant if name in self.g.tensors else None
         if qp is None or qp.dtype != "int8":
-            qp = symmetric_weight_params(ir_data, 0 if per_channel else None)
+            qp = symmetric_weight_params(ir_data, axis if per_channel else None)
         if any(z != 0 for z in qp.zero_point):
             raise TfliteExportError(f"int8 export: weight '{name}' must be symmetric (zero-point 0)")
         q = quantize_array(ir_data, qp).transpose(perm)

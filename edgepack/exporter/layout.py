@@ -8,7 +8,10 @@ rank-4 activations are NHWC ``(0, 2, 3, 1)``, everything else keeps the IR order
   or before a Flatten) stores its output so that it becomes the identity too;
 - a Flatten/Reshape of a permuted 4-D activation to ``(N, C*H*W)`` read only by Gemm is stored as
   the flattening of the *stored* (NHWC) data: the Gemm weight columns are permuted instead of
-  inserting a TRANSPOSE (see ``LayoutPlan.flattened``).
+  inserting a TRANSPOSE (see ``LayoutPlan.flattened``);
+- any other Reshape keeps the stored bytes when the axes it splits or merges are stored together and
+  in order (a channel shuffle's (N, C, H, W) -> (N, g, C/g, H, W) of NHWC data is stored
+  (N, H, W, g, C/g)); otherwise its input is converted once (``reshape_layout``).
 
 ``plan_layout(graph)`` gives the plain ``{tensor: perm}`` mapping (what validate needs to move user
 data between NCHW and the file); ``build_layout(graph)`` gives the full plan the emitter uses.
@@ -25,7 +28,7 @@ from ..errors import UnsupportedOpError
 from ..ir import Graph, Node
 
 NHWC = (0, 2, 3, 1)
-SPATIAL_OPS = ("Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "Resize")  # need NHWC input
+SPATIAL_OPS = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "Resize")  # NHWC in
 MATRIX_OPS = ("Gemm", "MatMul")  # read and write the IR order
 
 
@@ -71,6 +74,7 @@ class LayoutPlan:
     # Reshape outputs stored as flatten(source stored layout): name -> (source IR shape, source perm)
     flattened: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
     vanished: set[str] = field(default_factory=set)  # Transpose nodes that are identities on file
+    reshape_input: dict[str, tuple[int, ...]] = field(default_factory=dict)  # Reshape node -> input layout
 
     def to_stored(self, name: str, x: np.ndarray) -> np.ndarray:
         """An IR-layout array of tensor ``name`` -> its layout in the file."""
@@ -175,10 +179,66 @@ def _reshape_layout(graph: Graph, n: Node, plan: LayoutPlan, consumers) -> tuple
         and all(u.op == "Gemm" and u.inputs[0] == out for u in users))
     if flatten_to_gemm:
         plan.flattened[out] = (tuple(in_shape), tuple(in_perm))
+        plan.reshape_input[n.name] = tuple(in_perm)
         return identity(2)
-    perm = default_perm(len(out_shape))
-    # A reshape that mixes channels with space is only exact in the IR order.
-    return perm if same_bytes(out_shape, perm) else identity(len(out_shape))
+    need, perm = reshape_layout(tuple(in_shape), tuple(in_perm), tuple(out_shape))
+    plan.reshape_input[n.name] = need
+    return perm
+
+
+def _axis_blocks(in_shape, out_shape) -> list[tuple[list[int], list[int]]]:
+    """The non-unit axes of a reshape grouped into (input axes, output axes) with equal sizes, in order:
+    (N, C, H, W) -> (N, g, C/g, H, W) gives ([0], [0]), ([1], [1, 2]), ([2], [3]), ([3], [4])."""
+    ins = [a for a, d in enumerate(in_shape) if d != 1]
+    outs = [a for a, d in enumerate(out_shape) if d != 1]
+    blocks, i, j = [], 0, 0
+    while i < len(ins) and j < len(outs):
+        bi, bo, pi, po = [ins[i]], [outs[j]], in_shape[ins[i]], out_shape[outs[j]]
+        i, j = i + 1, j + 1
+        while pi != po:  # equal total sizes: always closes before either side runs out
+            if pi < po:
+                bi.append(ins[i])
+                pi, i = pi * in_shape[ins[i]], i + 1
+            else:
+                bo.append(outs[j])
+                po, j = po * out_shape[outs[j]], j + 1
+        blocks.append((bi, bo))
+    return blocks
+
+
+def _carry(src_shape, src_perm, blocks, dst_shape, dst_default):
+    """A layout of the reshape's other side whose stored bytes equal ``src`` stored with ``src_perm``
+    (unit axes where ``dst_default`` has them), or None when the reshape must reorder bytes."""
+    order = [a for a in src_perm if src_shape[a] != 1]
+    by_first = {src[0]: (src, dst) for src, dst in blocks}
+    dst_order, k = [], 0
+    while k < len(order):
+        block = by_first.get(order[k])
+        if block is None or order[k:k + len(block[0])] != block[0]:
+            return None
+        dst_order += block[1]
+        k += len(block[0])
+    rest = iter(dst_order)
+    return tuple(a if dst_shape[a] == 1 else next(rest) for a in dst_default)
+
+
+def reshape_layout(in_shape, in_perm, out_shape) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(layout the input must have, layout of the output) for a Reshape.
+
+    A reshape is a copy of bytes when each group of axes it splits or merges is stored contiguously
+    and in order: then the output takes the layout that keeps the bytes and no TRANSPOSE is needed
+    (a channel split (N, C, H, W) -> (N, g, C/g, H, W) of NHWC data is stored (N, H, W, g, C/g)).
+    Otherwise the input is converted once, to the layout that gives the output the default one."""
+    blocks = _axis_blocks(in_shape, out_shape)
+    out_default, in_default = default_perm(len(out_shape)), default_perm(len(in_shape))
+    out = _carry(in_shape, in_perm, blocks, out_shape, out_default)
+    if out is not None:
+        return tuple(in_perm), out
+    need = _carry(out_shape, out_default, [(o, i) for i, o in blocks], in_shape, in_default)
+    if need is not None:
+        return need, out_default
+    ir_order = identity(len(in_shape))
+    return ir_order, _carry(in_shape, ir_order, blocks, out_shape, out_default)
 
 
 # ---- geometry: how IR pads and resize coordinates map onto TFLite's conventions ----------

@@ -12,35 +12,13 @@ import numpy as np
 
 from ..errors import UnsupportedOpError
 from ..ir.quant import QuantParams, params_from_range, quantize_array
-from .layout import (NHWC, file_transpose_perm, identity, padding_plan, resize_flags, same_bytes,
-                     stored_axis, stored_shape)
+from .layout import NHWC, file_transpose_perm, identity, padding_plan, resize_flags, stored_axis, stored_shape
 from .tflite_builder import (Activation, BuiltinOp, Options, Padding, TfliteExportError, same_params,
                              tfl)
+from .tflite_ops_extra import EXTRA_NOT_EMITTED, EXTRA_WRITERS
+from .tflite_versions import version  # noqa: F401  (re-exported: emit_tflite imports it from here)
 
-_INT8_VERSION = {
-    BuiltinOp.CONV_2D: 3, BuiltinOp.DEPTHWISE_CONV_2D: 3, BuiltinOp.FULLY_CONNECTED: 4,
-    BuiltinOp.ADD: 2, BuiltinOp.SUB: 2, BuiltinOp.MUL: 2, BuiltinOp.CONCATENATION: 2,
-    BuiltinOp.MAX_POOL_2D: 2, BuiltinOp.AVERAGE_POOL_2D: 2, BuiltinOp.MEAN: 2,
-    BuiltinOp.SOFTMAX: 2, BuiltinOp.LOGISTIC: 2, BuiltinOp.TANH: 2, BuiltinOp.RELU: 2,
-    BuiltinOp.RELU6: 2, BuiltinOp.MINIMUM: 2, BuiltinOp.MAXIMUM: 2, BuiltinOp.PAD: 2,
-    BuiltinOp.PADV2: 2, BuiltinOp.MIRROR_PAD: 2, BuiltinOp.RESIZE_BILINEAR: 2,
-    BuiltinOp.RESIZE_NEAREST_NEIGHBOR: 2, BuiltinOp.TRANSPOSE: 2, BuiltinOp.BATCH_MATMUL: 2,
-    BuiltinOp.DEQUANTIZE: 2,
-}
 _FUSED = {None: Activation.NONE, "Relu": Activation.RELU, "Relu6": Activation.RELU6}
-
-
-def version(code: int, int8: bool, half_pixel: bool = False, align_corners: bool = False,
-            mul_rescale_ge_1: bool = False, dilated: bool = False) -> int:
-    """Operator version for the kernels this file needs (see TFLite op_version.cc)."""
-    if code in (BuiltinOp.RESIZE_BILINEAR, BuiltinOp.RESIZE_NEAREST_NEIGHBOR) and (
-            half_pixel or (align_corners and code == BuiltinOp.RESIZE_NEAREST_NEIGHBOR)):
-        return 3
-    if code == BuiltinOp.MUL and int8 and mul_rescale_ge_1:
-        return 3
-    if code == BuiltinOp.DEPTHWISE_CONV_2D and not int8 and dilated:
-        return 2
-    return _INT8_VERSION.get(code, 1) if int8 else 1
 
 
 def _fused(node) -> int:
@@ -216,11 +194,7 @@ def write_reduce_mean(ctx, node):
 
 def write_reshape(ctx, node):
     x, out_name = node.inputs[0], node.outputs[0]
-    in_shape = ctx.shape(x)
-    if out_name in ctx.plan.flattened or same_bytes(in_shape, ctx.perm(x)):
-        xi = ctx.input(x)
-    else:  # the reshape mixes axes: feed it the IR order
-        xi = ctx.input(x, identity(len(in_shape)))
+    xi = ctx.input(x, ctx.plan.reshape_input.get(node.name))  # the layout whose bytes the output keeps
     target = stored_shape(ctx.shape(out_name), ctx.perm(out_name))
     out = ctx.output(out_name)
     ctx.op(BuiltinOp.RESHAPE, [xi, ctx.b.add_int32(f"{node.name}/shape", target)], [out],
@@ -397,6 +371,7 @@ NOT_EMITTED = {
     "BatchNormalization": "fold it into the preceding Conv/Gemm first (passes.fold_bn)",
     "Identity": "a no-op: the cleanup pass removes it before emission",
     "Dropout": "a no-op at inference: the cleanup pass removes it before emission",
+    **EXTRA_NOT_EMITTED,
 }
 
 WRITERS = {
@@ -408,4 +383,5 @@ WRITERS = {
     "Clip": write_clip, "LeakyRelu": write_leaky_relu, "HardSigmoid": write_hard_sigmoid,
     "Softmax": write_softmax, "Reshape": write_reshape, "Transpose": write_transpose,
     "Pad": write_pad, "Resize": write_resize,
+    **EXTRA_WRITERS,  # ConvTranspose, Gelu, Rsqrt: in tflite_ops_extra.py
 }

@@ -14,7 +14,9 @@ from onnx import helper
 
 from .. import ir
 from ..errors import ModelLoadError, ShapeError, UnsupportedOpError
+from .lift_1d import lift_1d
 from .onnx_fold import DEFAULT_DOMAINS, FoldedModel
+from .onnx_patterns import fuse_erf_gelu
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +115,12 @@ def build_graph(folded: FoldedModel, inputs: list[str], outputs: list[str], opse
 
     b = Builder(folded, opset, path)
     g = b.graph
-    b.used = {i for n in folded.model.graph.node for i in n.input} | set(outputs)
+    onnx_nodes = fuse_erf_gelu(list(folded.model.graph.node), folded.consts, outputs)
+    b.used = {i for n in onnx_nodes for i in n.input} | set(outputs)
     for name in inputs:
         b._ensure_tensor(name)
     g.inputs = list(inputs)
-    for i, node in enumerate(folded.model.graph.node):
+    for i, node in enumerate(onnx_nodes):
         op = node.op_type if node.domain in DEFAULT_DOMAINS else f"{node.domain}.{node.op_type}"
         b.current = b.node_name(node.name or f"{node.op_type}_{i}")
         rule = RULES.get(op)
@@ -131,6 +134,7 @@ def build_graph(folded: FoldedModel, inputs: list[str], outputs: list[str], opse
         b._ensure_tensor(name)
     g.outputs = list(outputs)
     fuse_bias_add(g)
+    lift_1d(g)
     g.remove_unused()
     return g
 

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 
 from .onnx_normalize import Builder, unsupported_variant
+from .onnx_ops_extra import EXTRA_RULES, conv1d, global_average_pool1d, pool1d
 
 
 def _f32(a: np.ndarray) -> np.ndarray:
@@ -84,9 +85,9 @@ def _spatial_pads(b: Builder, node, attrs, kernel, strides, dilations) -> list[i
     """pads as [top, left, bottom, right], auto_pad resolved against the static input shape."""
     auto = attrs.get("auto_pad", "NOTSET")
     if auto == "NOTSET":
-        return [int(p) for p in attrs.get("pads", [0, 0, 0, 0])]
+        return [int(p) for p in attrs.get("pads", [0] * (2 * len(kernel)))]
     if auto == "VALID":
-        return [0, 0, 0, 0]
+        return [0] * (2 * len(kernel))
     begin, end = [], []
     for size, k, s, d in zip(b.shape(node.input[0])[2:], kernel, strides, dilations):
         total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
@@ -98,42 +99,53 @@ def _spatial_pads(b: Builder, node, attrs, kernel, strides, dilations) -> list[i
 
 def _conv(b: Builder, node, attrs):
     w = b.need_const(node, 1, "weight")
-    if w.ndim != 4:
-        raise unsupported_variant("Conv", b.current, f"{w.ndim - 2}-D convolution; only 2-D (NCHW) "
-                                  "convolution is supported")
+    if w.ndim not in (3, 4):
+        raise unsupported_variant("Conv", b.current, f"{w.ndim - 2}-D convolution; only 1-D and 2-D "
+                                  "(NCHW) convolution is supported")
     if _input(node, 2):
         b.need_const(node, 2, "bias")
+    nd = w.ndim - 2
     kernel = [int(k) for k in attrs.get("kernel_shape", w.shape[2:])]
-    strides = [int(s) for s in attrs.get("strides", [1, 1])]
-    dilations = [int(d) for d in attrs.get("dilations", [1, 1])]
+    strides = [int(s) for s in attrs.get("strides", [1] * nd)]
+    dilations = [int(d) for d in attrs.get("dilations", [1] * nd)]
+    pads = _spatial_pads(b, node, attrs, kernel, strides, dilations)
+    if nd == 1:
+        conv1d(b, node, strides, pads, dilations, int(attrs.get("group", 1)))
+        return
     b.emit("Conv", [i for i in node.input[:3] if i], [node.output[0]],
-           {"strides": strides, "pads": _spatial_pads(b, node, attrs, kernel, strides, dilations),
-            "dilations": dilations, "group": int(attrs.get("group", 1))})
+           {"strides": strides, "pads": pads, "dilations": dilations, "group": int(attrs.get("group", 1))})
 
 
 def _pool(op: str):
     def rule(b: Builder, node, attrs):
         kernel = [int(k) for k in attrs.get("kernel_shape", [])]
-        if len(kernel) != 2 or b.rank(node.input[0]) != 4:
-            raise unsupported_variant(op, b.current, f"{len(kernel)}-D pooling; only 2-D (NCHW) "
+        nd = len(kernel)
+        if nd not in (1, 2) or b.rank(node.input[0]) != nd + 2:
+            raise unsupported_variant(op, b.current, f"{nd}-D pooling; only 1-D and 2-D (NCHW) "
                                       "pooling is supported")
-        dilations = [int(d) for d in attrs.get("dilations", [1, 1])]
-        if dilations != [1, 1]:
-            raise unsupported_variant(op, b.current, f"dilations {dilations}; only [1, 1]")
+        dilations = [int(d) for d in attrs.get("dilations", [1] * nd)]
+        if dilations != [1] * nd:
+            raise unsupported_variant(op, b.current, f"dilations {dilations}; only 1")
         if _used(b, node, 1):
             raise unsupported_variant(op, b.current, "its indices output is used")
-        strides = [int(s) for s in attrs.get("strides", [1, 1])]
+        strides = [int(s) for s in attrs.get("strides", [1] * nd)]
+        pads = _spatial_pads(b, node, attrs, kernel, strides, dilations)
+        ceil, include = int(attrs.get("ceil_mode", 0)), int(attrs.get("count_include_pad", 0))
+        if nd == 1:
+            pool1d(b, op, node, kernel, strides, pads, ceil, include)
+            return
         b.emit(op, [node.input[0]], [node.output[0]],
-               {"kernel_shape": kernel, "strides": strides,
-                "pads": _spatial_pads(b, node, attrs, kernel, strides, dilations),
-                "ceil_mode": int(attrs.get("ceil_mode", 0)),
-                "count_include_pad": int(attrs.get("count_include_pad", 0))})
+               {"kernel_shape": kernel, "strides": strides, "pads": pads, "ceil_mode": ceil,
+                "count_include_pad": include})
     return rule
 
 
 def _global_average_pool(b: Builder, node, attrs):
+    if b.rank(node.input[0]) == 3:
+        global_average_pool1d(b, node)
+        return
     if b.rank(node.input[0]) != 4:
-        raise unsupported_variant("GlobalAveragePool", b.current, "only 4-D (NCHW) input")
+        raise unsupported_variant("GlobalAveragePool", b.current, "only 3-D (NCT) or 4-D (NCHW) input")
     b.emit("GlobalAveragePool", [node.input[0]], [node.output[0]])
 
 
@@ -290,4 +302,5 @@ RULES = {
     "Pad": _pad,
     "Resize": _resize,
     "ReduceMean": _reduce_mean,
+    **EXTRA_RULES,  # ConvTranspose, LayerNormalization, Gelu
 }

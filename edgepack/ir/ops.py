@@ -5,16 +5,22 @@ and how its output is quantized:
 - "calibrated": own scale/zero-point from calibration;
 - "same_as_input": output reuses the first input's params (TFLite requires it: reshape, pooling, ...);
 - "fixed": fixed params from the TFLite spec (softmax/sigmoid: 1/256, -128; tanh: 1/128, 0).
-Adding an op = one row here plus one row in each mapping table (ONNX reader/writer, TFLite);
-tests/test_op_tables.py fails when a row is missing.
+Adding an op = one row here plus one row in each mapping table (ONNX reader/writer, TFLite, and the
+declared tables of tools/gen_supported_ops.py, which writes SUPPORTED_OPS.md); tests fail when a row
+is missing (test_emit_onnx, test_emit_tflite, test_torch_exec, test_supported_ops).
 
 Normalised attributes (the frontends produce exactly these):
 - Conv: strides[2], pads[4] (top, left, bottom, right), dilations[2], group, activation
+  (a 1-D Conv arrives as a Conv on (N, C, 1, T) between Reshapes: the frontends normalise it)
+- ConvTranspose: weights (Cin, Cout/group, kh, kw); strides[2], pads[4] (top, left, bottom, right:
+  cropped from the full output), dilations[2], group, output_padding[2] (extra rows/columns at the end)
 - Gemm: Y = X @ W.T + B, W shaped (out, in); activation
 - MaxPool/AveragePool: kernel_shape[2], strides[2], pads[4], ceil_mode, count_include_pad
 - Clip: min, max (floats); HardSigmoid: alpha, beta; LeakyRelu: alpha
 - Reshape: shape (static, no -1 or 0); Transpose: perm; Concat/Softmax: axis
 - Pad: pads (ONNX order, 2*rank), mode, value; ReduceMean: axes, keepdims
+- LayerNormalization: axis (>= 0: normalises axes axis..rank-1), epsilon; inputs X, scale, bias
+- Gelu: approximate ("none": x * Phi(x) with erf | "tanh": the tanh approximation)
 - Resize: mode ("nearest" | "linear"), size (output H, W), coordinate_transformation_mode, nearest_mode
 - activation (on ops with fusable=True): None | "Relu" | "Relu6" (written by the fuse pass)
 """
@@ -38,6 +44,7 @@ class OpSpec:
 
 _ROWS = [
     OpSpec("Conv", 2, 3, weights=(1, 2), fusable=True, doc="2-D convolution, groups incl. depthwise"),
+    OpSpec("ConvTranspose", 2, 3, weights=(1, 2), doc="2-D transposed convolution (upsampling)"),
     OpSpec("Gemm", 2, 3, weights=(1, 2), fusable=True, doc="fully connected: X @ W.T + B"),
     OpSpec("MatMul", 2, 2, doc="matrix product of two activations"),
     OpSpec("Add", 2, 2, fusable=True, doc="elementwise add with broadcasting"),
@@ -56,6 +63,8 @@ _ROWS = [
     OpSpec("Tanh", 1, 1, quant="fixed", fixed=(1.0 / 128.0, 0), doc="hyperbolic tangent"),
     OpSpec("HardSigmoid", 1, 1, doc="clamp(alpha * x + beta, 0, 1)"),
     OpSpec("HardSwish", 1, 1, doc="x * hardsigmoid(x)"),
+    OpSpec("Gelu", 1, 1, doc="Gaussian error linear unit x * Phi(x)"),
+    OpSpec("Rsqrt", 1, 1, doc="1 / sqrt(x) (from the LayerNormalization lowering)"),
     OpSpec("Softmax", 1, 1, quant="fixed", fixed=(1.0 / 256.0, -128), doc="softmax over an axis"),
     OpSpec("Reshape", 1, 1, quant="same_as_input", channel_axis=None, doc="static reshape"),
     OpSpec("Transpose", 1, 1, quant="same_as_input", channel_axis=None, doc="permute axes"),
@@ -64,6 +73,8 @@ _ROWS = [
     OpSpec("Identity", 1, 1, quant="same_as_input", channel_axis=None, doc="no-op (removed)"),
     OpSpec("Dropout", 1, 1, quant="same_as_input", channel_axis=None, doc="no-op at inference (removed)"),
     OpSpec("BatchNormalization", 5, 5, weights=(1, 2, 3, 4), doc="inference batch norm (folded away)"),
+    OpSpec("LayerNormalization", 3, 3, weights=(1, 2), channel_axis=None,
+           doc="normalise over the last axes, scale and shift (lowered to primitives by a pass)"),
 ]
 
 OPS: dict[str, OpSpec] = {row.name: row for row in _ROWS}

@@ -17,11 +17,16 @@ def node_params(graph: Graph, node: Node) -> int:
 
 
 def node_macs(graph: Graph, node: Node) -> int:
-    """Conv: N*Cout*Hout*Wout*(Cin/group)*kh*kw; Gemm: N*in*out; MatMul: output elements * inner dim."""
+    """Conv: N*Cout*Hout*Wout*(Cin/group)*kh*kw; ConvTranspose: N*Cin*Hin*Win*(Cout/group)*kh*kw;
+    Gemm: N*in*out; MatMul: output elements * inner dim."""
     out_shape = graph.tensors[node.outputs[0]].shape
     if node.op == "Conv":
         w = graph.tensors[node.inputs[1]].shape  # (Cout, Cin/group, kh, kw) for any group
         return int(np.prod(out_shape, dtype=np.int64) * np.prod(w[1:], dtype=np.int64))
+    if node.op == "ConvTranspose":  # every input element meets (Cout/group)*kh*kw weights
+        w = graph.tensors[node.inputs[1]].shape  # (Cin, Cout/group, kh, kw)
+        x = graph.tensors[node.inputs[0]].shape
+        return int(np.prod(x, dtype=np.int64) * np.prod(w[1:], dtype=np.int64))
     if node.op == "Gemm":
         w_out, w_in = graph.tensors[node.inputs[1]].shape
         return int(out_shape[0]) * int(w_in) * int(w_out)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from .graph import Graph, GraphError, Node
 from .ops import OPS
 from .quant import QuantParams
+from .torch_ops_extra import EXTRA_IMPLS
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +146,10 @@ def _pad(n: Node, xs):
 
 def _reshape(n: Node, xs):
     x, shape = xs[0], [int(d) for d in n.attrs["shape"]]
-    if int(np.prod(shape)) != x.numel() and shape and x.shape[0] != shape[0]:
-        shape[0] = x.shape[0]  # static shapes carry the export batch; follow the batch actually run
+    size = int(np.prod(shape))
+    if size != x.numel() and shape:  # static shapes carry the export batch: follow the batch actually run
+        same_rows = int(np.prod(shape[1:])) * x.shape[0] == x.numel()  # else the batch is folded into rows
+        shape[0] = x.shape[0] if same_rows else shape[0] * (x.numel() // max(size, 1))  # ((N*T, D): 3-D Linear)
     return x.reshape(shape)
 
 
@@ -197,6 +200,7 @@ OP_IMPLS: dict[str, Callable] = {
     "Identity": lambda n, xs: xs[0],
     "Dropout": lambda n, xs: xs[0],
     "BatchNormalization": _batchnorm,
+    **EXTRA_IMPLS,  # ConvTranspose, LayerNormalization, Gelu, Rsqrt: in torch_ops_extra.py
 }
 
 _ACTIVATIONS = {None: None, "Relu": F.relu, "Relu6": lambda x: torch.clamp(x, 0.0, 6.0)}

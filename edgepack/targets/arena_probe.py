@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .runtimes import RuntimeFailure
+from .runtimes import RuntimeFailure, missing_kernel
 from .tflite_file import read_tflite
 
 
@@ -24,6 +24,9 @@ def measure_arena(model_bytes: bytes) -> int:
         hi = max(10 * len(data), 64 * 1024)
         while not prober.loads(hi):
             if prober.error:  # not a matter of size (an op TFLM lacks, a broken file...)
+                missing = missing_kernel(data, prober.error)
+                if missing is not None:
+                    raise missing
                 raise RuntimeFailure(f"TFLite Micro cannot load the model: {prober.error}")
             hi *= 2
             if hi > 1 << 30:

@@ -31,7 +31,7 @@ from .profile import COST_KINDS, TargetProfile
 log = logging.getLogger(__name__)
 
 _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid",
-                "HardSwish", "BatchNormalization"}
+                "HardSwish", "BatchNormalization", "Gelu", "Rsqrt"}
 _POOLING = {"MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean"}
 _NOT_RUN = {"Identity", "Dropout"}  # removed before export: no cost
 
@@ -82,6 +82,8 @@ def op_kind(graph: Graph, node: Node) -> str | None:
         if group == 1 and tuple(w[2:]) == (1, 1):
             return "pointwise"
         return "conv"  # k x k, and grouped convolutions that are not depthwise
+    if op == "ConvTranspose":
+        return "conv"
     if op in ("Gemm", "MatMul"):
         return "fully_connected"
     if op in _ELEMENTWISE:

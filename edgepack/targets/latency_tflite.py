@@ -9,7 +9,7 @@ from .profile import TargetProfile
 from .tflite_file import TfliteModel, _macs
 
 _ELEMENTWISE = {"ADD", "SUB", "MUL", "DIV", "RELU", "RELU6", "LEAKY_RELU", "LOGISTIC", "TANH", "HARD_SWISH",
-                "MINIMUM", "MAXIMUM", "QUANTIZE", "DEQUANTIZE", "SQUARED_DIFFERENCE", "RSQRT", "EXP"}
+                "MINIMUM", "MAXIMUM", "QUANTIZE", "DEQUANTIZE", "SQUARED_DIFFERENCE", "RSQRT", "EXP", "GELU"}
 _POOLING = {"MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN", "SUM", "REDUCE_MAX"}
 _NOT_RUN = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}  # TFLM runs these in place or as a copy-free view
 
@@ -22,6 +22,8 @@ def op_kind(model: TfliteModel, op) -> str | None:
         return "pointwise" if tuple(w[1:3]) == (1, 1) else "conv"
     if op.op == "DEPTHWISE_CONV_2D":
         return "depthwise"
+    if op.op == "TRANSPOSE_CONV":
+        return "conv"
     if op.op in ("FULLY_CONNECTED", "BATCH_MATMUL"):
         return "fully_connected"
     if op.op in _ELEMENTWISE:
@@ -43,6 +45,9 @@ def estimate_latency_tflite(model: TfliteModel, profile: TargetProfile) -> Laten
         outputs = sum(int(np.prod(model.tensors[o].shape)) for o in op.outputs)
         if kind == "pooling":
             work = int(np.prod(model.tensors[op.inputs[0]].shape))
+        elif op.op == "TRANSPOSE_CONV":  # every input element meets Cout*kh*kw weights (OHWI)
+            w, x = model.tensors[op.inputs[1]].shape, model.tensors[op.inputs[2]].shape
+            work = int(np.prod(x)) * int(np.prod(w[:3]))
         elif op.op == "BATCH_MATMUL":
             a, b = model.tensors[op.inputs[0]].shape, model.tensors[op.inputs[1]].shape
             work = outputs * int(a[-1])

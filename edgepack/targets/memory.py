@@ -108,6 +108,9 @@ _KERNELS = {
     "RESIZE_NEAREST_NEIGHBOR": _Kernel((2, 1), 0),
     "RESIZE_BILINEAR": _Kernel((2, 1), 0),
     "BATCH_MATMUL": _Kernel((3, 1), 32),
+    "TRANSPOSE_CONV": _Kernel((20, 4), 88, per_channel=True, temp="o0 i2 i1 i3", scratch="transpose_conv"),
+    "SLICE": _Kernel((0, 1), 0),
+    "RSQRT": _Kernel((0, 1), 28, temp="i0 o0"),
     "RELU": _Kernel((0, 1), 28),
     "RELU6": _Kernel((0, 1), 8, temp="i0"),
     "LEAKY_RELU": _Kernel((4, 4), 24),
@@ -363,6 +366,9 @@ def _scratch_requests(op, tensors) -> list[int]:
         out, axis = tensors[op.outputs[0]], tensors[op.inputs[1]]
         sums = [4 * _elements(out)] if out.dtype in ("int8", "int16") else []
         return sums + [4 * len(tensors[op.inputs[0]].shape), 4 * _elements(axis)]
+    if rule == "transpose_conv":  # int32 accumulators per output element (int8/int16 only)
+        out = tensors[op.outputs[0]]
+        return [4 * _elements(out)] if out.dtype in ("int8", "int16") else []
     if rule == "mirror_pad":  # element counts per dimension, for the input and for the output
         return [4 * len(tensors[op.outputs[0]].shape)] * 2
     if rule == "unknown":

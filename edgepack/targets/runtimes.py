@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from ..errors import EdgepackError
+from ..errors import EdgepackError, UnsupportedOpError
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +113,18 @@ class TFLM:
 
         self.model = bytes(model)
         self.arena_size = arena_size or max(10 * len(self.model), 64 * 1024)
-        try:
-            self.interp = tflite_micro.runtime.Interpreter.from_bytes(self.model, arena_size=self.arena_size)
-        except Exception as exc:
+        failure = None
+        with _captured_stderr() as messages:
+            try:
+                self.interp = tflite_micro.runtime.Interpreter.from_bytes(self.model, arena_size=self.arena_size)
+            except Exception as exc:
+                failure = exc
+        if failure is not None:
+            missing = missing_kernel(self.model, messages.getvalue())
+            if missing is not None:
+                raise missing from None
             raise RuntimeFailure(f"TFLite Micro cannot load the model with a {self.arena_size}-byte arena: "
-                                 f"{_first_line(exc)}") from None
+                                 f"{_first_line(failure)}") from None
         n_in, n_out = _io_counts(self.model)
         self.inputs = [self.interp.get_input_details(i) for i in range(n_in)]
         self.outputs = [self.interp.get_output_details(i) for i in range(n_out)]
@@ -134,6 +141,20 @@ class TFLM:
             self.interp.print_allocations()
         match = re.search(r"Arena allocation total (\d+) bytes", text.getvalue())
         return int(match.group(1)) if match else None
+
+
+def missing_kernel(model: bytes, tflm_messages: str) -> UnsupportedOpError | None:
+    """The error for a builtin this TFLM build has no kernel for (from what TFLM printed), naming the op
+    and the node (the tensor its first operator writes); None when TFLM complained about something else."""
+    from .tflite_file import read_tflite
+
+    found = re.search(r"Didn't find op for builtin opcode '(\w+)'", tflm_messages)
+    if found is None:
+        return None
+    op, info = found.group(1), read_tflite(model)
+    node = next((info.tensors[o.outputs[0]].name for o in info.ops if o.op == op and o.outputs), "?")
+    return UnsupportedOpError(op, node, ["the builtins it has kernels for (see SUPPORTED_OPS.md)"],
+                              where="TFLite Micro")
 
 
 def _io_counts(model: bytes) -> tuple[int, int]:

@@ -12,6 +12,7 @@ from edgepack.ir import Graph, verify
 from .cleanup import remove_dead, remove_identity
 from .fold_bn import fold_batchnorm
 from .fuse import fuse_activations
+from .layernorm import decompose_layernorm
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,7 @@ Pass = Callable[[Graph], "tuple[Graph, bool]"]
 DEFAULT_PASSES: list[Pass] = [
     remove_identity,   # Identity / Dropout are no-ops at inference
     fold_batchnorm,    # BN into Conv/Gemm weights, else Mul + Add
+    decompose_layernorm,  # LayerNormalization -> ReduceMean/Sub/Mul/Add/Rsqrt (no TFLite builtin)
     fuse_activations,  # Relu / Relu6 into Conv, Gemm, Add, Sub, Mul
     remove_dead,       # whatever the passes above left unread
 ]
@@ -44,4 +46,4 @@ def run_passes(graph: Graph, passes: Sequence[Pass] = DEFAULT_PASSES) -> Graph:
 
 
 __all__ = ["DEFAULT_PASSES", "run_passes", "remove_identity", "remove_dead", "fold_batchnorm",
-           "fuse_activations"]
+           "fuse_activations", "decompose_layernorm"]

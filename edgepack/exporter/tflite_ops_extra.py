@@ -1,0 +1,97 @@
+"""TFLite writers of the ops added for broad model coverage (merged into ``tflite_ops.WRITERS``):
+
+- ConvTranspose -> TRANSPOSE_CONV (inputs: output shape, OHWI weights, input, bias), weights per output
+  channel (IR axis 1 of (Cin, Cout, kh, kw), file axis 0), int32 bias at input scale x weight scale;
+  a crop TFLite's SAME/VALID cannot express adds a SLICE of the full output;
+- Gelu -> GELU (LiteRT has int8 and float kernels; TFLite Micro has no GELU kernel);
+- Rsqrt -> RSQRT (from the LayerNormalization lowering; int8 kernels in LiteRT and TFLM).
+LayerNormalization itself has no TFLite builtin: the pass ``passes.layernorm`` lowers it first.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import UnsupportedOpError
+from .layout import NHWC
+from .tflite_builder import BuiltinOp, Options, Padding, TfliteExportError, tfl
+
+OHWI_FROM_IOHW = (1, 2, 3, 0)  # IR ConvTranspose weights (Cin, Cout, kh, kw) -> TFLite (Cout, kh, kw, Cin)
+
+
+def _transpose_conv_crop(in_size: int, out_size: int, kernel: int, stride: int, same: bool) -> int | None:
+    """Rows/columns TFLite's TRANSPOSE_CONV crops at the start of its full output with SAME/VALID
+    padding: the padding of the forward conv from the *output* size (ComputePaddingHeightWidth). None when
+    that forward conv does not give back the input size (LiteRT refuses such a TRANSPOSE_CONV)."""
+    conv_out = -(-out_size // stride) if same else (out_size - kernel + stride) // stride
+    if conv_out != in_size:
+        return None
+    return max((conv_out - 1) * stride + kernel - out_size, 0) // 2 if same else 0
+
+
+def write_conv_transpose(ctx, node):
+    x, w_name = node.inputs[0], node.inputs[1]
+    w = ctx.g.const(w_name)
+    if w is None:
+        raise TfliteExportError(f"node '{node.name}': ConvTranspose weights '{w_name}' must be constant")
+    _, cout, kh, kw = w.shape
+    group, dil = int(node.attrs.get("group", 1)), tuple(node.attrs.get("dilations", (1, 1)))
+    if group != 1 or dil != (1, 1):
+        raise UnsupportedOpError(f"ConvTranspose(group={group}, dilations={list(dil)})", node.name,
+                                 ["ConvTranspose(group=1, dilations=[1, 1])"], where="TFLite export")
+    out_name = node.outputs[0]
+    out_hw, strides = ctx.shape(out_name)[2:], tuple(node.attrs.get("strides", (1, 1)))
+    t, l = (int(p) for p in node.attrs.get("pads", (0, 0, 0, 0))[:2])
+    in_hw, padding, crop = ctx.shape(x)[2:], None, None
+    for kind, same in ((Padding.VALID, False), (Padding.SAME, True)):
+        if [_transpose_conv_crop(i, o, k, s, same)
+                for i, o, k, s in zip(in_hw, out_hw, (kh, kw), strides)] == [t, l]:
+            padding = kind
+            break
+    if padding is None:
+        # Crops SAME/VALID cannot express (e.g. PyTorch's k=3 s=2 p=1 output_padding=1): the full output
+        # (VALID), then a SLICE of the IR's window. Cells past the full output get only the bias, as
+        # ONNX's output_padding cells do.
+        extra = [int(p) for p in node.attrs.get("output_padding", (0, 0))]
+        if any(e >= s for e, s in zip(extra, strides)):
+            raise UnsupportedOpError(f"ConvTranspose(output_padding={extra})", node.name,
+                                     ["output_padding smaller than the stride"], where="TFLite export")
+        full = [(i - 1) * s + k + e for i, s, k, e in zip(in_hw, strides, (kh, kw), extra)]
+        padding, crop = Padding.VALID, (full, (t, l))
+    qp = ctx.g.tensors[w_name].quant
+    per_channel = qp is None or qp.is_per_channel
+    wi, wq = ctx.weight(w_name, np.asarray(w, np.float32), OHWI_FROM_IOHW, per_channel, axis=1)
+    b_name = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else f"{node.name}/bias"
+    bi = ctx.bias(b_name, ctx.g.const(b_name), cout, x, wq)
+    xi = ctx.input(x, NHWC)
+    n = ctx.shape(out_name)[0]
+    conv_hw = crop[0] if crop else out_hw
+    shape = ctx.b.add_int32(f"{node.name}/output_shape", [n, conv_hw[0], conv_hw[1], cout])
+    opts = tfl.TransposeConvOptionsT(padding=padding, strideW=strides[1], strideH=strides[0])
+    if crop is None:
+        ctx.op(BuiltinOp.TRANSPOSE_CONV, [shape, wi, xi, bi], [ctx.output(out_name)],
+               Options.TransposeConvOptions, opts)
+        return
+    full = ctx.temp(f"{node.name}/full", (n, conv_hw[0], conv_hw[1], cout), ctx.quant(out_name))
+    ctx.op(BuiltinOp.TRANSPOSE_CONV, [shape, wi, xi, bi], [full], Options.TransposeConvOptions, opts)
+    begin = ctx.b.add_int32(f"{node.name}/crop_begin", [0, crop[1][0], crop[1][1], 0])
+    size = ctx.b.add_int32(f"{node.name}/crop_size", [n, out_hw[0], out_hw[1], cout])
+    ctx.op(BuiltinOp.SLICE, [full, begin, size], [ctx.output(out_name)], Options.SliceOptions,
+           tfl.SliceOptionsT())
+
+
+def write_gelu(ctx, node):
+    xi = ctx.input(node.inputs[0])
+    opts = tfl.GeluOptionsT(approximate=node.attrs.get("approximate", "none") == "tanh")
+    ctx.op(BuiltinOp.GELU, [xi], [ctx.output(node.outputs[0])], Options.GeluOptions, opts)
+
+
+def write_rsqrt(ctx, node):
+    xi = ctx.input(node.inputs[0])
+    ctx.op(BuiltinOp.RSQRT, [xi], [ctx.output(node.outputs[0])])
+
+
+EXTRA_WRITERS = {"ConvTranspose": write_conv_transpose, "Gelu": write_gelu, "Rsqrt": write_rsqrt}
+EXTRA_NOT_EMITTED = {
+    "LayerNormalization": "no TFLite builtin: passes.decompose_layernorm lowers it to "
+                          "MEAN/SUB/MUL/ADD/RSQRT first",
+}

@@ -1,0 +1,99 @@
+"""Multi-node ONNX patterns that stand for one IR op, rewritten on the folded model before the per-node
+rules run.
+
+- GELU before opset 20 (what torch exports): ``x * 0.5 * (1 + erf(x / sqrt(2)))`` in any of the orders
+  the exporters write (Div by sqrt(2) or Mul by 1/sqrt(2); the 0.5 applied first, last, or to the sum)
+  becomes one ``Gelu`` node. An Erf outside this pattern stays unsupported and is named as such.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from onnx import helper
+
+log = logging.getLogger(__name__)
+
+
+class _Index:
+    def __init__(self, nodes, consts, outputs):
+        self.consts, self.outputs = consts, set(outputs)
+        self.producer = {o: n for n in nodes for o in n.output}
+        self.readers: dict[str, list] = {}
+        for n in nodes:
+            for i in n.input:
+                self.readers.setdefault(i, []).append(n)
+
+    def scalar(self, name: str):
+        c = self.consts.get(name)
+        return float(np.asarray(c).reshape(-1)[0]) if c is not None and np.asarray(c).size == 1 else None
+
+    def only_reader(self, name: str):
+        """The single node reading ``name`` (None when it has several readers or is a graph output)."""
+        readers = self.readers.get(name, [])
+        return readers[0] if len(readers) == 1 and name not in self.outputs else None
+
+    def other(self, node, name: str) -> str | None:
+        """The other input of a two-input node that reads ``name``."""
+        if len(node.input) != 2 or name not in node.input:
+            return None
+        return node.input[1] if node.input[0] == name else node.input[0]
+
+
+def _is(index: _Index, node, op: str, name: str, value: float) -> bool:
+    """``node`` is ``op`` of ``name`` and a constant close to ``value``."""
+    if node is None or node.op_type != op:
+        return False
+    c = index.scalar(index.other(node, name) or "")
+    return c is not None and abs(c - value) <= 1e-4 * abs(value)
+
+
+def _match_gelu(index: _Index, erf) -> tuple[str, str, list] | None:
+    """(x, y, nodes of the pattern) for an Erf inside x * 0.5 * (1 + erf(x / sqrt 2))."""
+    scaled = index.producer.get(erf.input[0])
+    if scaled is None or scaled.op_type not in ("Div", "Mul") or len(scaled.input) != 2:
+        return None
+    x = next((i for i in scaled.input if index.scalar(i) is None), None)
+    want = np.sqrt(2.0) if scaled.op_type == "Div" else 1.0 / np.sqrt(2.0)
+    if x is None or (scaled.op_type == "Div" and scaled.input[0] != x) or not _is(index, scaled,
+                                                                                scaled.op_type, x, want):
+        return None
+    add = index.only_reader(erf.output[0])
+    if not _is(index, add, "Add", erf.output[0], 1.0) or index.only_reader(scaled.output[0]) is not erf:
+        return None
+    m1 = index.only_reader(add.output[0])
+    if m1 is None or m1.op_type != "Mul":
+        return None
+    other = index.other(m1, add.output[0])
+    if other == x:  # (x * (1 + erf)) * 0.5
+        m2 = index.only_reader(m1.output[0])
+        if _is(index, m2, "Mul", m1.output[0], 0.5):
+            return x, m2.output[0], [scaled, erf, add, m1, m2]
+    elif index.scalar(other or "") is not None:  # x * ((1 + erf) * 0.5)
+        m2 = index.only_reader(m1.output[0])
+        if _is(index, m1, "Mul", add.output[0], 0.5) and m2 is not None and m2.op_type == "Mul" \
+                and index.other(m2, m1.output[0]) == x:
+            return x, m2.output[0], [scaled, erf, add, m1, m2]
+    else:  # (x * 0.5) * (1 + erf)
+        half = index.producer.get(other)
+        if _is(index, half, "Mul", x, 0.5) and index.only_reader(half.output[0]) is m1:
+            return x, m1.output[0], [scaled, erf, add, half, m1]
+    return None
+
+
+def fuse_erf_gelu(nodes: list, consts: dict, outputs) -> list:
+    """Return ``nodes`` with every erf-form GELU replaced by one Gelu node (at the place of the
+    pattern's last node, so the order stays topological)."""
+    index = _Index(nodes, consts, outputs)
+    replace: dict[int, object] = {}
+    drop: set[int] = set()
+    for erf in [n for n in nodes if n.op_type == "Erf" and n.domain in ("", "ai.onnx")]:
+        match = _match_gelu(index, erf)
+        if match is None:
+            continue
+        x, y, pattern = match
+        positions = sorted(i for i, n in enumerate(nodes) if any(n is p for p in pattern))
+        replace[positions[-1]] = helper.make_node("Gelu", [x], [y], name=erf.name or y)
+        drop.update(positions[:-1])
+        log.debug("erf pattern at '%s' -> Gelu", erf.name)
+    return [replace.get(i, n) for i, n in enumerate(nodes) if i not in drop]

@@ -1,0 +1,139 @@
+"""Write SUPPORTED_OPS.md (repo root) from the IR op table: one row per IR op with what it does, its
+inputs, its int8 quantization rule, the ONNX ops read as it, the TFLite builtins it becomes, and whether
+TFLite Micro runs those (the supported_ops of the MCU profile stm32l4r5) or LiteRT only.
+
+    .venv/bin/python tools/gen_supported_ops.py          # rewrite SUPPORTED_OPS.md
+    .venv/bin/python tools/gen_supported_ops.py --check  # exit 1 if it is out of date
+
+The op table (edgepack/ir/ops.py), the quantization rules (calibration/quantize.py), the TFLite writers
+(exporter/tflite_ops.py) and the profile are read; what those tables cannot say (which ONNX ops a
+rule reads, which builtins a writer writes) is declared below, and tests/test_supported_ops.py fails
+when a row is missing on either side.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "SUPPORTED_OPS.md"
+MCU_PROFILE = "stm32l4r5"
+
+# IR op -> the ONNX ops the frontend reads as it (tests check every frontend rule is listed).
+FROM_ONNX = {
+    "Conv": ["Conv (1-D, 2-D)"], "ConvTranspose": ["ConvTranspose (2-D)"],
+    "Gemm": ["Gemm", "MatMul (constant weights)"], "MatMul": ["MatMul (two activations)"],
+    "Add": ["Add"], "Sub": ["Sub"], "Mul": ["Mul"], "Div": ["Div"], "Concat": ["Concat"],
+    "MaxPool": ["MaxPool (1-D, 2-D)"], "AveragePool": ["AveragePool (1-D, 2-D)"],
+    "GlobalAveragePool": ["GlobalAveragePool", "ReduceMean (over H, W)"], "ReduceMean": ["ReduceMean"],
+    "Relu": ["Relu"], "Clip": ["Clip"], "LeakyRelu": ["LeakyRelu"], "Sigmoid": ["Sigmoid"], "Tanh": ["Tanh"],
+    "HardSigmoid": ["HardSigmoid"], "HardSwish": ["HardSwish"],
+    "Gelu": ["Gelu (opset 20)", "Erf (in the pattern x * 0.5 * (1 + erf(x / sqrt 2)))"],
+    "Rsqrt": [], "Softmax": ["Softmax"],
+    "Reshape": ["Reshape", "Flatten", "Squeeze", "Unsqueeze"], "Transpose": ["Transpose"], "Pad": ["Pad"],
+    "Resize": ["Resize"], "Identity": ["Identity", "Cast (to float32)"], "Dropout": ["Dropout"],
+    "BatchNormalization": ["BatchNormalization"], "LayerNormalization": ["LayerNormalization (opset 17)"],
+}
+NOT_FROM_ONNX = {"Rsqrt": "made by the LayerNormalization lowering"}
+
+# IR op -> (TFLite builtins it becomes, how). Ops the passes remove list what they become instead.
+TO_TFLITE = {
+    "Conv": (["CONV_2D", "DEPTHWISE_CONV_2D", "PAD"], "depthwise when group = channels; PAD when SAME/VALID "
+             "cannot express the pads"),
+    "ConvTranspose": (["TRANSPOSE_CONV", "SLICE"], "OHWI weights; SLICE when SAME/VALID cannot express the crop"),
+    "Gemm": (["FULLY_CONNECTED"], ""),
+    "MatMul": (["BATCH_MATMUL"], "a transposed operand via adj_x / adj_y"),
+    "Add": (["ADD"], ""), "Sub": (["SUB"], ""), "Mul": (["MUL"], ""),
+    "Div": (["MUL", "DIV"], "MUL by 1/c for a constant divisor; DIV of two activations is float only"),
+    "Concat": (["CONCATENATION"], ""), "MaxPool": (["MAX_POOL_2D", "PADV2"], ""),
+    "AveragePool": (["AVERAGE_POOL_2D", "PAD"], ""), "GlobalAveragePool": (["AVERAGE_POOL_2D"], ""),
+    "ReduceMean": (["MEAN"], ""), "Relu": (["RELU"], "or fused into the producer"),
+    "Clip": (["RELU6", "RELU", "MINIMUM", "MAXIMUM"], "RELU6 / RELU for (0, 6) / (0, inf), else MINIMUM and "
+             "MAXIMUM"),
+    "LeakyRelu": (["LEAKY_RELU"], ""), "Sigmoid": (["LOGISTIC"], ""), "Tanh": (["TANH"], ""),
+    "HardSigmoid": (["MUL", "ADD"], "MUL, ADD with fused RELU6, MUL"), "HardSwish": (["HARD_SWISH"], ""),
+    "Gelu": (["GELU"], ""), "Rsqrt": (["RSQRT"], ""), "Softmax": (["SOFTMAX"], ""),
+    "Reshape": (["RESHAPE"], ""), "Transpose": (["TRANSPOSE"], "none when it only changes the stored layout"),
+    "Pad": (["PAD", "PADV2", "MIRROR_PAD"], "mode edge unsupported"),
+    "Resize": (["RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR"], ""),
+    "Identity": ([], "removed by the cleanup pass"), "Dropout": ([], "removed by the cleanup pass"),
+    "BatchNormalization": ([], "folded into the Conv / Gemm before it (else MUL + ADD)"),
+    "LayerNormalization": (["MEAN", "SUB", "MUL", "ADD", "RSQRT"], "lowered by passes.decompose_layernorm"),
+}
+FLOAT_ONLY = {"Div": "int8 only with a constant divisor"}
+QUANT_NOTE = {"BatchNormalization": "folded into the weights before calibration",
+              "LayerNormalization": "lowered first: each intermediate gets its own calibrated scale"}
+
+
+def _quant_rule(spec, weight_axis: dict) -> str:
+    if spec.name in QUANT_NOTE:
+        return QUANT_NOTE[spec.name]
+    if spec.quant == "fixed":
+        rule = f"fixed: scale {spec.fixed[0]:g}, zero-point {spec.fixed[1]}"
+    elif spec.quant == "same_as_input":
+        rule = "shares its input's scale and zero-point"
+    else:
+        rule = "own scale from calibration"
+    if spec.name in weight_axis:
+        rule += (f"; weights int8 symmetric per output channel (IR axis {weight_axis[spec.name]})"
+                 if spec.name != "Gemm" else "; weights int8 symmetric per tensor (per channel optional)")
+        rule += ", bias int32 at input x weight scale"
+    return rule
+
+
+def _inputs(spec) -> str:
+    n = str(spec.min_inputs) if spec.min_inputs == spec.max_inputs else f"{spec.min_inputs}-{spec.max_inputs}"
+    return n + (f" (weights at {', '.join(map(str, spec.weights))})" if spec.weights else "")
+
+
+def _tflm(builtins: list[str], supported: set[str]) -> str:
+    if not builtins:
+        return "n/a (removed)"
+    missing = [b for b in builtins if b not in supported]
+    if not missing:
+        return "yes"
+    if len(missing) == len(builtins):
+        return "no: LiteRT only"
+    return f"yes, except {', '.join(missing)}"
+
+
+def render() -> str:
+    sys.path.insert(0, str(ROOT))
+    from edgepack.calibration.quantize import WEIGHT_AXIS
+    from edgepack.ir import OPS
+    from edgepack.targets.profile import load_profile
+
+    supported = set(load_profile(MCU_PROFILE).supported_ops)
+    lines = ["# Supported ops", "",
+             "Generated by `tools/gen_supported_ops.py` from the IR op table (`edgepack/ir/ops.py`); do not "
+             "edit by hand.", "",
+             "Every model is read into these IR ops; the int8 .onnx (QDQ) and the .tflite are written from the "
+             "same ops with the same quantization. \"TFLM\" says whether TFLite Micro runs the builtins, per "
+             f"the op resolver of the `{MCU_PROFILE}` target profile; the others run on LiteRT (phones, hosts).",
+             "An op outside this table is reported as `unsupported op '<op>' at node '<name>'`.", "",
+             "| IR op | what it does | inputs | int8 quantization | read from ONNX | TFLite builtins | "
+             "int8 / float | TFLM |", "|---|---|---|---|---|---|---|---|"]
+    for name, spec in OPS.items():
+        builtins, how = TO_TFLITE[name]
+        onnx_ops = ", ".join(FROM_ONNX[name]) or f"({NOT_FROM_ONNX[name]})"
+        tflite = (", ".join(builtins) + (f" ({how})" if how else "")) if builtins else how
+        types = f"int8, float ({FLOAT_ONLY[name]})" if name in FLOAT_ONLY else "int8, float"
+        lines.append(f"| {name} | {spec.doc} | {_inputs(spec)} | {_quant_rule(spec, WEIGHT_AXIS)} | {onnx_ops} | "
+                     f"{tflite} | {types} | {_tflm(builtins, supported)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        if not OUT.exists() or OUT.read_text() != text:
+            print(f"{OUT.name} is out of date: run .venv/bin/python tools/gen_supported_ops.py")
+            return 1
+        return 0
+    OUT.write_text(text)
+    print(f"wrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
