@@ -5,7 +5,6 @@
 """
 import argparse
 
-import numpy as np
 import torch
 
 import edgepack

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 
-import edgepack
 import zoo
 from edgepack.exporter.passes.channel_groups import analyse_channels, find_channel_groups
 from ir_build import make_graph, rand

@@ -7,7 +7,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-import edgepack
 import zoo
 from edgepack.errors import ConfigError
 from edgepack.exporter.emit_onnx import to_onnx

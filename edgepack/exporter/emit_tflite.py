@@ -36,11 +36,7 @@ def to_tflite(graph: Graph, int8: bool, io: str = "int8") -> bytes:
     for name in graph.inputs:
         idx = ctx.output(name)
         if float_io:
-            ctx.b.rename(idx, f"{name}_int8")
-            fidx = ctx.b.add_tensor(name, ctx.b.shape(idx), "float32")
-            ctx.b.add_op(BuiltinOp.QUANTIZE, [fidx], [idx], Options.QuantizeOptions,
-                         tfl.QuantizeOptionsT(), version=1)
-            idx = fidx
+            idx = _float_edge(ctx, idx, name, dequantize=False)
         inputs.append(idx)
     for node in graph.nodes:
         writer = WRITERS.get(node.op)
@@ -58,17 +54,26 @@ def to_tflite(graph: Graph, int8: bool, io: str = "int8") -> bytes:
             if ctx.b.tensors[stored].name == name:
                 ctx.b.rename(stored, f"{name}/stored")
         if float_io:
-            ctx.b.rename(idx, f"{name}_int8")
-            fidx = ctx.b.add_tensor(name, ctx.b.shape(idx), "float32")
-            ctx.b.add_op(BuiltinOp.DEQUANTIZE, [idx], [fidx], Options.DequantizeOptions,
-                         tfl.DequantizeOptionsT(), version=2)
-            idx = fidx
+            idx = _float_edge(ctx, idx, name, dequantize=True)
         elif ctx.b.tensors[idx].name != name and name not in graph.inputs:
             ctx.b.rename(idx, name)  # a vanished Transpose: the file output carries the IR output name
         outputs.append(idx)
     log.debug("tflite: %d tensors, %d operators", len(ctx.b.tensors), len(ctx.b.operators))
     return ctx.b.finish(inputs, outputs, list(graph.inputs), list(graph.outputs),
                         description=f"edgepack {graph.name}")
+
+
+def _float_edge(ctx, idx: int, name: str, dequantize: bool) -> int:
+    """``--io float``: a float32 tensor named ``name`` at a model edge, joined to the int8 tensor ``idx``
+    (renamed ``<name>_int8``) by a QUANTIZE (input) or DEQUANTIZE (output). Returns the float tensor."""
+    ctx.b.rename(idx, f"{name}_int8")
+    fidx = ctx.b.add_tensor(name, ctx.b.shape(idx), "float32")
+    if dequantize:
+        ctx.b.add_op(BuiltinOp.DEQUANTIZE, [idx], [fidx], Options.DequantizeOptions,
+                     tfl.DequantizeOptionsT(), version=2)
+    else:
+        ctx.b.add_op(BuiltinOp.QUANTIZE, [fidx], [idx], Options.QuantizeOptions, tfl.QuantizeOptionsT(), version=1)
+    return fidx
 
 
 def check_quant_rules(graph: Graph) -> None:
@@ -110,6 +115,13 @@ class EmitContext:
         self.b = TfliteBuilder()
         self.index: dict[str, int] = {}  # activation -> tensor index in its planned layout
         self._converted: dict[tuple[str, tuple[int, ...]], int] = {}
+
+    def const_weight(self, node, pos: int = 1) -> np.ndarray:
+        """The constant weight input of ``node`` (writers cannot take computed weights)."""
+        w = self.g.const(node.inputs[pos])
+        if w is None:
+            raise TfliteExportError(f"node '{node.name}': {node.op} weights '{node.inputs[pos]}' must be constant")
+        return w
 
     @property
     def act_dtype(self) -> str:

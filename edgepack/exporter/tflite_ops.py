@@ -70,9 +70,7 @@ def _spatial_input(ctx, node, kernel, mode: str):
 # ---- writers ----------------------------------------------------------------------------
 def write_conv(ctx, node):
     x, w_name = node.inputs[0], node.inputs[1]
-    w = ctx.g.const(w_name)
-    if w is None:
-        raise TfliteExportError(f"node '{node.name}': Conv weights '{w_name}' must be constant")
+    w = ctx.const_weight(node)
     cout, cin_g, kh, kw = w.shape
     cin = ctx.shape(x)[1]
     group = int(node.attrs.get("group", 1))
@@ -101,9 +99,7 @@ def write_conv(ctx, node):
 
 def write_gemm(ctx, node):
     x, w_name = node.inputs[0], node.inputs[1]
-    w = ctx.g.const(w_name)
-    if w is None:
-        raise TfliteExportError(f"node '{node.name}': Gemm weights '{w_name}' must be constant")
+    w = ctx.const_weight(node)
     w = np.asarray(w, np.float32)
     if x in ctx.plan.flattened:  # input is flatten(NHWC): reorder weight columns (C,H,W) -> (H,W,C)
         src_shape, src_perm = ctx.plan.flattened[x]

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import UnsupportedOpError
 from .layout import NHWC
-from .tflite_builder import BuiltinOp, Options, Padding, TfliteExportError, tfl
+from .tflite_builder import BuiltinOp, Options, Padding, tfl
 
 OHWI_FROM_IOHW = (1, 2, 3, 0)  # IR ConvTranspose weights (Cin, Cout, kh, kw) -> TFLite (Cout, kh, kw, Cin)
 
@@ -30,9 +30,7 @@ def _transpose_conv_crop(in_size: int, out_size: int, kernel: int, stride: int, 
 
 def write_conv_transpose(ctx, node):
     x, w_name = node.inputs[0], node.inputs[1]
-    w = ctx.g.const(w_name)
-    if w is None:
-        raise TfliteExportError(f"node '{node.name}': ConvTranspose weights '{w_name}' must be constant")
+    w = ctx.const_weight(node)
     _, cout, kh, kw = w.shape
     group, dil = int(node.attrs.get("group", 1)), tuple(node.attrs.get("dilations", (1, 1)))
     if group != 1 or dil != (1, 1):

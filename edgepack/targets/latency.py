@@ -111,16 +111,22 @@ def node_work(graph: Graph, node: Node, kind: str) -> int:
 
 def estimate_latency(graph: Graph, profile: TargetProfile) -> LatencyEstimate:
     """Estimated single-inference latency of ``graph`` on ``profile`` (batch as in the graph)."""
-    hz = profile.clock_mhz * 1e6
-    rows = []
+    work = []
     for node in graph.nodes:
         kind = op_kind(graph, node)
-        if kind is None:
-            continue
-        macs = node_work(graph, node, kind)
-        outputs = sum(_size(graph, o) for o in node.outputs if o)
+        if kind is not None:
+            outputs = sum(_size(graph, o) for o in node.outputs if o)
+            work.append((node.name, node.op, kind, node_work(graph, node, kind), outputs))
+    return price(work, profile)
+
+
+def price(work, profile: TargetProfile) -> LatencyEstimate:
+    """The cost model over ``work``: (name, op, kind, MACs or elements read, output elements) per op."""
+    hz = profile.clock_mhz * 1e6
+    rows = []
+    for name, op, kind, macs, outputs in work:
         cycles = profile.cost[kind].cycles(macs, outputs)
-        rows.append(NodeLatency(node.name, node.op, kind, int(macs), int(outputs), cycles, cycles / hz * 1e3))
+        rows.append(NodeLatency(name, op, kind, int(macs), int(outputs), cycles, cycles / hz * 1e3))
     total = sum(r.cycles for r in rows)
     log.debug("latency on %s: %.0f cycles over %d nodes", profile.name, total, len(rows))
     return LatencyEstimate(
@@ -136,4 +142,5 @@ def _grouped(rows: list[NodeLatency], key: str) -> Mapping[str, float]:
     return MappingProxyType(dict(sorted(sums.items(), key=lambda kv: (-kv[1], kv[0]))))
 
 
-__all__ = ["COST_KINDS", "LatencyEstimate", "NodeLatency", "estimate_latency", "node_work", "op_kind"]
+__all__ = ["COST_KINDS", "LatencyEstimate", "NodeLatency", "estimate_latency", "node_work", "op_kind",
+           "price"]

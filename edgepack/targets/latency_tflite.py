@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .latency import LatencyEstimate, NodeLatency, _grouped
+from .latency import LatencyEstimate, price
 from .profile import TargetProfile
-from .tflite_file import TfliteModel, _macs
+from .tflite_file import TfliteModel, op_macs
 
 _ELEMENTWISE = {"ADD", "SUB", "MUL", "DIV", "RELU", "RELU6", "LEAKY_RELU", "LOGISTIC", "TANH", "HARD_SWISH",
                 "MINIMUM", "MAXIMUM", "QUANTIZE", "DEQUANTIZE", "SQUARED_DIFFERENCE", "RSQRT", "EXP", "GELU"}
@@ -36,27 +36,12 @@ def op_kind(model: TfliteModel, op) -> str | None:
 def estimate_latency_tflite(model: TfliteModel, profile: TargetProfile) -> LatencyEstimate:
     """Pooling work is taken as the elements of the input (exact for global pools and for windows equal
     to their stride; the pool options are not read)."""
-    hz = profile.clock_mhz * 1e6
-    rows = []
+    work = []
     for op in model.ops:
         kind = op_kind(model, op)
         if kind is None:
             continue
         outputs = sum(int(np.prod(model.tensors[o].shape)) for o in op.outputs)
-        if kind == "pooling":
-            work = int(np.prod(model.tensors[op.inputs[0]].shape))
-        elif op.op == "TRANSPOSE_CONV":  # every input element meets Cout*kh*kw weights (OHWI)
-            w, x = model.tensors[op.inputs[1]].shape, model.tensors[op.inputs[2]].shape
-            work = int(np.prod(x)) * int(np.prod(w[:3]))
-        elif op.op == "BATCH_MATMUL":
-            a, b = model.tensors[op.inputs[0]].shape, model.tensors[op.inputs[1]].shape
-            work = outputs * int(a[-1])
-        else:
-            work = _macs(op, model.tensors)
-        cycles = profile.cost[kind].cycles(work, outputs)
-        name = model.tensors[op.outputs[0]].name
-        rows.append(NodeLatency(name, op.op, kind, int(work), int(outputs), cycles, cycles / hz * 1e3))
-    total = sum(r.cycles for r in rows)
-    return LatencyEstimate(target=profile.name, clock_mhz=profile.clock_mhz, cost_status=profile.cost_status,
-                           total_cycles=total, total_ms=total / hz * 1e3, nodes=tuple(rows),
-                           per_op=_grouped(rows, "op"), per_kind=_grouped(rows, "kind"))
+        macs = int(np.prod(model.tensors[op.inputs[0]].shape)) if kind == "pooling" else op_macs(op, model.tensors)
+        work.append((model.tensors[op.outputs[0]].name, op.op, kind, macs, outputs))
+    return price(work, profile)

@@ -132,7 +132,7 @@ def summarize_tflite(model: TfliteModel) -> dict:
                      and o.op not in ("RESHAPE", "PAD", "TRANSPOSE", "MEAN"))
         out = t[o.outputs[0]]
         rows.append({"name": out.name, "op": o.op, "output_shape": out.shape, "params": params,
-                     "macs": _macs(o, t),
+                     "macs": op_macs(o, t),
                      "activation": None, "dtype": out.dtype,
                      "scale": out.scale[0] if out.scale else None,
                      "zero_point": out.zero_point[0] if out.zero_point else None})
@@ -144,13 +144,20 @@ def summarize_tflite(model: TfliteModel) -> dict:
     return {**io, "nodes": rows, "totals": totals}
 
 
-def _macs(o: TfliteOp, t: list[TfliteTensor]) -> int:
+def op_macs(o: TfliteOp, t: list[TfliteTensor]) -> int:
+    """Multiply-accumulates of one operator (0 for ops without a weight product)."""
     out = int(np.prod(t[o.outputs[0]].shape))
-    if o.op not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") or len(o.inputs) < 2:
+    if len(o.inputs) < 2:
         return 0
-    w = t[o.inputs[1]].shape
-    if o.op == "CONV_2D":  # OHWI
-        return out * int(np.prod(w[1:]))
-    if o.op == "DEPTHWISE_CONV_2D":  # 1HWO
+    if o.op == "CONV_2D":  # weights OHWI
+        return out * int(np.prod(t[o.inputs[1]].shape[1:]))
+    if o.op == "DEPTHWISE_CONV_2D":  # weights 1HWO
+        w = t[o.inputs[1]].shape
         return out * int(w[1] * w[2])
-    return out * int(w[-1])  # FULLY_CONNECTED (O, I)
+    if o.op == "FULLY_CONNECTED":  # weights (O, I)
+        return out * int(t[o.inputs[1]].shape[-1])
+    if o.op == "TRANSPOSE_CONV" and len(o.inputs) >= 3:  # each input element meets Cout*kh*kw weights
+        return int(np.prod(t[o.inputs[2]].shape)) * int(np.prod(t[o.inputs[1]].shape[:3]))
+    if o.op == "BATCH_MATMUL":
+        return out * int(t[o.inputs[0]].shape[-1])
+    return 0
