@@ -125,7 +125,9 @@ def load_samples(source, input_shape: tuple[int, ...] | None = None, *, input_na
     if isinstance(source, SampleSet):
         ss = source if limit is None else source.subset(range(min(limit, len(source))))
     elif isinstance(source, (str, os.PathLike)):
-        ss = _load_path(Path(source), sample_shape, input_name, mean, std, limit)
+        from .data_files import load_path  # reads files; imports this module's helpers
+
+        ss = load_path(Path(source), sample_shape, input_name, mean, std, limit)
     elif isinstance(source, Mapping):
         xy = _pick_arrays(dict(source), input_name, "the given mapping")
         ss = _from_items([xy], sample_shape, True, mean, std, limit, "the given mapping")
@@ -172,28 +174,6 @@ def load_labels(path) -> np.ndarray:
 
 # ---- paths ----------------------------------------------------------------------------------------
 
-def _load_path(path: Path, sample_shape, input_name, mean, std, limit) -> SampleSet:
-    if not path.exists():
-        raise DataError(f"sample data not found: {path}")
-    if path.is_dir():
-        return _load_folder(path, sample_shape, mean, std, limit)
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        return _from_items([_read_npy(path)], sample_shape, True, mean, std, limit, str(path))
-    if suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (ValueError, OSError) as e:
-            raise DataError(f"cannot read {path}: {e}") from None
-        x, y = _pick_arrays(arrays, input_name, str(path))
-        return _from_items([(x, y)], sample_shape, True, mean, std, limit, str(path))
-    if suffix in IMAGE_SUFFIXES:
-        return _from_files([path], None, None, sample_shape, mean, std, str(path))
-    raise DataError(f"cannot read samples from {path} (allowed: .npy, .npz, {', '.join(IMAGE_SUFFIXES)}, "
-                    "or a folder of those)")
-
-
 def _read_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
@@ -221,96 +201,7 @@ def _pick_arrays(arrays: dict, input_name, where) -> tuple[np.ndarray, np.ndarra
     return _to_numpy(arrays[key]), (None if y is None else _to_numpy(y))
 
 
-def _is_sample_file(p: Path) -> bool:
-    return p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SAMPLE_SUFFIXES
-
-
-def _load_folder(folder: Path, sample_shape, mean, std, limit) -> SampleSet:
-    files = sorted(p for p in folder.iterdir() if _is_sample_file(p))
-    labels = class_names = None
-    if not files:
-        class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-        for index, d in enumerate(class_dirs):
-            found = sorted(p for p in d.iterdir() if _is_sample_file(p))
-            files += found
-            labels = (labels or []) + [index] * len(found)
-        class_names = [d.name for d in class_dirs] if files else None
-    if not files:
-        raise DataError(f"no samples found in {folder} (expected .npy or {', '.join(IMAGE_SUFFIXES)} files, "
-                        "directly or in class sub-folders)")
-    if limit is not None:
-        files = files[:limit]
-        labels = labels[:limit] if labels else labels
-    labels = None if labels is None else np.asarray(labels, np.int64)
-    return _from_files(files, labels, class_names, sample_shape, mean, std, str(folder))
-
-
-def _from_files(files, labels, class_names, sample_shape, mean, std, where) -> SampleSet:
-    """Lazy SampleSet over files; one streaming pass checks shapes and NaN/Inf now, holding nothing."""
-    first = files[0]
-    if first.suffix.lower() in IMAGE_SUFFIXES:
-        layout = _image_layout(sample_shape, first)
-        shape = sample_shape if sample_shape is not None else (layout[0], layout[1], layout[2])
-        raw = lambda p: _read_image(p, layout)  # noqa: E731
-    else:
-        shape = sample_shape
-        if shape is None:  # a sample file may hold the batch dim 1 in front
-            shape = _read_npy(first).shape
-            shape = tuple(shape[1:]) if len(shape) >= 2 and shape[0] == 1 else tuple(shape)
-        raw = _read_npy
-    norm = _normaliser(mean, std, shape)
-
-    def fetch_path(p: Path) -> np.ndarray:
-        x = _to_float(raw(p), str(p))
-        return norm(_fit_sample(x, shape, str(p)))
-
-    bad = 0
-    for p in files:
-        bad += not np.isfinite(fetch_path(p)).all()
-    _refuse_non_finite(bad, len(files), where)
-    return SampleSet(shape, lambda i: fetch_path(files[i]), len(files), labels, source=where,
-                     class_names=class_names)
-
-
 # ---- images ---------------------------------------------------------------------------------------
-
-def _image_layout(sample_shape, first: Path) -> tuple[int, int, int, bool]:
-    """(channels, height, width, channels_last) for the model input, or from the first image."""
-    if sample_shape is None:
-        from PIL import Image
-        try:
-            with Image.open(first) as im:
-                return (1 if im.mode in ("1", "L", "LA", "I", "I;16", "F") else 3), im.height, im.width, False
-        except OSError as e:
-            raise DataError(f"cannot read image {first}: {e}") from None
-    s = tuple(sample_shape)
-    if len(s) == 2:
-        return 1, s[0], s[1], False
-    if len(s) == 3 and s[0] in (1, 3):
-        return s[0], s[1], s[2], False
-    if len(s) == 3 and s[2] in (1, 3):
-        return s[2], s[0], s[1], True
-    raise DataError(f"images need a model input shaped (1, C, H, W) with C 1 or 3, got {(1,) + s}")
-
-
-def _read_image(path: Path, layout) -> np.ndarray:
-    """Image -> float32 in [0, 1], resized bilinearly, CHW (HWC for a channels-last model)."""
-    from PIL import Image
-    channels, h, w, channels_last = layout
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            if im.size != (w, h):
-                im = im.resize((w, h), Image.BILINEAR)
-            arr = np.asarray(im, np.float32) / 255.0
-    except (OSError, ValueError) as e:  # UnidentifiedImageError is an OSError
-        raise DataError(f"cannot read image {path}: {e}") from None
-    if arr.ndim == 2:
-        arr = arr[None]
-    elif not channels_last:
-        arr = arr.transpose(2, 0, 1)
-    return arr
-
 
 # ---- iterables and arrays -------------------------------------------------------------------------
 

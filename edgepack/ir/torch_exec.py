@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .graph import Graph, GraphError, Node
 from .ops import OPS
-from .quant import QuantParams
+from .fake_quant import fake_quant_activation, fake_quant_tflite  # noqa: F401  (public here too)
 from .torch_ops_extra import EXTRA_IMPLS
 
 log = logging.getLogger(__name__)
@@ -204,46 +204,6 @@ OP_IMPLS: dict[str, Callable] = {
 }
 
 _ACTIVATIONS = {None: None, "Relu": F.relu, "Relu6": lambda x: torch.clamp(x, 0.0, 6.0)}
-
-
-# ---- fake quantization ---------------------------------------------------------------------------------
-def fake_quant_tflite(x: torch.Tensor, qp: QuantParams) -> torch.Tensor:
-    """Quantize-dequantize with ir.quant.quantize_array semantics (round half away from zero, computed in
-    float64) and a straight-through gradient that is zero where the value was clipped. Used for constants
-    (weights, int32 biases), where the rounding must match the converter's bit for bit."""
-    shape = [1] * x.dim()
-    if qp.axis is not None:
-        shape[qp.axis] = len(qp.scale)
-    s = torch.tensor(qp.scale, dtype=torch.float64, device=x.device).reshape(shape)
-    z = torch.tensor(qp.zero_point, dtype=torch.float64, device=x.device).reshape(shape)
-    return _RoundAwayFakeQuant.apply(x, s, z, qp.qmin, qp.qmax)
-
-
-class _RoundAwayFakeQuant(torch.autograd.Function):
-    """Forward: exactly the dequantized grid value; backward: gradient passed where not clipped."""
-
-    @staticmethod
-    def forward(ctx, x, s, z, qmin, qmax):
-        scaled = x.double() / s
-        q = torch.sign(scaled) * torch.floor(scaled.abs() + 0.5) + z
-        ctx.save_for_backward((q >= qmin) & (q <= qmax))
-        return ((q.clamp(qmin, qmax) - z) * s).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (inside,) = ctx.saved_tensors
-        return grad * inside, None, None, None, None
-
-
-def fake_quant_activation(x: torch.Tensor, qp: QuantParams) -> torch.Tensor:
-    """Per-tensor (or per-channel) fake quantization with torch's fused STE kernels. torch rounds half to
-    even where TFLite rounds half away from zero; for activations the difference is a one-step tie that
-    the integer kernels resolve their own way anyway, so it is harmless here (weights use fake_quant_tflite)."""
-    if qp.axis is None:
-        return torch.fake_quantize_per_tensor_affine(x, qp.scale[0], qp.zero_point[0], qp.qmin, qp.qmax)
-    scale = torch.tensor(qp.scale, dtype=torch.float32, device=x.device)
-    zp = torch.tensor(qp.zero_point, dtype=torch.int32, device=x.device)
-    return torch.fake_quantize_per_channel_affine(x, scale, zp, qp.axis, qp.qmin, qp.qmax)
 
 
 # ---- the module ----------------------------------------------------------------------------------------

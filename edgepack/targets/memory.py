@@ -32,7 +32,7 @@ toy models (a lone BATCH_MATMUL, whose Prepare we count a little more conservati
 Not modelled: CMSIS-NN or other optimised kernels (their scratch buffers), int16 softmax tables,
 variable tensors and resource variables, subgraphs other than the first, and a misaligned arena
 start (TFLM skips up to 15 bytes to align it). A 32-bit MCU build has smaller structs and a plain
-MicroAllocator, so it needs a few hundred bytes less than this estimate. Ops missing from ``_KERNELS``
+MicroAllocator, so it needs a few hundred bytes less than this estimate. Ops missing from ``KERNELS``
 get generous defaults and are listed in ``unmodelled_ops``.
 
 ``lower_bound_bytes`` is what no planner can beat: the largest sum of activation bytes alive at one
@@ -46,84 +46,15 @@ from pathlib import Path
 
 from .arena_probe import measure_arena
 from .tflite_file import TfliteModel, read_tflite
+from .tflm_sizes import (ALIGN, AFFINE_QUANTIZATION, ALLOCATION_INFO, ALLOCATOR_OBJECTS, BUILTIN_DATA_ALLOCATOR,
+                         EVAL_TENSOR, ITEMSIZE, KERNELS, MAX_SCRATCH_PER_OP, NODE_AND_REGISTRATION,
+                         PLANNER_PER_BUFFER, SCRATCH_HANDLE, SCRATCH_REQUEST, SUBGRAPH_ALLOCATIONS, TFLITE_TENSOR,
+                         UNKNOWN_KERNEL, Kernel)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["MemoryEstimate", "estimate_memory", "greedy_plan", "lower_bound", "measure_arena",
            "planned_buffers", "read_offline_plan", "scratch_buffers"]
-
-ALIGN = 16  # MicroArenaBufferAlignment(): planned buffers and kernel persistent buffers
-_ITEMSIZE = {"float32": 4, "float16": 2, "int32": 4, "uint8": 1, "int64": 8, "bool": 1, "int16": 2,
-             "int8": 1, "float64": 8}
-
-# TFLM structs in the wheel (x86-64, TF_LITE_STATIC_MEMORY), bytes.
-_ALLOCATOR_OBJECTS = 456  # RecordingSingleArenaBufferAllocator + GreedyMemoryPlanner + RecordingMicroAllocator
-_BUILTIN_DATA_ALLOCATOR = 16  # MicroBuiltinDataAllocator: vtable + pointer
-_SUBGRAPH_ALLOCATIONS = 16  # per subgraph: eval tensors + node array pointers
-_EVAL_TENSOR = 24  # TfLiteEvalTensor: data, dims, type
-_NODE_AND_REGISTRATION = 64  # TfLiteNode (7 words) + registration pointer
-_TFLITE_TENSOR = 64  # TfLiteTensor
-_AFFINE_QUANTIZATION = 24  # TfLiteAffineQuantization: scale*, zero_point*, quantized_dimension
-_SCRATCH_REQUEST = 16  # internal::ScratchBufferRequest: bytes, node_idx, subgraph_idx
-_MAX_SCRATCH_PER_OP = 12  # kMaxScratchBuffersPerOp: request slots kept free while an op prepares
-_SCRATCH_HANDLE = 8  # ScratchBufferHandle: data pointer
-_ALLOCATION_INFO = 32  # AllocationInfo: bytes, output_ptr, first_created, last_used, offline_offset, flag
-_PLANNER_PER_BUFFER = 40  # GreedyMemoryPlanner::per_buffer_size(): requirements 16 + 2 ints + entry 12 + int
-
-
-@dataclass(frozen=True)
-class _Kernel:
-    """What one op's reference kernel puts in the arena."""
-
-    params: tuple[int, int] = (0, 1)  # builtin parameter struct (sizeof, alignof); 0: the parser keeps none
-    init: int = 0  # OpData allocated in Init
-    per_channel: bool = False  # Prepare keeps int32 multiplier + shift arrays, one entry per output channel
-    temp: str = "I O"  # temp TfLiteTensors of Prepare in order: I/O all inputs/outputs, i1 input 1, o0 ...
-    scratch: str = ""  # rule of _scratch_requests
-
-
-# Parameter structs are builtin_op_data.h's (the wheel's FULLY_CONNECTED one is 32 bytes, 8-aligned);
-# OpData sizes are the kernels' Init allocations; temp lists follow each Prepare.
-_KERNELS = {
-    # ConvPrepare reads output, input, filter, then CalculateOpDataConv reads all four again
-    "CONV_2D": _Kernel((28, 4), 80, per_channel=True, temp="o0 i0 i1 I O"),
-    "DEPTHWISE_CONV_2D": _Kernel((28, 4), 80, per_channel=True, temp="o0 i0 i1 I O"),
-    "FULLY_CONNECTED": _Kernel((32, 8), 72),
-    "AVERAGE_POOL_2D": _Kernel((40, 4), 32),
-    "MAX_POOL_2D": _Kernel((40, 4), 32),
-    "ADD": _Kernel((8, 4), 60),
-    "SUB": _Kernel((8, 4), 52),
-    "MUL": _Kernel((4, 4), 36),
-    "DIV": _Kernel((4, 4), 28),
-    "MAXIMUM": _Kernel((0, 1), 0, temp=""),
-    "MINIMUM": _Kernel((0, 1), 0, temp=""),
-    "CONCATENATION": _Kernel((8, 4), 80, temp="i0 o0 I"),
-    "SOFTMAX": _Kernel((4, 4), 80),
-    "RESHAPE": _Kernel((36, 4), 0, temp="i0 o0"),
-    "TRANSPOSE": _Kernel((0, 1), 0),
-    "PAD": _Kernel((0, 1), 56),
-    "PADV2": _Kernel((0, 1), 56),
-    "MIRROR_PAD": _Kernel((4, 4), 20, scratch="mirror_pad"),
-    "MEAN": _Kernel((1, 1), 44, temp="i0 o0 i1 i0 i1 o0", scratch="mean"),
-    "RESIZE_NEAREST_NEIGHBOR": _Kernel((2, 1), 0),
-    "RESIZE_BILINEAR": _Kernel((2, 1), 0),
-    "BATCH_MATMUL": _Kernel((3, 1), 32),
-    "TRANSPOSE_CONV": _Kernel((20, 4), 88, per_channel=True, temp="o0 i2 i1 i3", scratch="transpose_conv"),
-    "SLICE": _Kernel((0, 1), 0),
-    "RSQRT": _Kernel((0, 1), 28, temp="i0 o0"),
-    "RELU": _Kernel((0, 1), 28),
-    "RELU6": _Kernel((0, 1), 8, temp="i0"),
-    "LEAKY_RELU": _Kernel((4, 4), 24),
-    "HARD_SWISH": _Kernel((0, 1), 20),
-    "TANH": _Kernel((0, 1), 16, temp="I O i0"),
-    "LOGISTIC": _Kernel((0, 1), 16),
-    "QUANTIZE": _Kernel((0, 1), 32),
-    "DEQUANTIZE": _Kernel((0, 1), 32),
-}
-# An op we have not measured: large parameters and OpData, per-channel arrays, every tensor read twice
-# in Prepare and a scratch buffer as large as its largest tensor.
-_UNKNOWN_KERNEL = _Kernel((64, 8), 128, per_channel=True, temp="I O I O", scratch="unknown")
-
 
 @dataclass
 class MemoryEstimate:
@@ -159,14 +90,14 @@ def estimate_memory(model) -> MemoryEstimate:
     plan_input = [buffers[i] for i in ids] + scratch
     fixed = [offline.get(i) if offline else None for i in ids] + [None] * len(scratch)
     offsets, planned = greedy_plan(plan_input, fixed)
-    unmodelled = sorted({o.op for o in ops if o.op not in _KERNELS})
+    unmodelled = sorted({o.op for o in ops if o.op not in KERNELS})
     if unmodelled:
         log.warning("TFLM arena estimate uses generous defaults for %s", ", ".join(unmodelled))
 
     tail = _Tail()
-    tail.add(_ALLOCATOR_OBJECTS + _BUILTIN_DATA_ALLOCATOR + _SUBGRAPH_ALLOCATIONS, 8, "allocator objects")
-    tail.add(_EVAL_TENSOR * len(tensors), 8, "TfLiteEvalTensor")
-    tail.add(_NODE_AND_REGISTRATION * len(ops), 8, "NodeAndRegistration")
+    tail.add(ALLOCATOR_OBJECTS + BUILTIN_DATA_ALLOCATOR + SUBGRAPH_ALLOCATIONS, 8, "allocator objects")
+    tail.add(EVAL_TENSOR * len(tensors), 8, "TfLiteEvalTensor")
+    tail.add(NODE_AND_REGISTRATION * len(ops), 8, "NodeAndRegistration")
     for o in ops:  # builtin parameters are parsed for every op before any kernel's Init
         tail.add(*_kernel(o).params, "op parameters")
     for o in ops:
@@ -175,16 +106,16 @@ def estimate_memory(model) -> MemoryEstimate:
     for k, o in enumerate(ops):
         for nbytes in _prepare_persistent(o, tensors, adjoints.get(k)):
             tail.add(nbytes, ALIGN, "kernel data")
-        head = _Head(_SCRATCH_REQUEST * (n_scratch + _MAX_SCRATCH_PER_OP))
+        head = _Head(SCRATCH_REQUEST * (n_scratch + MAX_SCRATCH_PER_OP))
         for t in _prepare_temp_tensors(o, tensors):
             _temp_tensor(head, t)
         phases[f"prepare {k}"] = tail.used + head.used
         n_scratch += sum(1 for _, step, _ in scratch if step == k + 1)
-    tail.add(_SCRATCH_HANDLE * n_scratch, 8, "scratch handles")
-    head = _Head(_SCRATCH_REQUEST * (n_scratch + _MAX_SCRATCH_PER_OP))
+    tail.add(SCRATCH_HANDLE * n_scratch, 8, "scratch handles")
+    head = _Head(SCRATCH_REQUEST * (n_scratch + MAX_SCRATCH_PER_OP))
     head.add(8, 8)  # subgraph offsets
-    head.add(_ALLOCATION_INFO * (len(tensors) + n_scratch), 8)
-    head.add(_PLANNER_PER_BUFFER * len(plan_input), ALIGN)
+    head.add(ALLOCATION_INFO * (len(tensors) + n_scratch), 8)
+    head.add(PLANNER_PER_BUFFER * len(plan_input), ALIGN)
     phases["planning"] = tail.used + _align(head.used)
     for group in (info.inputs, info.outputs):  # allocated after the plan is committed
         tail.add(8 * len(group), ALIGN, "input/output TfLiteTensors")
@@ -313,21 +244,21 @@ def _quant_channels(t) -> int:
 
 
 def _temp_tensor(head: _Head, t) -> None:
-    head.add(_TFLITE_TENSOR, 8)
+    head.add(TFLITE_TENSOR, 8)
     if _quant_channels(t):
-        head.add(_AFFINE_QUANTIZATION, 8)
+        head.add(AFFINE_QUANTIZATION, 8)
         head.add(4 + 4 * _quant_channels(t), 4)  # zero points: a TfLiteIntArray
 
 
 def _persistent_tensor(tail: _Tail, t) -> None:
-    tail.add(_TFLITE_TENSOR, 8, "input/output TfLiteTensors")
+    tail.add(TFLITE_TENSOR, 8, "input/output TfLiteTensors")
     if _quant_channels(t):
-        tail.add(_AFFINE_QUANTIZATION, 8, "input/output TfLiteTensors")
+        tail.add(AFFINE_QUANTIZATION, 8, "input/output TfLiteTensors")
         tail.add(4 + 4 * _quant_channels(t), 4, "input/output TfLiteTensors")
 
 
-def _kernel(op) -> _Kernel:
-    return _KERNELS.get(op.op, _UNKNOWN_KERNEL)
+def _kernel(op) -> Kernel:
+    return KERNELS.get(op.op, UNKNOWN_KERNEL)
 
 
 def _prepare_persistent(op, tensors, adjoint: tuple[bool, bool] | None) -> list[int]:
@@ -344,7 +275,7 @@ def _prepare_persistent(op, tensors, adjoint: tuple[bool, bool] | None) -> list[
     sizes = [28, 4 + 4 * len(out.shape)]
     for t, transposed in ((tensors[op.inputs[0]], adj_x), (tensors[op.inputs[1]], not adj_y)):
         if transposed:
-            sizes += [_EVAL_TENSOR, 4 + 4 * len(t.shape), _nbytes(t)]
+            sizes += [EVAL_TENSOR, 4 + 4 * len(t.shape), _nbytes(t)]
     return sizes
 
 
@@ -384,7 +315,7 @@ def _elements(t) -> int:
 
 
 def _nbytes(t) -> int:
-    return _elements(t) * _ITEMSIZE.get(t.dtype, 4)
+    return _elements(t) * ITEMSIZE.get(t.dtype, 4)
 
 
 def _load(model):
