@@ -171,6 +171,9 @@ def print_checks(report) -> None:
         for col in ("accuracy", "agree", "SQNR dB", "TFLM = ref"):
             table.add_column(col, justify="right", no_wrap=True)
         for run, m in report.validation.items():
+            if "not_run" in m:
+                table.add_row(run.replace("@", " @ "), f"not run: no {m['missing_op']} kernel", "", "", "")
+                continue
             exact = m.get("vs_litert_reference")
             table.add_row(run.replace("@", " @ "),
                           f"{m['accuracy']:.1%}" if "accuracy" in m else "",

@@ -50,6 +50,7 @@ def check_layers(report: Report, int8_tflite: Path, float_tflite: Path, samples:
 
 def check_target(report: Report, int8_tflite: Path, profile, graph=None, measure_arena: bool = True) -> None:
     """Memory, latency, op support and the verdict for ``profile``."""
+    from .errors import UnsupportedOpError
     from .targets.compat import unsupported_ops
     from .targets.memory import estimate_memory, measure_arena
     from .targets.tflite_file import read_tflite
@@ -60,9 +61,17 @@ def check_target(report: Report, int8_tflite: Path, profile, graph=None, measure
     memory = {"flash_bytes": len(data), "flash_budget": profile.flash_bytes,
               "ram_bytes": est.arena_bytes, "ram_budget": profile.ram_bytes,
               "arena_estimate": est.arena_bytes, "arena_lower_bound": est.lower_bound_bytes}
+    unsupported = unsupported_ops(info, profile)
     if measure_arena and profile.runtime == "tflm":
-        memory["arena_measured_tflm"] = measure_arena(data)  # in a child process: TFLM may crash
-        memory["ram_bytes"] = memory["arena_measured_tflm"]
+        try:
+            memory["arena_measured_tflm"] = measure_arena(data)  # in a child process: TFLM may crash
+            memory["ram_bytes"] = memory["arena_measured_tflm"]
+        except UnsupportedOpError as exc:  # the TFLM build lacks a kernel: name it, keep the estimate
+            if not any(u["op"] == exc.op for u in unsupported):
+                unsupported.append({"op": exc.op, "node": exc.node,
+                                    "reason": "TensorFlow Lite Micro (this build) has no kernel for it"})
+            report.notes.append(f"TFLite Micro cannot load the model (no {exc.op} kernel, node '{exc.node}'): "
+                                "RAM is edgepack's arena estimate, not a TFLM measurement")
     report.memory = memory
     if graph is not None:
         from .targets.latency import estimate_latency
@@ -79,8 +88,8 @@ def check_target(report: Report, int8_tflite: Path, profile, graph=None, measure
 
         report.latency["measured_here_ms"] = measure_litert_ms(data, profile.threads)
         report.latency["not_taken_by_xnnpack"] = LiteRT(data, threads=profile.threads).undelegated_ops()
-    report.compatibility = {"target": profile.name, "unsupported": unsupported_ops(info, profile)}
-    report.verdict = verdict(memory, report.compatibility["unsupported"], profile)
+    report.compatibility = {"target": profile.name, "unsupported": unsupported}
+    report.verdict = verdict(memory, unsupported, profile)
 
 
 def verdict(memory: dict, unsupported: list[dict], profile) -> dict:

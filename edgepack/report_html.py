@@ -111,6 +111,8 @@ def render_html(r: dict) -> str:
     val = r.get("validation") or {}
     if val:
         cols = ["run", "accuracy", "top1_agreement", "cosine", "sqnr_db", "rmse", "mae", "l2r", "bit_exact_vs_ref"]
+        if any("not_run" in v for v in val.values()):
+            cols.append("not_run")
         rows = [{"run": k, **v, "bit_exact_vs_ref": (v.get("vs_litert_reference") or {}).get("bit_exact")}
                 for k, v in val.items()]
         parts.append("<h2>Accuracy and agreement with the float model</h2>" + _table(rows, cols))

@@ -29,12 +29,13 @@ FROM_ONNX = {
     "Relu": ["Relu"], "Clip": ["Clip"], "LeakyRelu": ["LeakyRelu"], "Sigmoid": ["Sigmoid"], "Tanh": ["Tanh"],
     "HardSigmoid": ["HardSigmoid"], "HardSwish": ["HardSwish"],
     "Gelu": ["Gelu (opset 20)", "Erf (in the pattern x * 0.5 * (1 + erf(x / sqrt 2)))"],
-    "Rsqrt": [], "Softmax": ["Softmax"],
+    "Rsqrt": ["Sqrt + Reciprocal", "Div(1, Sqrt) (the LayerNormalization lowering, as edgepack writes it)"],
+    "Softmax": ["Softmax"],
     "Reshape": ["Reshape", "Flatten", "Squeeze", "Unsqueeze"], "Transpose": ["Transpose"], "Pad": ["Pad"],
     "Resize": ["Resize"], "Identity": ["Identity", "Cast (to float32)"], "Dropout": ["Dropout"],
     "BatchNormalization": ["BatchNormalization"], "LayerNormalization": ["LayerNormalization (opset 17)"],
 }
-NOT_FROM_ONNX = {"Rsqrt": "made by the LayerNormalization lowering"}
+NOT_FROM_ONNX: dict[str, str] = {}  # IR op -> why no ONNX op maps to it (none at present)
 
 # IR op -> (TFLite builtins it becomes, how). Ops the passes remove list what they become instead.
 TO_TFLITE = {

@@ -16,7 +16,7 @@ from .. import ir
 from ..errors import ModelLoadError, ShapeError, UnsupportedOpError
 from .lift_1d import lift_1d
 from .onnx_fold import DEFAULT_DOMAINS, FoldedModel
-from .onnx_patterns import fuse_erf_gelu
+from .onnx_patterns import fuse_patterns
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def build_graph(folded: FoldedModel, inputs: list[str], outputs: list[str], opse
 
     b = Builder(folded, opset, path)
     g = b.graph
-    onnx_nodes = fuse_erf_gelu(list(folded.model.graph.node), folded.consts, outputs)
+    onnx_nodes = fuse_patterns(list(folded.model.graph.node), folded.consts, outputs)
     b.used = {i for n in onnx_nodes for i in n.input} | set(outputs)
     for name in inputs:
         b._ensure_tensor(name)

@@ -282,7 +282,7 @@ def _reduce_mean(b: Builder, node, attrs):
 
 RULES = {
     **{op: _same(op) for op in ("Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Tanh", "HardSwish",
-                                "Identity")},
+                                "Identity", "Rsqrt")},  # Rsqrt: from the Sqrt + Reciprocal pattern
     "LeakyRelu": _same("LeakyRelu", alpha=0.01),
     "HardSigmoid": _same("HardSigmoid", alpha=0.2, beta=0.5),
     "Cast": _cast,

@@ -4,6 +4,8 @@ rules run.
 - GELU before opset 20 (what torch exports): ``x * 0.5 * (1 + erf(x / sqrt(2)))`` in any of the orders
   the exporters write (Div by sqrt(2) or Mul by 1/sqrt(2); the 0.5 applied first, last, or to the sum)
   becomes one ``Gelu`` node. An Erf outside this pattern stays unsupported and is named as such.
+- 1/sqrt(x) (``Reciprocal(Sqrt(x))`` or ``Div(1, Sqrt(x))``: ONNX has no Rsqrt, and it is how edgepack's
+  own float .onnx writes a lowered LayerNorm) becomes one ``Rsqrt`` node. A lone Sqrt stays unsupported.
 """
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ import numpy as np
 from onnx import helper
 
 log = logging.getLogger(__name__)
+
+# Node types only these patterns make (ONNX itself has no such op); their rules read the fused node.
+PATTERN_OPS = frozenset({"Rsqrt"})
 
 
 class _Index:
@@ -81,19 +86,36 @@ def _match_gelu(index: _Index, erf) -> tuple[str, str, list] | None:
     return None
 
 
-def fuse_erf_gelu(nodes: list, consts: dict, outputs) -> list:
-    """Return ``nodes`` with every erf-form GELU replaced by one Gelu node (at the place of the
-    pattern's last node, so the order stays topological)."""
+def _fuse(nodes: list, consts: dict, outputs, anchor: str, match, op: str) -> list:
+    """Return ``nodes`` with every pattern ``match`` finds around an ``anchor`` node replaced by one ``op``
+    node (at the place of the pattern's last node, so the order stays topological)."""
     index = _Index(nodes, consts, outputs)
     replace: dict[int, object] = {}
     drop: set[int] = set()
-    for erf in [n for n in nodes if n.op_type == "Erf" and n.domain in ("", "ai.onnx")]:
-        match = _match_gelu(index, erf)
-        if match is None:
+    for node in [n for n in nodes if n.op_type == anchor and n.domain in ("", "ai.onnx")]:
+        found = match(index, node)
+        if found is None:
             continue
-        x, y, pattern = match
+        x, y, pattern = found
         positions = sorted(i for i, n in enumerate(nodes) if any(n is p for p in pattern))
-        replace[positions[-1]] = helper.make_node("Gelu", [x], [y], name=erf.name or y)
+        replace[positions[-1]] = helper.make_node(op, [x], [y], name=node.name or y)
         drop.update(positions[:-1])
-        log.debug("erf pattern at '%s' -> Gelu", erf.name)
+        log.debug("%s pattern at '%s' -> %s", anchor, node.name, op)
     return [replace.get(i, n) for i, n in enumerate(nodes) if i not in drop]
+
+def _match_rsqrt(index: _Index, sqrt) -> tuple[str, str, list] | None:
+    """(x, y, nodes of the pattern) for a Sqrt whose only reader takes its reciprocal."""
+    inv = index.only_reader(sqrt.output[0])
+    if inv is None:
+        return None
+    if inv.op_type == "Reciprocal":
+        return sqrt.input[0], inv.output[0], [sqrt, inv]
+    if inv.op_type == "Div" and list(inv.input[1:]) == [sqrt.output[0]] and index.scalar(inv.input[0]) == 1.0:
+        return sqrt.input[0], inv.output[0], [sqrt, inv]
+    return None
+
+
+def fuse_patterns(nodes: list, consts: dict, outputs) -> list:
+    """Every multi-node pattern above replaced by its one IR-op node."""
+    return _fuse(_fuse(nodes, consts, outputs, "Erf", _match_gelu, "Gelu"), consts, outputs, "Sqrt",
+                 _match_rsqrt, "Rsqrt")

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UnsupportedOpError
 from .io_mapping import dequantize_output, from_file_layout, quantize_input, to_file_layout
 from .metrics import compare, sqnr_db
 from .runtimes import TFLM, LiteRT, OnnxRuntime
@@ -82,9 +82,15 @@ def validate(artifacts: dict[str, str], samples: np.ndarray, *, labels=None, ref
         kind = "onnx" if str(path).endswith(".onnx") else "tflite"
         raws = {}
         for runtime in runtimes_for(path, target_runtime):
-            outs, raw = run_artifact(data, kind, runtime, samples,
-                                     reference.shape if reference is not None else None, progress)
             key = f"{label}@{runtime}"
+            try:
+                outs, raw = run_artifact(data, kind, runtime, samples,
+                                         reference.shape if reference is not None else None, progress)
+            except UnsupportedOpError as exc:  # e.g. TFLM has no GELU: say so, check the other runtimes
+                results[key] = {"artifact": str(path), "runtime": runtime, "not_run": str(exc),
+                                "missing_op": exc.op, "node": exc.node}
+                log.warning("%s not run on %s: %s", label, runtime, exc)
+                continue
             results[key] = {"artifact": str(path), "runtime": runtime,
                             **(compare(reference, outs.reshape(reference.shape), labels)
                                if reference is not None else _accuracy_only(outs, labels))}
