@@ -200,3 +200,17 @@ def test_torch_export_pt2_and_torchscript_files_load(capsys, tmp_path):
     assert totals[0]["params"] == totals[1]["params"] and totals[0]["macs"] == totals[1]["macs"]
     code, out, err = _run(capsys, "inspect", str(pt2), "--json")  # the .pt2 knows its own input shape
     assert code == 0 and json.loads(out)["inputs"] and json.loads(out)["totals"]["macs"] == totals[0]["macs"]
+
+
+def test_the_readme_names_every_flag_of_every_command():
+    """The README's command-line reference cannot fall behind the parser."""
+    from pathlib import Path
+
+    from edgepack.cli import build_parser
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    reference = readme.split("## Command-line reference", 1)[1].split("\n## ", 1)[0]
+    sub = next(a for a in build_parser()._actions if a.choices and "export" in a.choices)
+    missing = {f"{name} {flag}" for name, p in sub.choices.items() for a in p._actions for flag in a.option_strings
+               if flag.startswith("--") and flag != "--help" and f"`{flag}" not in reference}
+    assert not missing and all(f"`{name}" in reference for name in sub.choices), sorted(missing)
