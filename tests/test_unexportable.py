@@ -1,0 +1,65 @@
+"""Models edgepack cannot export (beyond the zoo, which exports whole) stop with one line naming the op and
+the node, exit code 2, and leave no artifact behind: an op outside the table (LSTM, a lone Erf), a variant
+the TFLite emitter cannot write (grouped conv), an unsupported attribute (bicubic Resize)."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from edgepack.cli import main
+
+
+class LSTMHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm, self.fc = nn.LSTM(8, 16, batch_first=True), nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc(self.lstm(x)[0][:, -1])
+
+
+class GroupedConv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 8, 3, groups=2, padding=1)
+
+    def forward(self, x):
+        return self.conv(x).mean((2, 3))
+
+
+class BicubicUp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        return F.interpolate(self.conv(x), scale_factor=2, mode="bicubic")
+
+
+class LoneErf(nn.Module):
+    def forward(self, x):
+        return torch.erf(x) * 2
+
+
+CASES = [(LSTMHead, (1, 5, 8), "unsupported op 'LSTM' at node '/lstm/LSTM'"),
+         (GroupedConv, (1, 4, 8, 8), "unsupported op 'Conv(group=2)' at node '/conv/Conv'"),
+         (BicubicUp, (1, 4, 8, 8), "unsupported Resize at node '/Resize': mode 'cubic'"),
+         (LoneErf, (1, 4, 8, 8), "unsupported op 'Erf' at node '/Erf'")]
+
+
+@pytest.mark.parametrize("cls, shape, line", CASES, ids=[c[0].__name__ for c in CASES])
+def test_one_line_naming_op_and_node_exit_2_nothing_written(cls, shape, line, tmp_path, capsys):
+    torch.manual_seed(0)
+    path = tmp_path / "model.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns about exporting an LSTM with batch_first
+        torch.onnx.export(cls().eval(), torch.zeros(shape), str(path), dynamo=False, opset_version=17)
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((8, *shape[1:]), np.float32))
+    out = tmp_path / "out"
+    code = main(["export", str(path), "--calib", str(tmp_path / "x.npy"), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and line in err and "Traceback" not in err
+    assert not out.exists() or not any(out.iterdir())
