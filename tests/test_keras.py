@@ -142,30 +142,20 @@ def test_keras_cnn_and_its_pytorch_twin_give_the_same_tflite_ops(tmp_path):
 
 
 # ---- (3) code in the file: one clear line, unless the user allows it ----------------------------------------
-def test_lambda_layer_is_one_clear_error_unless_trusted(tmp_path, nhwc_digits):
-    model = keras_zoo.with_lambda()
-    for name in ("lam.keras", "lam.h5"):
-        path = tmp_path / name
+@pytest.mark.parametrize("build, says, allow", [
+    ("with_lambda", ["'halve'", "Lambda", "trust_code=True", "--trust-code"], {"trust_code": True}),
+    ("with_custom_layer", ["'scale'", "custom_objects={'Scale'"], {"custom_objects": {"Scale": keras_zoo.Scale}}),
+], ids=["lambda", "custom_layer"])
+def test_code_in_the_file_is_one_clear_error_unless_allowed(tmp_path, nhwc_digits, build, says, allow):
+    model = getattr(keras_zoo, build)()
+    for suffix in (".keras", ".h5"):
+        path = tmp_path / f"model{suffix}"
         model.save(path)
         with pytest.raises(ModelLoadError) as err:
             load_keras(path)
         text = str(err.value)
-        assert len(text.splitlines()) == 1 and "'halve'" in text and "Lambda" in text
-        assert "trust_code=True" in text and "--trust-code" in text
-        assert_matches_keras(load_keras(path, trust_code=True), model, nhwc_digits[:16])
-
-
-def test_custom_layer_needs_custom_objects(tmp_path, nhwc_digits):
-    model = keras_zoo.with_custom_layer()
-    for name in ("custom.keras", "custom.h5"):
-        path = tmp_path / name
-        model.save(path)
-        with pytest.raises(ModelLoadError) as err:
-            load_keras(path)
-        text = str(err.value)
-        assert len(text.splitlines()) == 1 and "'scale'" in text and "custom_objects={'Scale'" in text
-        graph = load_keras(path, custom_objects={"Scale": keras_zoo.Scale})
-        assert_matches_keras(graph, model, nhwc_digits[:16])
+        assert len(text.splitlines()) == 1 and all(s in text for s in says), text
+        assert_matches_keras(load_keras(path, **allow), model, nhwc_digits[:16])
 
 
 # ---- (4) Keras 2 .h5 files Keras 3 refuses are repaired ----------------------------------------------------
