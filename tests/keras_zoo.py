@@ -143,9 +143,13 @@ def layer_case(name: str) -> keras.Model:
         b = L.Conv2D(8, 1, activation="relu6")(inp)
         x = L.AveragePooling2D(2)(L.Concatenate()([a, b]))
         out = L.Dense(10, activation="softmax")(L.Flatten()(L.Dropout(0.2)(x)))
+    elif name == "hard_activations":  # relu6(x + 3) / 6 in tf2onnx's Add, Clip, Mul form
+        x = L.Activation("hard_swish")(L.Conv2D(8, 3, padding="same")(inp))
+        x = L.Activation("hard_sigmoid")(L.DepthwiseConv2D(3, padding="same")(x))
+        out = L.Dense(4)(L.GlobalAveragePooling2D()(x))
     else:
         raise KeyError(name)
     return keras.Model(inp, out, name=name)
 
 
-LAYER_CASES = ["rescaling", "normalization", "upsampling", "separable_concat"]
+LAYER_CASES = ["rescaling", "normalization", "upsampling", "separable_concat", "hard_activations"]

@@ -112,6 +112,10 @@ def test_common_keras_layers_match_keras_and_export_without_transpose(name):
     assert "TRANSPOSE" not in ops, ops
     if name == "upsampling":
         assert ops["RESIZE_NEAREST_NEIGHBOR"] == 1 and ops["RESIZE_BILINEAR"] == 1
+    if name == "hard_activations":  # one node each, not Add/Clip/Mul chains requantized at every step
+        assert {k: graph.op_counts().get(k) for k in ("HardSwish", "HardSigmoid", "Clip", "Mul", "Add")} == {
+            "HardSwish": 1, "HardSigmoid": 1, "Clip": None, "Mul": None, "Add": None}
+        assert ops["HARD_SWISH"] == 1  # TFLite has no HARD_SIGMOID builtin: that one stays MUL, ADD, MUL
 
 
 # ---- (2) a Keras CNN and its PyTorch twin give the same TFLite op sequence --------------------------------

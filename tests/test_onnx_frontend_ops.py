@@ -191,3 +191,22 @@ def test_spatial_reduce_mean_becomes_global_average_pool(keepdims):
     graph = roundtrip(m, opset=13)
     assert graph.op_counts() == ({"GlobalAveragePool": 1} if keepdims else
                                  {"GlobalAveragePool": 1, "Reshape": 1})
+
+
+# ---- relu6(x + 3) / 6: Keras's hard_sigmoid and hard_swish as tf2onnx writes them ----------------------
+@pytest.mark.parametrize("divide, times_x, scale, want", [
+    (False, True, 1 / 6, {"HardSwish": 1}),
+    (True, True, 6.0, {"HardSwish": 1}),
+    (False, False, 1 / 6, {"HardSigmoid": 1}),
+    (False, True, 1 / 5, {"Add": 1, "Clip": 1, "Mul": 2}),  # not the pattern: left as it is
+])
+def test_hard_sigmoid_and_hard_swish_chains_become_one_node(divide, times_x, scale, want):
+    nodes = [helper.make_node("Add", ["x", "three"], ["a"]), helper.make_node("Clip", ["a", "zero", "six"], ["c"]),
+             helper.make_node("Div" if divide else "Mul", ["c", "k"], ["h" if times_x else "y"])]
+    if times_x:
+        nodes.append(helper.make_node("Mul", ["x", "h"], ["y"]))
+    inits = {"three": np.float32(3), "zero": np.float32(0), "six": np.float32(6), "k": np.float32(scale)}
+    g = roundtrip(make_model(nodes, {"x": (1, 4, 5, 5)}, ["y"], inits))
+    assert g.op_counts() == want
+    if "HardSigmoid" in want:
+        assert only(g, "HardSigmoid").attrs == {"alpha": pytest.approx(1 / 6), "beta": 0.5}

@@ -6,6 +6,9 @@ rules run.
   becomes one ``Gelu`` node. An Erf outside this pattern stays unsupported and is named as such.
 - 1/sqrt(x) (``Reciprocal(Sqrt(x))`` or ``Div(1, Sqrt(x))``: ONNX has no Rsqrt, and it is how edgepack's
   own float .onnx writes a lowered LayerNorm) becomes one ``Rsqrt`` node. A lone Sqrt stays unsupported.
+- relu6(x + 3) / 6 (Keras's hard_sigmoid as tf2onnx writes it: Add, Clip, Mul or Div) becomes one
+  ``HardSigmoid`` node, and x times it (Keras's hard_swish) one ``HardSwish``: one int8 kernel instead of
+  three or four requantized steps.
 """
 from __future__ import annotations
 
@@ -53,8 +56,13 @@ def _is(index: _Index, node, op: str, name: str, value: float) -> bool:
     return c is not None and abs(c - value) <= 1e-4 * abs(value)
 
 
-def _match_gelu(index: _Index, erf) -> tuple[str, str, list] | None:
-    """(x, y, nodes of the pattern) for an Erf inside x * 0.5 * (1 + erf(x / sqrt 2))."""
+def _match_gelu(index: _Index, erf):
+    """("Gelu", x, y, nodes of the pattern, {}) for an Erf inside x * 0.5 * (1 + erf(x / sqrt 2))."""
+    found = _match_erf_gelu(index, erf)
+    return None if found is None else ("Gelu", *found, {})
+
+
+def _match_erf_gelu(index: _Index, erf) -> tuple[str, str, list] | None:
     scaled = index.producer.get(erf.input[0])
     if scaled is None or scaled.op_type not in ("Div", "Mul") or len(scaled.input) != 2:
         return None
@@ -86,9 +94,10 @@ def _match_gelu(index: _Index, erf) -> tuple[str, str, list] | None:
     return None
 
 
-def _fuse(nodes: list, consts: dict, outputs, anchor: str, match, op: str) -> list:
-    """Return ``nodes`` with every pattern ``match`` finds around an ``anchor`` node replaced by one ``op``
-    node (at the place of the pattern's last node, so the order stays topological)."""
+def _fuse(nodes: list, consts: dict, outputs, anchor: str, match) -> list:
+    """Return ``nodes`` with every pattern ``match`` finds around an ``anchor`` node replaced by the one
+    node it stands for (at the place of the pattern's last node, so the order stays topological).
+    ``match`` gives (op, x, y, nodes of the pattern, attributes) or None."""
     index = _Index(nodes, consts, outputs)
     replace: dict[int, object] = {}
     drop: set[int] = set()
@@ -96,26 +105,46 @@ def _fuse(nodes: list, consts: dict, outputs, anchor: str, match, op: str) -> li
         found = match(index, node)
         if found is None:
             continue
-        x, y, pattern = found
+        op, x, y, pattern, attrs = found
         positions = sorted(i for i, n in enumerate(nodes) if any(n is p for p in pattern))
-        replace[positions[-1]] = helper.make_node(op, [x], [y], name=node.name or y)
+        replace[positions[-1]] = helper.make_node(op, [x], [y], name=node.name or y, **attrs)
         drop.update(positions[:-1])
         log.debug("%s pattern at '%s' -> %s", anchor, node.name, op)
     return [replace.get(i, n) for i, n in enumerate(nodes) if i not in drop]
 
-def _match_rsqrt(index: _Index, sqrt) -> tuple[str, str, list] | None:
-    """(x, y, nodes of the pattern) for a Sqrt whose only reader takes its reciprocal."""
+
+def _match_rsqrt(index: _Index, sqrt):
+    """("Rsqrt", x, y, nodes of the pattern, {}) for a Sqrt whose only reader takes its reciprocal."""
     inv = index.only_reader(sqrt.output[0])
     if inv is None:
         return None
-    if inv.op_type == "Reciprocal":
-        return sqrt.input[0], inv.output[0], [sqrt, inv]
-    if inv.op_type == "Div" and list(inv.input[1:]) == [sqrt.output[0]] and index.scalar(inv.input[0]) == 1.0:
-        return sqrt.input[0], inv.output[0], [sqrt, inv]
+    if inv.op_type == "Reciprocal" or (inv.op_type == "Div" and list(inv.input[1:]) == [sqrt.output[0]]
+                                       and index.scalar(inv.input[0]) == 1.0):
+        return "Rsqrt", sqrt.input[0], inv.output[0], [sqrt, inv], {}
     return None
+
+
+def _match_hard_sigmoid(index: _Index, clip):
+    """("HardSigmoid" or "HardSwish", x, y, nodes, attributes) for a Clip(0, 6) inside relu6(x + 3) / 6
+    (Keras's hard_sigmoid through tf2onnx), and x * that (Keras's hard_swish)."""
+    add = index.producer.get(clip.input[0])
+    bounds = [index.scalar(i) if i else None for i in list(clip.input[1:3]) + [""] * (3 - len(clip.input))]
+    if add is None or add.op_type != "Add" or bounds != [0.0, 6.0] or index.only_reader(add.output[0]) is not clip:
+        return None
+    x = next((i for i in add.input if index.scalar(i) is None), None)
+    scale = index.only_reader(clip.output[0])
+    if x is None or not _is(index, add, "Add", x, 3.0) or not (
+            _is(index, scale, "Mul", clip.output[0], 1 / 6) or
+            (_is(index, scale, "Div", clip.output[0], 6.0) and scale.input[0] == clip.output[0])):
+        return None
+    times_x = index.only_reader(scale.output[0])
+    if times_x is not None and times_x.op_type == "Mul" and index.other(times_x, scale.output[0]) == x:
+        return "HardSwish", x, times_x.output[0], [add, clip, scale, times_x], {}
+    return "HardSigmoid", x, scale.output[0], [add, clip, scale], {"alpha": 1 / 6, "beta": 0.5}
 
 
 def fuse_patterns(nodes: list, consts: dict, outputs) -> list:
     """Every multi-node pattern above replaced by its one IR-op node."""
-    return _fuse(_fuse(nodes, consts, outputs, "Erf", _match_gelu, "Gelu"), consts, outputs, "Sqrt",
-                 _match_rsqrt, "Rsqrt")
+    for anchor, match in (("Erf", _match_gelu), ("Sqrt", _match_rsqrt), ("Clip", _match_hard_sigmoid)):
+        nodes = _fuse(nodes, consts, outputs, anchor, match)
+    return nodes
