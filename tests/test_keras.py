@@ -102,6 +102,20 @@ def test_batchnorm_after_depthwise_and_one_channel_input_reshape_are_normalised(
     assert folded["Conv"] == 4 and folded["Add"] == 1  # stem, dw, pw, conv2; the residual add
 
 
+def test_a_tf2onnx_onnx_file_is_tidied_like_a_keras_model(tmp_path, nhwc_digits):
+    """A Keras model converted to .onnx with tf2onnx by the user and loaded as ONNX gets the same graph as
+    the Keras model itself: no input TRANSPOSE left in the 1-channel .tflite."""
+    from edgepack.frontends.keras import _model_to_onnx
+    from edgepack.frontends.tf_quiet import import_tf
+
+    model = keras_zoo.keras_cnn(channels=1)
+    path = tmp_path / "cnn.onnx"
+    path.write_bytes(_model_to_onnx(import_tf()[0], model, None, 13, None))
+    graph = edgepack.load(path)
+    assert graph.op_counts() == run_passes(load_keras(model)).op_counts()
+    assert "TRANSPOSE" not in read_tflite(int8_tflite(graph, nhwc_digits[:32])).op_counts()
+
+
 @pytest.mark.parametrize("name", keras_zoo.LAYER_CASES)
 def test_common_keras_layers_match_keras_and_export_without_transpose(name):
     model = keras_zoo.layer_case(name)

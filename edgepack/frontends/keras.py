@@ -22,7 +22,6 @@ import numpy as np
 
 from ..errors import EdgepackError, ModelLoadError, ShapeError
 from ..ir import Graph
-from .keras_normalize import normalize_keras_graph
 from .tf_quiet import import_tf as _tf
 from .tf_quiet import quiet as _quiet
 
@@ -72,9 +71,7 @@ def load_keras(model, *, custom_objects: dict | None = None, trust_code: bool = 
     else:
         raise ModelLoadError(f"cannot load a {type(model).__name__} as Keras: pass a keras.Model or a path "
                              "to a .keras, .h5 or .hdf5 file or a SavedModel folder")
-    graph = load_onnx(onnx_bytes)
-    normalize_keras_graph(graph)
-    return graph
+    return load_onnx(onnx_bytes)  # tf2onnx's output: load_onnx applies normalize_keras_graph
 
 
 # ---- loading files --------------------------------------------------------------------------
