@@ -12,6 +12,7 @@ from ai_edge_litert import schema_py_generated as tfl
 
 from ..errors import EdgepackError
 from ..ir.quant import QuantParams
+from ..tflite_buffer import AlignedBufferT
 
 BuiltinOp = tfl.BuiltinOperator
 Options = tfl.BuiltinOptions
@@ -20,29 +21,10 @@ Padding = tfl.Padding
 
 _TYPES = {"float32": tfl.TensorType.FLOAT32, "int8": tfl.TensorType.INT8,
           "int32": tfl.TensorType.INT32, "uint8": tfl.TensorType.UINT8}
-_ALIGN = 16
 
 
 class TfliteExportError(EdgepackError):
     """The graph cannot be written as a TFLite file as it is (missing or inconsistent quantization, ...)."""
-
-
-class _AlignedBufferT(tfl.BufferT):
-    """A BufferT whose data vector starts on a 16-byte boundary."""
-
-    def Pack(self, builder):
-        data = None
-        if self.data is not None:
-            payload = self.data.tobytes()
-            builder.StartVector(1, len(payload), _ALIGN)
-            builder.head = builder.head - len(payload)
-            builder.Bytes[builder.head: builder.head + len(payload)] = payload
-            builder.vectorNumElems = len(payload)
-            data = builder.EndVector()
-        tfl.BufferStart(builder)
-        if data is not None:
-            tfl.BufferAddData(builder, data)
-        return tfl.BufferEnd(builder)
 
 
 def same_params(a: QuantParams, b: QuantParams, rel_tol: float = 1e-6) -> bool:
@@ -95,7 +77,7 @@ class TfliteBuilder:
             arr = np.ascontiguousarray(np.asarray(data).astype(dtype, copy=False))
             if tuple(arr.shape) != tuple(int(d) for d in shape):
                 raise TfliteExportError(f"constant '{name}' has shape {arr.shape}, expected {tuple(shape)}")
-            buf = _AlignedBufferT()
+            buf = AlignedBufferT()
             buf.data = arr.reshape(-1).view(np.uint8)
             self.buffers.append(buf)
             t.buffer = len(self.buffers) - 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 
+from ..tflite_buffer import AlignedBufferT
 from .memory import estimate_memory, greedy_plan, planned_buffers, scratch_buffers
 from .tflite_file import read_tflite
 
@@ -96,7 +97,7 @@ def _with_metadata(data: bytes, name: str, words: list[int]) -> bytes:
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(data, 0))
     model.buffers = [_aligned(b) for b in model.buffers]
-    buf = _AlignedBufferT()
+    buf = AlignedBufferT()
     buf.data = np.asarray(words, dtype="<i4").view(np.uint8)
     model.buffers.append(buf)
     meta = schema.MetadataT()
@@ -112,32 +113,6 @@ def _text(name) -> str:
 
 
 def _aligned(buffer):
-    out = _AlignedBufferT()
+    out = AlignedBufferT()
     out.data, out.offset, out.size = buffer.data, buffer.offset, buffer.size
     return out
-
-
-def _buffer_class():
-    from ai_edge_litert import schema_py_generated as schema
-
-    class AlignedBufferT(schema.BufferT):
-        """A BufferT whose data starts on a 16-byte boundary (TFLM reads weights in place)."""
-
-        def Pack(self, builder):
-            data = None
-            if self.data is not None and len(self.data):
-                payload = bytes(self.data)
-                builder.StartVector(1, len(payload), 16)
-                builder.head = builder.head - len(payload)
-                builder.Bytes[builder.head: builder.head + len(payload)] = payload
-                builder.vectorNumElems = len(payload)
-                data = builder.EndVector()
-            schema.BufferStart(builder)
-            if data is not None:
-                schema.BufferAddData(builder, data)
-            return schema.BufferEnd(builder)
-
-    return AlignedBufferT
-
-
-_AlignedBufferT = _buffer_class()
