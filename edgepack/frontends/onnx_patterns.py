@@ -128,7 +128,7 @@ def _match_hard_sigmoid(index: _Index, clip):
     """("HardSigmoid" or "HardSwish", x, y, nodes, attributes) for a Clip(0, 6) inside relu6(x + 3) / 6
     (Keras's hard_sigmoid through tf2onnx), and x * that (Keras's hard_swish)."""
     add = index.producer.get(clip.input[0])
-    bounds = [index.scalar(i) if i else None for i in list(clip.input[1:3]) + [""] * (3 - len(clip.input))]
+    bounds = [index.scalar(i) if i else None for i in (list(clip.input[1:]) + ["", ""])[:2]]  # min, max
     if add is None or add.op_type != "Add" or bounds != [0.0, 6.0] or index.only_reader(add.output[0]) is not clip:
         return None
     x = next((i for i in add.input if index.scalar(i) is None), None)
