@@ -39,22 +39,29 @@ def upsample(x: np.ndarray, size: int) -> np.ndarray:
 
 
 def train_classifier(model, x, y, epochs: int = 15, lr: float = 3e-3, batch: int = 64, seed: int = 0):
-    """Plain Adam + cross-entropy training on in-memory arrays; returns the model in eval mode."""
+    """Plain Adam + cross-entropy training on in-memory arrays; returns the model in eval mode.
+    Runs on one thread: the same seed gives the same weights whatever the core count or load (and these
+    small models train no slower on one thread)."""
     import torch
 
-    torch.manual_seed(seed)
-    xs, ys = torch.from_numpy(x), torch.from_numpy(y)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for epoch in range(epochs):
-        perm = torch.randperm(len(xs))
-        for i in range(0, len(xs), batch):
-            idx = perm[i:i + batch]
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(xs[idx]), ys[idx])
-            loss.backward()
-            opt.step()
-        log.info("epoch %d loss %.4f", epoch + 1, loss.item())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(seed)
+        xs, ys = torch.from_numpy(x), torch.from_numpy(y)
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        model.train()
+        for epoch in range(epochs):
+            perm = torch.randperm(len(xs))
+            for i in range(0, len(xs), batch):
+                idx = perm[i:i + batch]
+                opt.zero_grad()
+                loss = torch.nn.functional.cross_entropy(model(xs[idx]), ys[idx])
+                loss.backward()
+                opt.step()
+            log.info("epoch %d loss %.4f", epoch + 1, loss.item())
+    finally:
+        torch.set_num_threads(threads)
     return model.eval()
 
 
