@@ -18,13 +18,17 @@ from edgepack.targets.metrics import sqnr_db
 from edgepack.targets.runtimes import LiteRT, OnnxRuntime
 from edgepack.targets.tflite_file import read_tflite
 
-DENSE = {"decoder": 35.0, "unet": 35.0, "autoencoder": 35.0}  # image-like outputs: min SQNR (dB) vs float
+# Image-like outputs: min SQNR (dB) vs float; measured 44.5 (autoencoder) to 52.3 dB (threshold_spread.md).
+DENSE = {"decoder": 35.0, "unet": 35.0, "autoencoder": 35.0}
 # Models that do not learn digits in the few steps given (a random head predicts one class for every
 # input, which makes agreement trivial): squeezenet's ReLU before its pooled classifier starts dead.
 NOT_LEARNING = {"squeezenet"}
 STEPS = 80
 TRAIN = 1000  # the first TRAIN digits of the training split train; the next HELD_OUT test
-HELD_OUT = 100
+# All 437 left (was 100: one sample = 1 point, and gap_head read 0.93 on an AVX512-FP16/AMX Xeon).
+HELD_OUT = 437
+# benchmarks/results/threshold_spread.md, so far seed 0 only (one thread, default kernels): worst model and
+# runtime 0.970 at 437 samples (0.97 at 100); margin 0.02. The 5-seed x kernel study is still to run.
 MIN_TOP1 = 0.95
 
 
