@@ -242,7 +242,8 @@ def _prove(report: Report, qgraph: Graph, paths: dict, data, profile, progress) 
 
 def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress):
     from .calibration import calibrate_graph, load_samples
-    from .calibration.quantize import load_calibration, save_calibration
+    from .calibration.fc_weights import choose_fc_weights
+    from .calibration.quantize import QuantRules, load_calibration, save_calibration
     from .exporter.emit_onnx_qdq import to_onnx_qdq
     from .exporter.emit_tflite import to_tflite
 
@@ -262,9 +263,11 @@ def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress):
     total = len(samples) if samples is not None else 0
     tick = (lambda n: progress("calibrating", n, total)) if progress else None
     opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
-    qgraph, ranges = calibrate_graph(graph, samples, cfg.calibration, progress=tick, ranges=ranges, **opts)
+    fc = choose_fc_weights(graph, samples.as_array()[:64] if samples is not None else None)
+    qgraph, ranges = calibrate_graph(graph, samples, cfg.calibration, progress=tick, ranges=ranges,
+                                     rules=QuantRules(per_channel_nodes=fc.per_channel), **opts)
     report.calibration = {"method": cfg.calibration, "samples": total,
-                                     "from_file": cfg.calibration_file}
+                          "from_file": cfg.calibration_file, "fc_weights": fc.to_json()}
     report.notes.append(f"calibrated {len(ranges)} tensors with {cfg.calibration}"
                         + (f" on {total} samples" if total else f" from {cfg.calibration_file}"))
     files = {"int8_onnx": to_onnx_qdq(qgraph, activations=cfg.onnx_activations).SerializeToString(),

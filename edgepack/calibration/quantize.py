@@ -5,7 +5,8 @@
   concat, transpose, resize) put their input(s) and output in one group sharing one range (the union);
 - ops with fixed params (softmax, sigmoid: 1/256, -128; tanh: 1/128, 0) impose them on their group;
 - weights: int8 symmetric per output channel for Conv (IR axis 0) and ConvTranspose (IR axis 1),
-  per-tensor for Gemm by default (TFLM spends persistent arena on per-channel FC);
+  for Gemm per-tensor, or per-channel on the nodes ``QuantRules.per_channel_nodes`` names (fc_weights.py
+  picks them from data: TFLM spends persistent arena on per-channel FC);
 - bias: int32, scale = input scale x weight scale (per channel), zero-point 0; a weight scale is raised
   where the bias would not fit int32 otherwise (``weight_params``);
 - other constants (operands of Add/Mul/...): int8 asymmetric per-tensor from their own values.
@@ -34,6 +35,7 @@ WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1, "Gemm": 0}
 class QuantRules:
     per_channel_conv: bool = True
     per_channel_gemm: bool = False
+    per_channel_nodes: frozenset[str] = frozenset()  # Gemm nodes with per-channel weights (fc_weights.py)
 
 
 class _Groups:
@@ -108,7 +110,8 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]],
             if not t.is_const or t.quant is not None or not t.dtype.startswith("float"):
                 continue
             if node.op in WEIGHT_AXIS and pos == 1:
-                per_channel = rules.per_channel_gemm if node.op == "Gemm" else rules.per_channel_conv
+                per_channel = (rules.per_channel_gemm or node.name in rules.per_channel_nodes
+                               if node.op == "Gemm" else rules.per_channel_conv)
                 if node.op == "ConvTranspose" and int(node.attrs.get("group", 1)) != 1:
                     per_channel = False  # axis 1 holds Cout/group channels only
                 t.quant = weight_params(g, node, per_channel)
