@@ -124,11 +124,9 @@ def export(model, calib=None, out="edgepack_out", *, val=None, val_labels=None, 
     profile = _profile(cfg.target)
 
     graph = load(model, config=cfg, example_input=example_input, custom_objects=custom_objects)
+    checks = []
     if cfg.equalize:
-        from .exporter.passes import run_passes
-        from .exporter.passes.equalize import equalize
-
-        graph = run_passes(graph, [equalize])
+        graph, calib, checks = _equalize(graph, calib, cfg)
     files, original = {}, graph
     if wants_shrink(cfg):
         x_train, y_train = _training_data(train, train_labels, calib, graph, cfg)
@@ -146,6 +144,8 @@ def export(model, calib=None, out="edgepack_out", *, val=None, val_labels=None, 
     if quantize:
         quant_files, qgraph, samples = _quantize(graph, calib, cfg, report, progress)
         files.update(quant_files)
+        report.calibration["rewrites"] = [c.to_json() for c in checks]
+        report.notes += [c.note for c in checks]
         if cfg.lint:
             from .calibration.lint import lint_graph
 
@@ -169,6 +169,24 @@ def export(model, calib=None, out="edgepack_out", *, val=None, val_labels=None, 
                              + "; ".join(m for m in report.verdict["messages"] if "does not fit" in m
                                          or "unsupported" in m))
     return report
+
+
+def _equalize(graph: Graph, calib, cfg: ExportConfig):
+    """--equalize, kept only when the int8 output error on the calibration samples does not grow.
+    Returns (graph, calib as a SampleSet read once, [the check])."""
+    from .calibration import load_samples
+    from .calibration.rewrite_check import keep_if_not_worse
+    from .exporter.passes import run_passes
+    from .exporter.passes.equalize import equalize
+
+    new = run_passes(graph, [equalize])
+    if calib is None:
+        return new, calib, []
+    calib = load_samples(calib, graph.tensors[graph.inputs[0]].shape, input_name=graph.inputs[0],
+                         mean=cfg.mean, std=cfg.std, limit=cfg.calib_limit)
+    opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
+    graph, check = keep_if_not_worse(graph, new, calib.as_array(), "equalize", cfg.calibration, **opts)
+    return graph, calib, [check]
 
 
 def _training_data(train, train_labels, calib, graph: Graph, cfg: ExportConfig):

@@ -92,3 +92,63 @@ def test_both_emitters_refuse_a_saturated_bias(dead_export):
         to_tflite(q, int8=True)
     with pytest.raises(QuantizationBug, match="saturates on 3 channel"):
         to_onnx_qdq(q)
+
+
+# ---- rewrites that cannot hurt -----------------------------------------------------------------------
+def dead_channel_chain() -> torch.nn.Module:
+    """conv1 -> relu -> conv2 (dead output channels) -> relu -> conv3: the dead channels are the first
+    layer of an equalisation pair, as in the pointwise convs of a trained MobileNet."""
+    model = dead_channel_cnn()
+    torch.manual_seed(1)
+    return torch.nn.Sequential(*model, torch.nn.Conv2d(8, 4, 1)).eval()
+
+
+def test_equalize_leaves_dead_channels_alone_and_bounds_its_factors():
+    from edgepack.exporter.passes.equalize import MAX_SCALE, equalize
+
+    g = edgepack.load(dead_channel_chain(), input_shape=(1, 3, 10, 10))
+    new, changed = equalize(g.copy())
+    convs, new_convs = [n for n in g.nodes if n.op == "Conv"], [n for n in new.nodes if n.op == "Conv"]
+    assert changed
+    np.testing.assert_array_equal(new.const(new_convs[1].inputs[2])[DEAD], g.const(convs[1].inputs[2])[DEAD])
+    for old, eq in zip(convs, new_convs):
+        ratio = np.abs(new.const(eq.inputs[1]).astype(np.float64)).max(axis=(1, 2, 3)) / \
+            np.maximum(np.abs(g.const(old.inputs[1]).astype(np.float64)).max(axis=(1, 2, 3)), 1e-300)
+        assert np.all(ratio <= MAX_SCALE * 1.001) and np.all(ratio >= 1 / MAX_SCALE / 1.001)
+
+
+def test_export_equalize_never_lowers_int8_sqnr_on_dead_channels(tmp_path):
+    from edgepack.targets.metrics import sqnr_db
+
+    model = dead_channel_chain()
+    x = np.random.default_rng(0).random((32, 3, 10, 10), np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    sqnr = {}
+    for eq in (False, True):
+        rep = edgepack.export(model, calib=x, out=tmp_path / str(eq), input_shape=(1, 3, 10, 10),
+                              validate=False, equalize=eq)
+        got, _ = run_artifact((tmp_path / str(eq) / "model.int8.tflite").read_bytes(), "tflite", "litert-ref",
+                              x, ref.shape)
+        sqnr[eq] = sqnr_db(ref, got)
+    assert sqnr[True] >= sqnr[False] - 1e-9
+    check = rep.calibration["rewrites"][0]
+    assert check["rewrite"] == "equalize" and any("equalize" in n for n in rep.notes)
+
+
+def test_a_rewrite_that_makes_int8_worse_is_reverted():
+    from edgepack.calibration.rewrite_check import keep_if_not_worse
+
+    g = edgepack.load(dead_channel_chain(), input_shape=(1, 3, 10, 10))
+    bad = g.copy()  # what unguarded equalisation did: a dead channel scaled by 1e15, exact in float
+    c2, c3 = [n for n in bad.nodes if n.op == "Conv"][1:]
+    for pos, node, axis in ((2, c2, 0), (1, c3, 1)):
+        data = bad.const(node.inputs[pos]).astype(np.float64)
+        idx = [slice(None)] * data.ndim
+        idx[axis] = DEAD[0]
+        data[tuple(idx)] *= 1e15 if node is c2 else 1e-15
+        bad.tensors[node.inputs[pos]].data = data.astype(np.float32)
+    x = np.random.default_rng(0).random((32, 3, 10, 10), np.float32)
+    kept, check = keep_if_not_worse(g, bad, x, "equalize")
+    assert kept is g and not check.kept and check.sqnr_with_db < check.sqnr_without_db - 10
+    assert "reverted" in check.note

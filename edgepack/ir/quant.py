@@ -16,6 +16,17 @@ INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int32": (-(2**31), 2**31 
 BIAS_LIMIT = 2**30
 
 
+# A weight channel whose |w| range is below this fraction of its layer's largest is degenerate ("dead",
+# e.g. 1e-30 in trained networks): nothing to balance or to warn about, and rescaling it explodes.
+DEGENERATE_CHANNEL = 1e-6
+
+
+def live_channels(ranges) -> np.ndarray:
+    """Mask of the channels whose |w| range is not degenerate (see DEGENERATE_CHANNEL)."""
+    r = np.asarray(ranges, np.float64)
+    return r > DEGENERATE_CHANNEL * float(r.max(initial=0.0)) if r.size else np.zeros(0, bool)
+
+
 class QuantizationBug(RuntimeError):
     """Quantization parameters that would make an artifact silently wrong (a saturated int32 bias):
     edgepack's own fault, never the user's, so it is not an EdgepackError."""
