@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ConfigError, UnsupportedOpError
+from .diagnose import FIXED_SCALE_OPS, clipping
 from .io_mapping import dequantize_output, from_file_layout, quantize_input, to_file_layout
 from .metrics import compare, sqnr_db
 from .runtimes import TFLM, LiteRT, OnnxRuntime
@@ -20,8 +21,8 @@ from .tflite_file import read_tflite
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
-PASS_THROUGH = {"INPUT", "RESHAPE", "PAD", "PADV2", "TRANSPOSE", "MAX_POOL_2D", "CONCATENATION", "QUANTIZE",
-                "DEQUANTIZE", "RESIZE_NEAREST_NEIGHBOR"}
+PASS_THROUGH = ("INPUT", "RESHAPE", "PAD", "PADV2", "TRANSPOSE", "MAX_POOL_2D", "CONCATENATION", "QUANTIZE",
+                "DEQUANTIZE", "RESIZE_NEAREST_NEIGHBOR")
 
 
 def _runner(data: bytes, runtime: str, arena_size: int | None = None):
@@ -151,9 +152,12 @@ def per_layer_sqnr(int8_tflite: bytes, float_tflite: bytes, samples: np.ndarray,
     for name, pairs in signal.items():
         ref = np.concatenate([p[0] for p in pairs])
         got = np.concatenate([p[1] for p in pairs])
-        layers.append({"tensor": name, "op": producers.get(pairs[0][2], "INPUT"), "sqnr_db": sqnr_db(ref, got)})
+        t = qinfo.tensors[pairs[0][2]]
+        layers.append({"tensor": name, "op": producers.get(pairs[0][2], "INPUT"), "sqnr_db": sqnr_db(ref, got),
+                       **clipping(ref, t.scale[0], t.zero_point[0])})
     order = {t.name: t.index for t in qinfo.tensors}
     layers.sort(key=lambda r: order[r["tensor"]])
-    # Pass-through ops (reshape, pad, ...) repeat their producer's error: rank the ops that compute.
-    finite = [r for r in layers if np.isfinite(r["sqnr_db"]) and r["op"] not in PASS_THROUGH]
+    # Pass-through ops (reshape, pad, ...) repeat their producer's error, and fixed-scale ops (softmax, ...)
+    # cannot be fixed: rank the ops that compute with calibrated params.
+    finite = [r for r in layers if np.isfinite(r["sqnr_db"]) and r["op"] not in PASS_THROUGH + FIXED_SCALE_OPS]
     return {"layers": layers, "worst": sorted(finite, key=lambda r: r["sqnr_db"])[:worst]}
