@@ -124,11 +124,9 @@ def export(model, calib=None, out="edgepack_out", *, val=None, val_labels=None, 
     profile = _profile(cfg.target)
 
     graph = load(model, config=cfg, example_input=example_input, custom_objects=custom_objects)
+    checks = []
     if cfg.equalize:
-        from .exporter.passes import run_passes
-        from .exporter.passes.equalize import equalize
-
-        graph = run_passes(graph, [equalize])
+        graph, calib, checks = _equalize(graph, calib, cfg)
     files, original = {}, graph
     if wants_shrink(cfg):
         x_train, y_train = _training_data(train, train_labels, calib, graph, cfg)
@@ -146,6 +144,8 @@ def export(model, calib=None, out="edgepack_out", *, val=None, val_labels=None, 
     if quantize:
         quant_files, qgraph, samples = _quantize(graph, calib, cfg, report, progress)
         files.update(quant_files)
+        report.calibration["rewrites"] = [c.to_json() for c in checks]
+        report.notes += [c.note for c in checks]
         if cfg.lint:
             from .calibration.lint import lint_graph
 
@@ -169,6 +169,24 @@ def export(model, calib=None, out="edgepack_out", *, val=None, val_labels=None, 
                              + "; ".join(m for m in report.verdict["messages"] if "does not fit" in m
                                          or "unsupported" in m))
     return report
+
+
+def _equalize(graph: Graph, calib, cfg: ExportConfig):
+    """--equalize, kept only when the int8 output error on the calibration samples does not grow.
+    Returns (graph, calib as a SampleSet read once, [the check])."""
+    from .calibration import load_samples
+    from .calibration.rewrite_check import keep_if_not_worse
+    from .exporter.passes import run_passes
+    from .exporter.passes.equalize import equalize
+
+    new = run_passes(graph, [equalize])
+    if calib is None:
+        return new, calib, []
+    calib = load_samples(calib, graph.tensors[graph.inputs[0]].shape, input_name=graph.inputs[0],
+                         mean=cfg.mean, std=cfg.std, limit=cfg.calib_limit)
+    opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
+    graph, check = keep_if_not_worse(graph, new, calib.as_array(), "equalize", cfg.calibration, **opts)
+    return graph, calib, [check]
 
 
 def _training_data(train, train_labels, calib, graph: Graph, cfg: ExportConfig):
@@ -242,7 +260,8 @@ def _prove(report: Report, qgraph: Graph, paths: dict, data, profile, progress) 
 
 def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress):
     from .calibration import calibrate_graph, load_samples
-    from .calibration.quantize import load_calibration, save_calibration
+    from .calibration.fc_weights import choose_fc_weights
+    from .calibration.quantize import QuantRules, load_calibration, save_calibration
     from .exporter.emit_onnx_qdq import to_onnx_qdq
     from .exporter.emit_tflite import to_tflite
 
@@ -262,9 +281,11 @@ def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress):
     total = len(samples) if samples is not None else 0
     tick = (lambda n: progress("calibrating", n, total)) if progress else None
     opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
-    qgraph, ranges = calibrate_graph(graph, samples, cfg.calibration, progress=tick, ranges=ranges, **opts)
+    fc = choose_fc_weights(graph, samples.as_array()[:64] if samples is not None else None)
+    qgraph, ranges = calibrate_graph(graph, samples, cfg.calibration, progress=tick, ranges=ranges,
+                                     rules=QuantRules(per_channel_nodes=fc.per_channel), **opts)
     report.calibration = {"method": cfg.calibration, "samples": total,
-                                     "from_file": cfg.calibration_file}
+                          "from_file": cfg.calibration_file, "fc_weights": fc.to_json()}
     report.notes.append(f"calibrated {len(ranges)} tensors with {cfg.calibration}"
                         + (f" on {total} samples" if total else f" from {cfg.calibration_file}"))
     files = {"int8_onnx": to_onnx_qdq(qgraph, activations=cfg.onnx_activations).SerializeToString(),

@@ -159,6 +159,19 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _agreement(m: dict) -> str:
+    for key in ("top1_agreement", "per_position_agreement"):
+        if key in m:
+            return f"{m[key]:.1%}"
+    return ""
+
+
+def _equal_pct(fraction: float) -> str:
+    """A percentage that reads 100% only when it is: 99.98% stays 99.98%."""
+    text = f"{100 * fraction:.1f}%"
+    return f"{int(10000 * fraction) / 100:.2f}%" if fraction < 1 and text == "100.0%" else text
+
+
 def print_checks(report) -> None:
     """Validation table, worst layers and verdict of a Report, if it has them."""
     from rich.console import Console
@@ -177,11 +190,16 @@ def print_checks(report) -> None:
             exact = m.get("vs_litert_reference")
             table.add_row(run.replace("@", " @ "),
                           f"{m['accuracy']:.1%}" if "accuracy" in m else "",
-                          f"{m['top1_agreement']:.1%}" if "top1_agreement" in m else "",
-                          f"{m['sqnr_db']:.1f}" if "sqnr_db" in m else "",
+                          _agreement(m), f"{m['sqnr_db']:.1f}" if "sqnr_db" in m else "",
                           "" if not exact else ("bit-exact" if exact["bit_exact"] else
-                                                f"{exact['identical_fraction']:.1%} equal, max {exact['max_lsb']} LSB"))
+                                                f"{_equal_pct(exact['identical_fraction'])} equal, "
+                                                f"max {exact['max_lsb']} LSB"))
         console.print(table)
+        used = sorted({m["metrics_used"] for m in report.validation.values() if "metrics_used" in m})
+        why = sorted({m["vs_litert_reference"]["why"] for m in report.validation.values()
+                      if "why" in (m.get("vs_litert_reference") or {})})
+        for line in [f"agree = {u}" for u in used] + [f"TFLM != ref: {w}" for w in why]:
+            console.print(line)
     for finding in [f for f in report.lint if f["severity"] == "warn"][:5]:
         console.print(f"lint: {finding['rule']} at '{finding['node']}': {finding['message']}")
     worst = (report.per_layer or {}).get("worst", [])
