@@ -205,8 +205,12 @@ def test_image_decoders_other_than_png_jpeg_bmp_are_never_used(tmp_path):
     folder = tmp_path / "images"
     folder.mkdir()
     (folder / "a.png").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 4 4\nshowpage\n")
-    model = tiny_onnx(tmp_path / "tiny.onnx")
-    assert_refused(run_cli("lint", model, "--calib", folder), "a.png")
+    graph = helper.make_graph([helper.make_node("Relu", ["input"], ["out"])], "image",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 4, 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 1, 4, 4])])
+    model = tmp_path / "image.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    assert_refused(run_cli("lint", model, "--calib", folder), "a.png", "cannot identify image file")  # not EPS
 
 
 def test_toml_files_hold_values_never_code(tmp_path):
