@@ -320,9 +320,11 @@ def _is_float_artifact(path: Path) -> bool:
 
 
 def validate_artifacts(artifacts, data, *, labels=None, reference=None, target="stm32l4r5", limit: int = 300,
-                       progress: Progress | None = None) -> Report:
+                       progress: Progress | None = None, trust_pickle: bool = False,
+                       trust_code: bool = False) -> Report:
     """`edgepack validate`: run .tflite/.onnx files on the target's runtimes and compare them with the float
-    ``reference`` (a model file; default: a float artifact among those given)."""
+    ``reference`` (a model file; default: a float artifact among those given). ``trust_pickle`` /
+    ``trust_code``: as for export, for a reference model file whose loading runs code."""
     from .calibration import load_labels, load_samples
     from .prove import check_accuracy, check_layers, check_target, reference_outputs
 
@@ -353,7 +355,8 @@ def validate_artifacts(artifacts, data, *, labels=None, reference=None, target="
             from .exporter.emit_onnx import to_onnx
             from .targets.validate import run_artifact
 
-            onnx_bytes = to_onnx(load(ref_path)).SerializeToString()
+            trust = ExportConfig(trust_pickle=trust_pickle, trust_code=trust_code)
+            onnx_bytes = to_onnx(load(ref_path, config=trust)).SerializeToString()
             ref_out, _ = run_artifact(onnx_bytes, "onnx", "onnxruntime", x)
         report.notes.append(f"reference: {ref_path}")
     tested = {p.name: p for p in paths if p != ref_path}

@@ -25,8 +25,13 @@ def _add_model_args(p):
     p.add_argument("--input-shape", help="model input shape incl. batch, e.g. 1,3,32,32")
     p.add_argument("--exporter", choices=["auto", "legacy", "dynamo"], default="auto",
                    help="torch.onnx exporter for PyTorch models (default: auto)")
+    _add_trust_args(p)
+
+
+def _add_trust_args(p):
     p.add_argument("--trust-pickle", action="store_true",
-                   help="allow loading a pickled whole PyTorch module (runs code from the file)")
+                   help="PyTorch: allow files whose loading runs code from them (a pickled whole module, "
+                        "a .pt2 with pickles or guard code, TorchScript that writes files)")
     p.add_argument("--trust-code", action="store_true",
                    help="Keras: allow Lambda layers' Python code stored in the file (safe_mode off)")
 
@@ -79,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="samples: .npy, .npz, a folder of .npy or of images")
     p.add_argument("--labels", help="labels (.npy or .txt) for accuracy")
     p.add_argument("--reference", help="the float model to compare with (default: a float artifact given)")
+    _add_trust_args(p)  # for a --reference model file
     p.add_argument("--target", default="stm32l4r5", help="target profile (default stm32l4r5)")
     p.add_argument("--limit", type=int, default=300, help="use at most this many samples (default 300)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -235,7 +241,7 @@ def cmd_validate(args) -> int:
 
     with _ProgressBar() as progress:
         report = validate_artifacts(args.artifacts, args.data, labels=args.labels, reference=args.reference,
-                                    target=args.target, limit=args.limit, progress=progress)
+                                    target=args.target, trust_pickle=args.trust_pickle, trust_code=args.trust_code, limit=args.limit, progress=progress)
     if args.json:
         print(report.to_json())
     else:
