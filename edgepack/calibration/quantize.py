@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # Ops with a weight input (position 1) and a bias (position 2) -> the IR axis of the weight's output
 # channels (per-channel scales): Conv (Cout, Cin/g, kh, kw), ConvTranspose (Cin, Cout/g, kh, kw), Gemm.
-WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1, "Gemm": 0}
+WEIGHT_AXIS = {op: s.weight_axis for op, s in OPS.items() if s.weight_axis is not None}
 
 
 @dataclass(frozen=True)

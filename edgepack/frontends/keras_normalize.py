@@ -16,12 +16,12 @@ import logging
 
 import numpy as np
 
-from ..ir import Graph, Node, Tensor
+from ..ir import Graph, Node, Tensor, ops_where
 
 log = logging.getLogger(__name__)
 
 TO_NCHW = (0, 3, 1, 2)
-ELEMENTWISE = ("Mul", "Add", "Sub", "Div")
+ELEMENTWISE = ops_where(broadcast=True)
 
 
 def normalize_keras_graph(graph: Graph) -> None:

@@ -17,9 +17,8 @@ from .. import ir
 
 log = logging.getLogger(__name__)
 
-UNARY = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Gelu",
-         "BatchNormalization", "Identity", "Dropout")
-BINARY = ("Add", "Sub", "Mul", "Div")
+UNARY = tuple(op for op in ir.OPS if ir.per_element(op))  # Relu, Clip, ..., BatchNormalization, Identity
+BINARY = ir.ops_where(broadcast=True)  # Add, Sub, Mul, Div, ...: constants are lifted too
 
 
 def _shape(g: ir.Graph, name: str) -> tuple[int, ...]:

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import logging
 
-from edgepack.ir import Graph, Node
+from edgepack.ir import Graph, Node, ops_where
 
 log = logging.getLogger(__name__)
 
-NO_OPS = ("Identity", "Dropout")
+NO_OPS = ops_where(kind="no_op")
 
 
 def _bypass(graph: Graph, node: Node) -> bool:

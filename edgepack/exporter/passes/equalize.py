@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgepack.ir import Graph, Node
+from edgepack.ir import Graph, Node, ops_where
 from edgepack.ir.quant import live_channels
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ MAX_SWEEPS = 20  # chains converge geometrically; 20 sweeps leave them within TO
 TOLERANCE = 1e-3  # stop when every scale factor of a sweep is within 0.1% of 1
 MAX_SCALE = 1e3  # bound of a channel's accumulated factor: beyond it the bias and activations blow up
 # Channel-wise ops with f(s * x) = s * f(x) for s > 0 that may sit between the two layers.
-HOMOGENEOUS_OPS = ("Relu", "LeakyRelu", "MaxPool", "AveragePool", "GlobalAveragePool", "Identity", "Dropout")
+HOMOGENEOUS_OPS = ops_where(homogeneous=True)
 FUSED_OK = (None, "Relu")  # fused activations that commute with a positive per-channel scale
 
 
