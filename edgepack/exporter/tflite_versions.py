@@ -16,6 +16,7 @@ INT8_VERSION = {
     BuiltinOp.RESIZE_NEAREST_NEIGHBOR: 2, BuiltinOp.TRANSPOSE: 2, BuiltinOp.BATCH_MATMUL: 2,
     BuiltinOp.DEQUANTIZE: 2, BuiltinOp.GELU: 2, BuiltinOp.RSQRT: 2, BuiltinOp.TRANSPOSE_CONV: 2,
     BuiltinOp.SLICE: 2, BuiltinOp.LEAKY_RELU: 1, BuiltinOp.HARD_SWISH: 1, BuiltinOp.RESHAPE: 1, BuiltinOp.DIV: 1,
+    BuiltinOp.PRELU: 1,  # LiteRT registers version 1 only
 }
 
 

@@ -91,6 +91,8 @@ _ROWS = [
     OpSpec("ReduceMean", 1, 1, kind="reduce", cost="pooling", tflite=("MEAN",), doc="mean over axes"),
     OpSpec("Relu", 1, 1, **_ACT, homogeneous=True, tflite=("RELU",), plain_onnx=True, plain_tflite=True,
            doc="max(x, 0)"),
+    OpSpec("PRelu", 2, 2, broadcast=True, **_ACT, homogeneous=True, tflite=("PRELU",), plain_onnx=True,
+           plain_tflite=True, doc="x if x > 0 else slope * x; slope per channel or single (a constant)"),
     OpSpec("Clip", 1, 1, **_ACT, tflite=("RELU6", "RELU", "MINIMUM", "MAXIMUM"),
            doc="clamp to [min, max]; Relu6 is Clip(0, 6)"),
     OpSpec("LeakyRelu", 1, 1, **_ACT, homogeneous=True, tflite=("LEAKY_RELU",),
