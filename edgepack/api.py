@@ -37,11 +37,12 @@ def load(model, input_shape=None, *, example_input=None, config: ExportConfig | 
     folder), an onnx.ModelProto or bytes, an in-memory torch.nn.Module (with ``example_input`` or
     ``input_shape``) or keras.Model. ``custom_objects``: a Keras model's custom layers."""
     from .exporter.passes import run_passes
+    from .pipeline import build_pipeline, stage
 
     cfg = (config or ExportConfig()).replace(**({"input_shape": input_shape} if input_shape else {}))
     graph = _load_raw(model, cfg, example_input, custom_objects)
     verify(graph)
-    return run_passes(graph) if optimize else graph
+    return run_passes(graph, stage(build_pipeline(cfg), "cleanup")) if optimize else graph
 
 
 def _load_raw(model, cfg: ExportConfig, example_input, custom_objects=None) -> Graph:
@@ -177,9 +178,9 @@ def _equalize(graph: Graph, calib, cfg: ExportConfig):
     from .calibration import load_samples
     from .calibration.rewrite_check import keep_if_not_worse
     from .exporter.passes import run_passes
-    from .exporter.passes.equalize import equalize
+    from .pipeline import build_pipeline, stage
 
-    new = run_passes(graph, [equalize])
+    new = run_passes(graph, stage(build_pipeline(cfg), "equalize"))
     if calib is None:
         return new, calib, []
     calib = load_samples(calib, graph.tensors[graph.inputs[0]].shape, input_name=graph.inputs[0],

@@ -17,6 +17,7 @@ import logging
 import numpy as np
 
 from ..ir import Graph, Node, Tensor, ops_where
+from ..ir.passes import PassResult, graph_pass
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +25,15 @@ TO_NCHW = (0, 3, 1, 2)
 ELEMENTWISE = ops_where(broadcast=True)
 
 
-def normalize_keras_graph(graph: Graph) -> None:
+@graph_pass
+def normalize_keras_graph(graph: Graph) -> PassResult:
     """The rewrites above, in place."""
+    before = list(map(id, graph.nodes))
     for name in list(graph.inputs):
         _transpose_at_input(graph, name)
     for mul in [n for n in graph.nodes if n.op == "Mul"]:
         _mul_add_to_batchnorm(graph, mul)
+    return PassResult(graph, list(map(id, graph.nodes)) != before)
 
 
 def _single_reader(graph: Graph, tensor: str, op: str | None = None) -> Node | None:

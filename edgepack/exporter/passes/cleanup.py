@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from edgepack.ir import Graph, Node, ops_where
+from edgepack.ir.passes import PassResult, graph_pass
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +38,20 @@ def _bypass(graph: Graph, node: Node) -> bool:
     return True
 
 
-def remove_identity(graph: Graph) -> tuple[Graph, bool]:
+@graph_pass
+def remove_identity(graph: Graph) -> PassResult:
     """Remove Identity and Dropout nodes and rewire their consumers."""
     changed = False
     for node in [n for n in graph.nodes if n.op in NO_OPS]:
         if _bypass(graph, node):
             log.debug("removed %s node '%s'", node.op, node.name)
             changed = True
-    return graph, changed
+    return PassResult(graph, changed)
 
 
-def remove_dead(graph: Graph) -> tuple[Graph, bool]:
+@graph_pass
+def remove_dead(graph: Graph) -> PassResult:
     """Remove nodes whose outputs nobody reads and tensors nobody references."""
     before = (len(graph.nodes), len(graph.tensors))
     graph.remove_unused()
-    return graph, (len(graph.nodes), len(graph.tensors)) != before
+    return PassResult(graph, (len(graph.nodes), len(graph.tensors)) != before)

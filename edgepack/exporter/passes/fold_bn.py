@@ -6,6 +6,7 @@ import logging
 import numpy as np
 
 from edgepack.ir import Graph, Node, Tensor
+from edgepack.ir.passes import PassResult, graph_pass
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ def _lower_to_mul_add(graph: Graph, bn: Node, scale: np.ndarray, shift: np.ndarr
     graph.nodes[at:at + 1] = [mul, add]
 
 
-def fold_batchnorm(graph: Graph) -> tuple[Graph, bool]:
+@graph_pass
+def fold_batchnorm(graph: Graph) -> PassResult:
     """Fold each BatchNormalization into a Conv/Gemm that only it reads; lower the others to Mul + Add."""
     changed = False
     for bn in [n for n in graph.nodes if n.op == "BatchNormalization"]:
@@ -89,7 +91,7 @@ def fold_batchnorm(graph: Graph) -> tuple[Graph, bool]:
             log.debug("lowered BatchNormalization '%s' to Mul + Add", bn.name)
         changed = True
         _drop_unread(graph, bn.inputs[1:5])
-    return graph, changed
+    return PassResult(graph, changed)
 
 
 def _drop_unread(graph: Graph, names) -> None:
