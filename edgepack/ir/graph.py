@@ -237,16 +237,17 @@ class Graph:
     def toposort(self) -> None:
         ready = set(self.inputs) | {k for k, t in self.tensors.items() if t.is_const} | {""}
         pending, ordered = list(self.nodes), []
-        while pending:
-            progress = False
-            for n in list(pending):
+        while pending:  # sweeps in node order: an already ordered graph costs one sweep
+            rest = []
+            for n in pending:
                 if all(i in ready for i in n.inputs):
                     ordered.append(n)
                     ready.update(n.outputs)
-                    pending.remove(n)
-                    progress = True
-            if not progress:
+                else:
+                    rest.append(n)
+            if len(rest) == len(pending):
                 raise GraphError(f"graph has a cycle or a missing input at node '{pending[0].name}'")
+            pending = rest
         self.nodes = ordered
 
     def copy(self) -> "Graph":
