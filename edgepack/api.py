@@ -372,3 +372,33 @@ def validate_artifacts(artifacts, data, *, labels=None, reference=None, target="
         report.artifacts["int8_tflite"] = {"path": str(int8_tflite[0]), "bytes": int8_tflite[0].stat().st_size}
     report.notes.append(f"validated on {len(x)} samples from {data}")
     return report
+
+
+def validate(artifacts, data, **kwargs) -> Report:
+    """The public name of ``validate_artifacts`` (what `edgepack validate` runs)."""
+    return validate_artifacts(artifacts, data, **kwargs)
+
+
+def inspect(model, *, config: ExportConfig | None = None, **settings) -> dict:
+    """`edgepack inspect`: inputs, outputs, every node with its op, shapes, params and MACs (a dict).
+
+    ``model``: anything ``load`` takes, or a .tflite file (then quantization parameters are included)."""
+    if isinstance(model, (str, Path)) and str(model).lower().endswith(".tflite"):
+        from .targets.tflite_file import read_tflite, summarize_tflite
+
+        return summarize_tflite(read_tflite(model))
+    from .ir.summary import summarize
+
+    return summarize(load(model, config=(config or ExportConfig()).replace(**settings)))
+
+
+def list_targets() -> list:
+    """The target profiles edgepack knows (TargetProfile objects; `edgepack targets`)."""
+    from .targets.profile import list_profiles
+
+    return list_profiles()
+
+
+def load_target(name) -> "object":
+    """One target profile by name, alias or .toml path (a TargetProfile)."""
+    return _profile(name)

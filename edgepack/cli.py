@@ -290,14 +290,9 @@ def cmd_targets(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from .api import load
-    from .ir.summary import summarize
+    from .api import inspect
 
-    if str(args.model).lower().endswith(".tflite"):
-        from .targets.tflite_file import read_tflite, summarize_tflite
-        summary = summarize_tflite(read_tflite(args.model))
-    else:
-        summary = summarize(load(args.model, config=_config(args)))
+    summary = inspect(args.model, config=_config(args))
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:

@@ -93,7 +93,7 @@ def _hoist(graph: Graph, name: str, chain: list[Node], transpose: Node) -> None:
         else:
             graph.tensors[node.outputs[0]].shape = nchw
         previous = node.outputs[0]
-    graph.nodes = [n for n in graph.nodes if n is not transpose]
+    graph.remove_node(transpose)
     at = next(i for i, n in enumerate(graph.nodes) if n is chain[0])
     graph.nodes.insert(at, transpose)
     graph.remove_unused()

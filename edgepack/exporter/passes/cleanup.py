@@ -32,7 +32,7 @@ def _bypass(graph: Graph, node: Node) -> bool:
     else:
         graph.replace_uses(dst, src)
         graph.tensors.pop(dst, None)
-    graph.nodes = [n for n in graph.nodes if n is not node]
+    graph.remove_node(node)
     for extra in node.outputs[1:]:
         graph.tensors.pop(extra, None)
     return True

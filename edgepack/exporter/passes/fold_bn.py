@@ -51,7 +51,7 @@ def _fold_into(graph: Graph, producer: Node, bn: Node, scale: np.ndarray, shift:
     old = producer.outputs[0]
     producer.outputs[0] = bn.outputs[0]
     graph.tensors.pop(old, None)
-    graph.nodes = [n for n in graph.nodes if n is not bn]
+    graph.remove_node(bn)
     return True
 
 
@@ -95,7 +95,6 @@ def fold_batchnorm(graph: Graph) -> PassResult:
 
 
 def _drop_unread(graph: Graph, names) -> None:
-    read = {i for n in graph.nodes for i in n.inputs} | set(graph.outputs)
     for name in names:
-        if name not in read:
+        if name not in graph.outputs and not graph.consumers(name):
             graph.tensors.pop(name, None)

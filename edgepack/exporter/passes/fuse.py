@@ -40,7 +40,7 @@ def fuse_activations(graph: Graph) -> PassResult:
             continue
         producer.attrs["activation"] = kind
         producer.outputs = [act.outputs[0] if o == src else o for o in producer.outputs]
-        graph.nodes = [n for n in graph.nodes if n is not act]
+        graph.remove_node(act)
         graph.tensors.pop(src, None)
         log.debug("fused %s '%s' into %s '%s'", kind, act.name, producer.op, producer.name)
         changed = True
