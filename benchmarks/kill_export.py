@@ -9,8 +9,9 @@ set plus a file of the user (so the set moves file by file); SIGKILL, SIGINT and
 a random time since the start (fixed seed; up to 0.9 x the last full run's time), half at a moment
 seen in the staging folder (it appears, the int8 .tflite is written, report.json is written, the commit
 starts) plus 0-30 ms. After each: the state of --out, then a full run of model B that must succeed and
-leave B's complete set, the user's file and no hidden leftovers. Each race: A and B started together into one --out (with --force, or without into an
-empty one): --out must hold exactly A's or B's set, and a refused run must say so in one line.
+leave B's complete set, the user's file and no hidden leftovers. Each race: A and B started together into
+one --out (with --force, or without into an empty one): --out must hold exactly A's or B's set, and a
+refused run must say so in one line.
 """
 from __future__ import annotations
 

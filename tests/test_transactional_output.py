@@ -155,6 +155,32 @@ def test_force_replaces_the_whole_previous_set_and_keeps_the_users_files(tmp_pat
     assert hidden_litter(out) == []
 
 
+def test_out_that_is_the_working_directory_stays_the_same_folder(tmp_path, monkeypatch):
+    out = tmp_path / "o"
+    out.mkdir()
+    monkeypatch.chdir(out)
+    inode = out.stat().st_ino
+    for tag in ("old", "new"):
+        with staged_output(".", NAMES, force=True) as stage:
+            write_set(stage, tag)
+    assert out.stat().st_ino == inode and Path(os.getcwd()).samefile(out)  # the shell is not left in a ghost
+    assert {p.name: p.read_text() for p in out.iterdir()} == {n: f"new:{n}" for n in NAMES}
+    assert hidden_litter(out) == []
+
+
+def test_staging_goes_inside_out_when_its_parent_is_read_only(tmp_path, monkeypatch):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "mine.txt").write_text("user")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != tmp_path and real_access(p, mode))
+    with staged_output(out, NAMES) as stage:
+        assert stage.dir.parent == out and stage.dir.name.startswith(".edgepack-staging-")
+        write_set(stage, "new")
+    assert {p.name: p.read_text() for p in out.iterdir()} == {"mine.txt": "user"} | {n: f"new:{n}" for n in NAMES}
+    assert hidden_litter(out) == []
+
+
 def test_existing_output_is_refused_up_front_and_again_at_commit(tmp_path):
     out = tmp_path / "o"
     with staged_output(out, NAMES) as stage:
