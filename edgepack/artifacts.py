@@ -91,15 +91,16 @@ class StagedOutput:
             self.home, self.prefix, self.inside = self.real, ".edgepack-", True
         else:
             raise InputError("cannot write there (no write permission)", str(self.out))
-        self._lock()
-        try:
-            self._recover()
-            self._check_free()
-            self.dir = self.home / f"{self.prefix}staging-{os.getpid()}"
-            os.mkdir(self.dir, 0o777)  # the umask decides, as for the files
-        except BaseException:
-            self._unlock()
-            raise
+        with _signals_held():  # a Ctrl-C between taking the lock and returning would leave it held
+            self._lock()
+            try:
+                self._recover()
+                self._check_free()
+                self.dir = self.home / f"{self.prefix}staging-{os.getpid()}"
+                os.mkdir(self.dir, 0o777)  # the umask decides, as for the files
+            except BaseException:
+                self._unlock()
+                raise
         return self
 
     def _lock(self) -> None:
