@@ -271,7 +271,8 @@ def test_a_killed_export_leaves_out_untouched_and_the_next_run_succeeds(model, t
         time.sleep(0.002)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == {signal.SIGKILL: -9, signal.SIGINT: 130, signal.SIGTERM: 143}[sig], err
+    # 130/143: edgepack caught it and cleaned up; -sig: it came while the interpreter was exiting
+    assert proc.returncode in ({signal.SIGINT: 130, signal.SIGTERM: 143}.get(sig), -sig), err
     assert snapshot(out) == before or is_complete_set(out)
     assert b"Traceback" not in err
     assert export(model, out, "--force", "--no-validate") == 0
