@@ -1,12 +1,12 @@
 """Kill an export at many moments and race two exports into one --out: --out must always hold either what
 it held before or one complete set, and the next run must succeed (edgepack/artifacts.py).
 
-    .venv/bin/python benchmarks/kill_export.py            # 24 kills + 6 races, writes results/kill_export.*
+    .venv/bin/python benchmarks/kill_export.py            # 30 kills + 6 races, writes results/kill_export.*
     .venv/bin/python benchmarks/kill_export.py --kills 6 --races 2 --quick   # no results files
 
 Each kill: model A exported with --force into an --out that is missing, holds model B's set, or holds B's
 set plus a file of the user (so the set moves file by file); SIGKILL, SIGINT and SIGTERM in turn, half at
-a random time since the start (fixed seed; up to 0.9 x the last full run's time), half at a moment
+a random time since the start (fixed seed; up to 0.75 x the last full run's time), half at a moment
 seen in the staging folder (it appears, the int8 .tflite is written, report.json is written, the commit
 starts) plus 0-30 ms. After each: the state of --out, then a full run of model B that must succeed and
 leave B's complete set, the user's file and no hidden leftovers. Each race: A and B started together into
@@ -79,13 +79,15 @@ def leftovers(out: Path) -> list[str]:
     return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.edgepack-"))
 
 
-def phase(out: Path) -> str:
-    """What the file system shows of the run right now."""
+def phase(out: Path, refs: dict) -> str:
+    """What the file system shows of the run (of model A) right now."""
+    if which_set(out, refs["sets"]) == "a":
+        return "published, exiting"
     if list(out.parent.glob(f".{out.name}.edgepack-commit-*")):
         return "moving file by file"
     stagings = list(out.parent.glob(f".{out.name}.edgepack-staging-*"))
     if not stagings:
-        return "no staging yet (or done)"
+        return "before staging"
     files = sorted(p.name for p in stagings[0].iterdir()) if stagings[0].exists() else []
     return f"staging with {len(files)} files"
 
@@ -123,7 +125,7 @@ def kill_once(i: int, rng: random.Random, work: Path, models: dict, refs: dict, 
     prepare(out, state, work, refs)
     before = snapshot(out)
     timed = i % 2 == 0
-    delay = rng.uniform(0.0, 0.9 * duration) if timed else rng.uniform(0.0, 0.03)
+    delay = rng.uniform(0.0, 0.75 * duration) if timed else rng.uniform(0.0, 0.03)
     event = None if timed else EVENTS[(i // 2) % len(EVENTS)]
     start = time.monotonic()
     proc = subprocess.Popen(command(models["a"], work, out), env=env(), stdout=subprocess.DEVNULL,
@@ -135,7 +137,7 @@ def kill_once(i: int, rng: random.Random, work: Path, models: dict, refs: dict, 
         while proc.poll() is None and not event_seen(out, event):
             time.sleep(0.001)
         time.sleep(delay)
-    seen = phase(out)
+    seen = phase(out, refs)
     finished_before = proc.poll() is not None
     at = time.monotonic() - start
     if not finished_before:
@@ -193,7 +195,7 @@ def main() -> None:
     import tempfile
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--kills", type=int, default=24)
+    ap.add_argument("--kills", type=int, default=30)
     ap.add_argument("--races", type=int, default=6)
     ap.add_argument("--quick", action="store_true", help="no results files")
     args = ap.parse_args()
@@ -218,7 +220,7 @@ def main() -> None:
             races.append(row)
             print(f"race {i} force={row['force']!s:5s} exits {row['exits']} holds {row['holds']} "
                   f"{'ok' if row['ok'] else 'FAILED'} {row['refusals']}", flush=True)
-    killed = [k for k in kills if not k["finished_before_signal"]]
+    killed = [k for k in kills if not k["finished_before_signal"] and k["seen_at_kill"] != "published, exiting"]
     summary = {"export_seconds": round(duration, 2), "kills": len(kills), "killed_mid_run": len(killed),
                "untouched": sum(k["outcome"] == "untouched" for k in kills),
                "complete_new_set": sum(k["outcome"] == "complete A" for k in kills),
