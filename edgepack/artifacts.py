@@ -51,8 +51,10 @@ def write_bytes(path, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # disk full, quota: the user's to fix
+            raise InputError(f"cannot write: {exc.strerror or exc}", str(path)) from None
         raise
     return path
 
@@ -81,6 +83,7 @@ class StagedOutput:
         if self.real.exists() and not self.real.is_dir():
             raise OutputExistsError(f"{self.out} is a file, not a folder (--out takes a folder)")
         parent = self.real.parent
+        self._made = [p for p in [parent, *parent.parents] if not p.exists()]  # removed again on failure
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -100,8 +103,16 @@ class StagedOutput:
                 os.mkdir(self.dir, 0o777)  # the umask decides, as for the files
             except BaseException:
                 self._unlock()
+                self._remove_made()
                 raise
         return self
+
+    def _remove_made(self) -> None:
+        """A failed run leaves no folder behind that it created for --out (when still empty)."""
+        if not os.path.lexists(self.real):
+            for folder in self._made:
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
 
     def _lock(self) -> None:
         import fcntl
@@ -161,11 +172,16 @@ class StagedOutput:
         with _signals_held():  # a Ctrl-C now would cut the move or the clean-up in two
             try:
                 if exc_type is None:
-                    self._commit()
+                    try:
+                        self._commit()
+                    except OSError as err:  # e.g. permissions changed meanwhile: the user's to fix
+                        raise InputError(f"cannot move the new files into place: {err.strerror or err}",
+                                         str(self.out)) from None
             finally:
                 if self.dir is not None and os.path.lexists(self.dir):
                     _remove(self.dir)
                 self._unlock()
+                self._remove_made()
 
     def _commit(self) -> None:
         _sync_tree(self.dir)

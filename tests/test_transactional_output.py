@@ -209,6 +209,13 @@ def test_an_exception_or_ctrl_c_inside_leaves_out_as_it_was(tmp_path):
     assert snapshot(out) == before and hidden_litter(out) == []
 
 
+def test_a_failed_run_removes_the_folders_it_created_for_out(tmp_path):
+    with pytest.raises(RuntimeError):
+        with staged_output(tmp_path / "a" / "b" / "o", NAMES):
+            raise RuntimeError("failed")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_out_that_is_a_file_is_one_line_error(tmp_path, capsys, model):
     (tmp_path / "f").write_text("x")
     code = export(model, tmp_path / "f")
