@@ -106,22 +106,35 @@ def export(model, calib=None, out="edgepack_out", *, val=None, val_labels=None, 
     does not fit the target raises BudgetExceeded after the report is written.
     ``prune`` / ``separable`` shrink the graph first (plan.json); ``finetune_epochs`` distils the shrunk
     graph from the original on ``train`` data (default: the calibration samples).
-    Settings are the fields of ExportConfig, given as keywords or as ``config``."""
+    Settings are the fields of ExportConfig, given as keywords or as ``config``.
+    Every file is built in a staging folder and moved into ``out`` only when the whole run (validation
+    included) succeeded; a second run into the same ``out`` meanwhile is refused (see artifacts.py)."""
+    cfg = (config or ExportConfig()).replace(**settings)
+    with artifacts.staged_output(out, artifacts.EXPORT_FILES.values(), force=cfg.force) as stage:
+        report, profile = _export_into(stage.dir, model, calib, val, val_labels, train, train_labels, cfg,
+                                       example_input, progress, custom_objects)
+        report.relocate(stage.dir, Path(out))  # the report names the files where they will be
+        report.save(stage.path(artifacts.EXPORT_FILES["report"]))
+        if cfg.validate:
+            report.save_html(stage.path(artifacts.EXPORT_FILES["report_html"]))
+    log.info("wrote %s", ", ".join(a["path"] for a in report.artifacts.values()))
+    if cfg.fail_on_budget and report.verdict and not report.verdict["fits"]:
+        raise BudgetExceeded(f"the model does not fit {profile.name}: "
+                             + "; ".join(m for m in report.verdict["messages"] if "does not fit" in m
+                                         or "unsupported" in m))
+    return report
+
+
+def _export_into(out: Path, model, calib, val, val_labels, train, train_labels, cfg: ExportConfig,
+                 example_input, progress, custom_objects):
+    """The work of ``export``, writing into the (staging) folder ``out``: (Report, target profile)."""
     from .exporter.emit_onnx import to_onnx
     from .exporter.emit_tflite import to_tflite
     from .ir.summary import summarize
-
-    cfg = (config or ExportConfig()).replace(**settings)
-    out = Path(out)
-    quantize = calib is not None or cfg.calibration_file is not None
     from .shrink import plan_bytes, shrink, wants_shrink
 
-    paths = {"float_onnx": out / "model.float.onnx", "float_tflite": out / "model.float.tflite",
-             "plan": out / "plan.json"}
-    if quantize:
-        paths.update(int8_onnx=out / "model.int8.onnx", int8_tflite=out / "model.int8.tflite",
-                     calibration=out / "calibration.json")
-    artifacts.check_writable(list(paths.values()) + [out / "report.json", out / "report.html"], cfg.force)
+    quantize = calib is not None or cfg.calibration_file is not None
+    paths = {kind: out / name for kind, name in artifacts.EXPORT_FILES.items()}
     profile = _profile(cfg.target)
 
     graph = load(model, config=cfg, example_input=example_input, custom_objects=custom_objects)
@@ -152,7 +165,7 @@ def export(model, calib=None, out="edgepack_out", *, val=None, val_labels=None, 
 
             sample_x = samples.as_array()[:64] if samples is not None else None
             report.lint = [f.to_json() for f in lint_graph(graph, sample_x)]
-    # Everything is computed before anything is written: a failure leaves no partial set behind.
+    # Written into the staging folder: a failure later (validation) still leaves --out as it was.
     for kind, data in files.items():
         artifacts.write_bytes(paths[kind], data)
         report.artifacts[kind] = {"path": str(paths[kind]), "bytes": len(data)}
@@ -161,15 +174,7 @@ def export(model, calib=None, out="edgepack_out", *, val=None, val_labels=None, 
         _prove(report, qgraph, paths, data, profile, progress)
         if report.shrink and data[0] is not None:
             _compare_with_original(report, original, data)
-    report.save(out / "report.json")
-    if cfg.validate:
-        report.save_html(out / "report.html")
-    log.info("wrote %s", ", ".join(str(paths[k]) for k in files))
-    if cfg.fail_on_budget and report.verdict and not report.verdict["fits"]:
-        raise BudgetExceeded(f"the model does not fit {profile.name}: "
-                             + "; ".join(m for m in report.verdict["messages"] if "does not fit" in m
-                                         or "unsupported" in m))
-    return report
+    return report, profile
 
 
 def _equalize(graph: Graph, calib, cfg: ExportConfig):

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 
 from .errors import EdgepackError
 
@@ -344,10 +346,20 @@ COMMANDS = {"export": cmd_export, "inspect": cmd_inspect, "validate": cmd_valida
             "demo": cmd_demo}
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised like Ctrl-C so that clean-up runs (an unfinished output is deleted, --out untouched)."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous_sigterm = signal.signal(signal.SIGTERM, _on_sigterm) if on_main_thread else None
     try:
         return COMMANDS[args.command](args)
     except EdgepackError as exc:
@@ -358,6 +370,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("edgepack: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("edgepack: terminated", file=sys.stderr)
+        return 143
     except Exception as exc:  # a bug in edgepack: say so in one line, traceback with --debug
         if args.debug:
             raise
@@ -365,6 +380,9 @@ def main(argv=None) -> int:
         print(f"edgepack: internal error: {type(exc).__name__}: {first} "
               "(re-run with --debug for the traceback and please report it)", file=sys.stderr)
         return 1
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 if __name__ == "__main__":
