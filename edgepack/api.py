@@ -267,7 +267,7 @@ def _prove(report: Report, qgraph: Graph, paths: dict, data, profile, progress) 
 def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress):
     from .calibration import calibrate_graph, load_samples
     from .calibration.fc_weights import choose_fc_weights
-    from .calibration.quantize import QuantRules, load_calibration, save_calibration
+    from .calibration.quantize import QuantRules, load_calibration, load_per_channel_nodes, save_calibration
     from .exporter.emit_onnx_qdq import to_onnx_qdq
     from .exporter.emit_tflite import to_tflite
 
@@ -288,15 +288,19 @@ def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress):
     tick = (lambda n: progress("calibrating", n, total)) if progress else None
     opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
     fc = choose_fc_weights(graph, samples.as_array()[:64] if samples is not None else None)
+    per_channel = fc.per_channel
+    if cfg.calibration_file:  # the file's own choice, so that reusing it gives the same model
+        saved = load_per_channel_nodes(Path(cfg.calibration_file).read_text())
+        per_channel = per_channel if saved is None else saved
     qgraph, ranges = calibrate_graph(graph, samples, cfg.calibration, progress=tick, ranges=ranges,
-                                     rules=QuantRules(per_channel_nodes=fc.per_channel), **opts)
+                                     rules=QuantRules(per_channel_nodes=per_channel), **opts)
     report.calibration = {"method": cfg.calibration, "samples": total,
                           "from_file": cfg.calibration_file, "fc_weights": fc.to_json()}
     report.notes.append(f"calibrated {len(ranges)} tensors with {cfg.calibration}"
                         + (f" on {total} samples" if total else f" from {cfg.calibration_file}"))
     files = {"int8_onnx": to_onnx_qdq(qgraph, activations=cfg.onnx_activations).SerializeToString(),
              "int8_tflite": to_tflite(qgraph, int8=True, io=cfg.io),
-             "calibration": save_calibration(qgraph, ranges, cfg.calibration).encode()}
+             "calibration": save_calibration(qgraph, ranges, cfg.calibration, per_channel).encode()}
     return files, qgraph, samples
 
 
