@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import artifacts
 from .errors import EdgepackError
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,11 @@ def digits_cnn():
         nn.Flatten(), nn.Linear(32 * 2 * 2, 10))
 
 
+DEMO_FILES = ("digits_cnn.pt", "calib.npy", "test_x.npy", "test_y.npy")
+EXPORT_FILES = ("model.float.onnx", "model.float.tflite", "model.int8.onnx", "model.int8.tflite", "calibration.json",
+                "report.json", "report.html")
+
+
 def run_demo(out, force: bool = False, target: str = "stm32l4r5", echo=lambda *a: None, progress=None):
     """Train, save, export for a microcontroller, validate on held-out digits, write the report.
     ``echo`` is how the CLI shows progress (the library never prints)."""
@@ -81,6 +87,8 @@ def run_demo(out, force: bool = False, target: str = "stm32l4r5", echo=lambda *a
     from .ir.summary import summarize
 
     out = Path(out)
+    # Before the training: an --out that is a file, cannot be written, or holds artifacts without force
+    artifacts.check_writable([out / n for n in DEMO_FILES] + [out / "export" / n for n in EXPORT_FILES], force)
     x_train, y_train, x_test, y_test = digits_split()
     echo(f"training a small CNN on scikit-learn digits ({len(x_train)} train / {len(x_test)} test images)")
     torch.manual_seed(0)

@@ -2,19 +2,22 @@
 with class sub-folders as labels). Folders are read lazily, file by file."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from edgepack.errors import DataError
+from edgepack.input_files import MAX_DATA_BYTES, check_file
 
 from .data import (IMAGE_SUFFIXES, SAMPLE_SUFFIXES, SampleSet, _fit_sample, _from_items, _normaliser,
-                   _pick_arrays, _read_npy, _refuse_non_finite, _to_float)
+                   _one_line, _pick_arrays, _read_npy, _refuse_non_finite, _to_float)
 
 
 def load_path(path: Path, sample_shape, input_name, mean, std, limit) -> SampleSet:
     if not path.exists():
         raise DataError(f"sample data not found: {path}")
+    check_file(path, "sample data", MAX_DATA_BYTES, allow_dir=True, error=DataError)
     if path.is_dir():
         return _load_folder(path, sample_shape, mean, std, limit)
     suffix = path.suffix.lower()
@@ -24,8 +27,10 @@ def load_path(path: Path, sample_shape, input_name, mean, std, limit) -> SampleS
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-        except (ValueError, OSError) as e:
-            raise DataError(f"cannot read {path}: {e}") from None
+        except Exception as e:  # numpy and zipfile raise many types on a broken file
+            raise DataError(f"cannot read {path}: {_one_line(e)}") from None
+        if not arrays:
+            raise DataError(f"{path} holds no arrays")
         x, y = _pick_arrays(arrays, input_name, str(path))
         return _from_items([(x, y)], sample_shape, True, mean, std, limit, str(path))
     if suffix in IMAGE_SUFFIXES:
@@ -88,12 +93,11 @@ def _from_files(files, labels, class_names, sample_shape, mean, std, where) -> S
 def _image_layout(sample_shape, first: Path) -> tuple[int, int, int, bool]:
     """(channels, height, width, channels_last) for the model input, or from the first image."""
     if sample_shape is None:
-        from PIL import Image
         try:
-            with Image.open(first) as im:
+            with _open_image(first) as im:
                 return (1 if im.mode in ("1", "L", "LA", "I", "I;16", "F") else 3), im.height, im.width, False
-        except OSError as e:
-            raise DataError(f"cannot read image {first}: {e}") from None
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read image {first}: {_one_line(e)}") from None
     s = tuple(sample_shape)
     if len(s) == 2:
         return 1, s[0], s[1], False
@@ -109,15 +113,29 @@ def _read_image(path: Path, layout) -> np.ndarray:
     from PIL import Image
     channels, h, w, channels_last = layout
     try:
-        with Image.open(path) as im:
+        with _open_image(path) as im:
             im = im.convert("L" if channels == 1 else "RGB")
             if im.size != (w, h):
                 im = im.resize((w, h), Image.BILINEAR)
             arr = np.asarray(im, np.float32) / 255.0
     except (OSError, ValueError) as e:  # UnidentifiedImageError is an OSError
-        raise DataError(f"cannot read image {path}: {e}") from None
+        raise DataError(f"cannot read image {path}: {_one_line(e)}") from None
     if arr.ndim == 2:
         arr = arr[None]
     elif not channels_last:
         arr = arr.transpose(2, 0, 1)
     return arr
+
+
+def _open_image(path: Path):
+    """PIL.Image.open, refusing a decompression bomb (more pixels than PIL's limit) as a DataError
+    instead of a warning followed by gigabytes of memory."""
+    from PIL import Image
+
+    check_file(path, "image", MAX_DATA_BYTES, error=DataError)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            return Image.open(path)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise DataError(f"image {path} is too large to read safely: {_one_line(e)}") from None

@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..ir import OPS, Graph, QuantParams
 from ..ir.quant import params_from_range, symmetric_weight_params
+from .scale_check import check_ranges, check_scales
 
 
 # Ops with a weight input (position 1) and a bias (position 2) -> the IR axis of the weight's output
@@ -91,6 +92,7 @@ def activation_params(graph: Graph, ranges: dict[str, tuple[float, float]]) -> d
 def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]],
                    rules: QuantRules = QuantRules()) -> Graph:
     """Return a copy of ``graph`` with ``Tensor.quant`` set on every tensor that int8 inference uses."""
+    check_ranges({name: ranges[name] for name in graph.activations() if name in ranges})
     g = graph.copy()
     act = activation_params(g, ranges)
     for name, qp in act.items():
@@ -112,6 +114,7 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]],
                 t.quant = _bias_params(g, node)
             elif pos not in weight_pos:
                 t.quant = params_from_range(float(t.data.min()), float(t.data.max()))
+    check_scales(g)
     return g
 
 
