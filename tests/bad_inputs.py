@@ -26,6 +26,7 @@ class Case:
     out: str = "new"  # new: --out does not exist | held: it holds a file and old artifacts
     sub: bool = False  # run in a subprocess (a hang or a native crash must not take pytest with it)
     staged: bool = False  # fails after artifacts are written today: needs transactional output
+    says: tuple[str, ...] = ()  # what the error line must name (the tensor, key or fix)
 
     def args(self, ws: Path, out: Path) -> list[str]:
         text = self.argv.format(ws=ws, out=out, bad=BAD_NAME)
@@ -380,4 +381,19 @@ def _cases() -> list[Case]:
     return c
 
 
-CASES = _cases()
+# What some error lines must say: the tensor, key or file at fault, and what to do.
+SAYS = {
+    "model-nan.onnx": ("'w'", "NaN"), "model-inf.onnx": ("'w'", "infinite"), "model-absurd.onnx": ("'w'", "1e+30"),
+    "calib-huge.npy": ("tensor '", "range"), "calib-big.npy": ("tensor '",),
+    "calibration-file-cal_nan.json": ("tensor '", "nan"), "target-clock_nan": ("clock_mhz",),
+    "target-cost_inf": ("cycles_per_mac",), "config-prune_text": ("'prune'", "number"),
+    "flag--std=inf": ("std",), "flag--input-shape=1,99999999999,8,8": ("elements",),
+    "validate-float.tflite": ("nothing to compare", "--reference"), "calib-bombs": ("too large",),
+    "calib-bomb.png": ("too large",), "model-fifo.onnx": ("FIFO",), "calib-zero": ("character device",),
+    "config-fifo": ("FIFO",), "out-is-file": ("is a file",), "out-under-file": ("is a file",),
+    "model-non-utf8": ("UTF-8",), "out-non-utf8": ("UTF-8",), "demo-out-held": ("already exists",),
+    "demo-out-file": ("is a file",), "validate-text.tflite": ("TFL3",), "calib-corrupt_header.npy": ("cannot read",),
+    "config-std_zero": ("std",), "flag--percentile=150": ("percentile",), "flag--calib-limit=-1": ("calib_limit",),
+}
+CASES = [Case(c.id, c.argv, c.out, c.sub, c.staged, SAYS.get(c.id, ())) for c in _cases()]
+assert set(SAYS) <= {c.id for c in CASES}, set(SAYS) - {c.id for c in CASES}

@@ -76,6 +76,8 @@ def test_bad_input_is_one_line_exit_2_and_out_unchanged(case, workspace, tmp_pat
     assert len(lines) == 1 and lines[0].startswith("edgepack: error: "), stderr[-2000:]
     assert "\x1b[" not in stderr + stdout, "ANSI codes when not writing to a terminal"
     assert "internal error" not in stderr
+    for needle in case.says:
+        assert needle in lines[0], (needle, lines[0])
     after = snapshot(out), snapshot(workspace)
     if after != before and case.staged:
         pytest.xfail("transactional output: fails after the artifacts are written today")
