@@ -87,3 +87,18 @@ def test_bad_input_is_one_line_exit_2_and_out_unchanged(case, workspace, tmp_pat
 def test_corpus_is_large_and_ids_unique():
     assert len(CASES) >= 150
     assert len({c.id for c in CASES}) == len(CASES)
+
+
+def test_raw_byte_samples_get_a_note_and_scaled_ones_do_not(workspace, tmp_path):
+    import numpy as np
+
+    from edgepack import export
+
+    x = np.load(workspace / "calib.npy")
+    raw = export(workspace / "tiny.onnx", calib=np.round(x * 255), out=tmp_path / "raw", validate=False)
+    assert any("raw 0-255" in n and "--mean/--std" in n for n in raw.notes), raw.notes
+    scaled = export(workspace / "tiny.onnx", calib=x, out=tmp_path / "scaled", validate=False)
+    assert not any("raw 0-255" in n for n in scaled.notes)
+    normalised = export(workspace / "tiny.onnx", calib=np.round(x * 255), out=tmp_path / "norm", validate=False,
+                        mean=(127.5,), std=(127.5,))
+    assert not any("raw 0-255" in n for n in normalised.notes)
