@@ -165,7 +165,7 @@ def check_arguments(args) -> None:
     for key, value in sorted(vars(args).items()):
         for text in value if isinstance(value, list) else [value]:
             if isinstance(text, str):
-                check_utf8(text, "--" + key.replace("_", "-") if key not in ("model", "artifacts") else key)
+                check_utf8(text, {"model": "model", "artifacts": "artifact"}.get(key, "--" + key.replace("_", "-")))
     for key, what, allow_dir in INPUT_PATHS:
         if getattr(args, key, None) is not None:
             check_file(getattr(args, key), what, allow_dir=allow_dir)

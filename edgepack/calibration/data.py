@@ -177,6 +177,9 @@ def load_labels(path) -> np.ndarray:
 
 def _read_npy(path: Path) -> np.ndarray:
     check_file(path, ".npy file", MAX_DATA_BYTES, error=DataError)
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":  # else numpy falls back to pickle and says so
+            raise DataError(f"{path} is not a .npy file (no NUMPY header)")
     try:
         return np.load(path, allow_pickle=False)
     except Exception as e:  # numpy raises ValueError, OSError, EOFError, TokenError... on a broken file

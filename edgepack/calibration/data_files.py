@@ -24,6 +24,9 @@ def load_path(path: Path, sample_shape, input_name, mean, std, limit) -> SampleS
     if suffix == ".npy":
         return _from_items([_read_npy(path)], sample_shape, True, mean, std, limit, str(path))
     if suffix == ".npz":
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":  # else numpy falls back to pickle and says so
+                raise DataError(f"{path} is not an .npz file (not a zip archive)")
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}

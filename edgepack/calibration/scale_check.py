@@ -16,7 +16,10 @@ def check_ranges(ranges: dict) -> None:
     """Every (min, max) is finite and narrow enough for a usable int8 scale."""
     for name in sorted(ranges):
         lo, hi = (float(v) for v in ranges[name])
-        if not (math.isfinite(lo) and math.isfinite(hi)) or (max(hi, 0.0) - min(lo, 0.0)) / 255 > MAX_SCALE:
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise DataError(f"tensor '{name}' has the range [{lo:.3g}, {hi:.3g}], not finite; the calibration "
+                            "samples or the calibration file hold NaN/Inf")
+        if (max(hi, 0.0) - min(lo, 0.0)) / 255 > MAX_SCALE:
             raise DataError(f"tensor '{name}' has the range [{lo:.3g}, {hi:.3g}], too wide for int8 (a scale "
                             f"above {MAX_SCALE:g}); the calibration samples hold absurd values or miss "
                             "--mean/--std")

@@ -105,6 +105,7 @@ def load_torch_file(path, input_shape=None, *, trust_pickle: bool = False, expor
     if not path.exists():
         raise ModelLoadError("file not found", str(path))
     if path.suffix == ".pt2":
+        logging.getLogger("torch.export").setLevel(logging.ERROR)  # it logs a traceback; we say one line
         try:
             program = torch.export.load(str(path))
         except Exception as exc:
