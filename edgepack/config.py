@@ -143,7 +143,7 @@ class ExportConfig:
             raise ConfigError(f"percentile must be in (50, 100], got {self.percentile}", "percentile")
         for key in ("mean", "std"):
             value = getattr(self, key)
-            if value is not None and not isinstance(value, tuple):
+            if value is not None:
                 object.__setattr__(self, key, _floats(value, key))
 
     @classmethod
