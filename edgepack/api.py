@@ -288,7 +288,7 @@ def _warn_raw_bytes(graph: Graph, samples, cfg: ExportConfig, report: Report) ->
     first = [n.op for n in graph.nodes if graph.inputs[0] in n.inputs]
     if not first or first[0] not in ("Conv", "Gemm", "MatMul", "ConvTranspose"):
         return  # the model does its own preprocessing first (Sub, Mul, Div, ...)
-    x = samples.as_array()[:64]
+    x = np.concatenate([samples[i] for i in range(min(64, len(samples)))])  # a folder is read lazily
     if looks_like_raw_bytes(x):
         note = (f"the calibration samples look like raw 0-255 values (max {float(x.max()):g}, all integers) "
                 "but the model's first layer takes its input as is: if it was trained on [0, 1] or "
