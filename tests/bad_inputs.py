@@ -265,8 +265,8 @@ def _cases() -> list[Case]:
 
     # loaders: the model file
     for name in ("nope.onnx", "nope.pt", "nope.keras", "notes.txt", "text.onnx", "empty.onnx", "cut.onnx",
-                 "random.onnx", "dir.onnx", "emptydir", "null.onnx", "text.pt", "empty.pt", "text.keras", "text.h5", "empty.h5", "unsupported.onnx", "opset9.onnx",
-                 "dynamic.onnx", "nan.onnx", "inf.onnx", "absurd.onnx", "pickled.pt", "state.pt",
+                 "random.onnx", "dir.onnx", "emptydir", "null.onnx", "text.pt", "empty.pt", "text.keras", "text.h5",
+                 "empty.h5", "unsupported.onnx", "opset9.onnx", "dynamic.onnx", "nan.onnx", "inf.onnx", "absurd.onnx", "pickled.pt", "state.pt",
                  "calib.npy"):
         extra = " --input-shape 1,1,8,8" if name.endswith((".pt", ".pt2")) else ""
         add(f"model-{name}", "export {ws}/" + name + " --calib {ws}/calib.npy --out {out}" + extra)

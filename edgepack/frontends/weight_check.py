@@ -29,5 +29,6 @@ def check_weights(graph: Graph) -> None:
             continue
         peak = float(np.max(np.abs(t.data)))
         if not peak <= MAX_WEIGHT:
-            raise ModelLoadError(f"weight '{t.name}' of node '{node.name}' holds {'an infinite value' if np.isinf(peak) else f'{peak:.3g}'}"
-                                 f" (allowed: finite values up to {MAX_WEIGHT:g} in magnitude)")
+            value = "an infinite value" if np.isinf(peak) else f"{peak:.3g}"
+            raise ModelLoadError(f"weight '{t.name}' of node '{node.name}' holds {value} "
+                                 f"(allowed: finite values up to {MAX_WEIGHT:g} in magnitude)")
