@@ -25,7 +25,6 @@ class Case:
     argv: str  # a command line with {ws}, {out}, {bad}
     out: str = "new"  # new: --out does not exist | held: it holds a file and old artifacts
     sub: bool = False  # run in a subprocess (a hang or a native crash must not take pytest with it)
-    staged: bool = False  # fails after artifacts are written today: needs transactional output
     says: tuple[str, ...] = ()  # what the error line must name (the tensor, key or fix)
 
     def args(self, ws: Path, out: Path) -> list[str]:
@@ -300,10 +299,10 @@ def _cases() -> list[Case]:
     add("calib-fifo", "export " + M + " --calib {ws}/fifo.npy --out {out}", sub=True)
     add("calib-zero", "export " + M + " --calib {ws}/zero.npy --out {out}", sub=True)
     for name in ("nope.npy", "nan.npy", "wrongshape.npy", "text.npy", "fifo.npy", "zero.npy", "textpng"):
-        add(f"val-{name}", EXPORT + " --val {ws}/" + name, staged=True, sub=name in ("fifo.npy", "zero.npy"))
+        add(f"val-{name}", EXPORT + " --val {ws}/" + name, sub=name in ("fifo.npy", "zero.npy"))
     for name in ("nope.npy", "labels_short.npy", "labels_float.npy", "labels_2d.npy", "labels_words.txt",
                  "labels.csv", "labels_bad_utf8.txt", "fifo.txt", "zero.txt"):
-        add(f"val-labels-{name}", EXPORT + " --val {ws}/calib.npy --val-labels {ws}/" + name, staged=True,
+        add(f"val-labels-{name}", EXPORT + " --val {ws}/calib.npy --val-labels {ws}/" + name,
             sub=name in ("fifo.txt", "zero.txt"))
     for name in ("nope.npy", "nan.npy", "fifo.npy"):
         add(f"train-{name}", EXPORT + " --prune 0.5 --train {ws}/" + name, sub=name == "fifo.npy")
@@ -397,5 +396,5 @@ SAYS = {
     "validate-data-wrongshape.npy": ("does not fit",), "calib-corrupt_header.npy": ("cannot read",),
     "config-std_zero": ("std",), "flag--percentile=150": ("percentile",), "flag--calib-limit=-1": ("calib_limit",),
 }
-CASES = [Case(c.id, c.argv, c.out, c.sub, c.staged, SAYS.get(c.id, ())) for c in _cases()]
+CASES = [Case(c.id, c.argv, c.out, c.sub, SAYS.get(c.id, ())) for c in _cases()]
 assert set(SAYS) <= {c.id for c in CASES}, set(SAYS) - {c.id for c in CASES}
