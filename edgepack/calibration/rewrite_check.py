@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import DataError
 from ..ir import Graph
 from ..ir.torch_exec import run
 from .calibrate import collect_ranges
@@ -63,7 +64,10 @@ def keep_if_not_worse(before: Graph, after: Graph, x: np.ndarray, name: str, met
                       **observer_opts) -> tuple[Graph, RewriteCheck]:
     """``after`` when its int8 output SQNR on ``x`` is >= ``before``'s, else ``before``; with the check."""
     without = int8_output_sqnr(before, x, method, **observer_opts)
-    with_ = int8_output_sqnr(after, x, method, **observer_opts)
+    try:
+        with_ = int8_output_sqnr(after, x, method, **observer_opts)
+    except DataError:  # the rewrite gave ranges no int8 scale can hold: as bad as it gets
+        with_ = float("-inf")
     check = RewriteCheck(name, bool(with_ >= without), without, with_)
     log.info(check.note)
     return (after if check.kept else before), check
