@@ -202,7 +202,7 @@ def cmd_export(args) -> int:
                         train=args.train, train_labels=args.train_labels, config=_config(args), progress=progress)
     for note in report.notes:
         print(note)
-    for kind, art in report.artifacts.items():
+    for art in report.artifacts.values():
         print(f"wrote {art['path']} ({art['bytes']:,} bytes)")
     print_checks(report)
     return 0

@@ -34,10 +34,9 @@ def build_pipeline(cfg: ExportConfig, train=None) -> list[Step]:
     from .exporter.passes import DEFAULT_PASSES
     from .exporter.passes.equalize import equalize
     from .exporter.passes.prune import PrunePass
-    from .exporter.passes.separable import AUTO_ERROR_THRESHOLD, SeparablePass
+    from .exporter.passes.separable import AUTO_ERROR_THRESHOLD, SEPARABLE_ERROR_WITH_FINETUNE, SeparablePass
     from .frontends.keras_normalize import normalize_keras_graph
     from .frontends.onnx_normalize import ONNX_NORMALIZATION
-    from .shrink import SEPARABLE_ERROR_WITH_FINETUNE
 
     steps = [Step("load", p) for p in [*ONNX_NORMALIZATION, normalize_keras_graph]]
     steps += [Step("cleanup", p) for p in DEFAULT_PASSES]

@@ -47,7 +47,7 @@ def plot_memory(memory: dict) -> str:
     if not bars:
         return ""
     fig, ax = _figure(6.0, 1.8)
-    for i, (name, used, budget) in enumerate(bars):
+    for i, (_name, used, budget) in enumerate(bars):
         pct = 100.0 * used / budget
         ax.barh(i, 100, color="#eaeded")
         ax.barh(i, max(pct, 0.4), color="#2e86c1" if used <= budget else "#c0392b")

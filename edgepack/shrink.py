@@ -14,11 +14,6 @@ from .ir.summary import summarize
 
 log = logging.getLogger(__name__)
 
-# With distillation a factorised layer is retrained, so `--separable auto` may accept a rougher
-# initial approximation than without (the SVD start only has to be a good starting point).
-SEPARABLE_ERROR_WITH_FINETUNE = 0.9
-
-
 def wants_shrink(cfg: ExportConfig) -> bool:
     return bool(cfg.prune) or cfg.separable not in (None, "none")
 

@@ -22,7 +22,8 @@ def fc_chain():
                       {"w1": w1, "b1": np.zeros(16, np.float32), "w2": rand(5, 16, seed=2) * 10})
 
 
-def layers_of(tmp_path, g, x, rules=QuantRules(), shrink: float = 1.0):
+def layers_of(tmp_path, g, x, rules=None, shrink: float = 1.0):
+    rules = rules or QuantRules()
     ranges, _ = collect_ranges(g, [x])
     ranges = {k: (lo * shrink, hi * shrink) for k, (lo, hi) in ranges.items()}
     (tmp_path / "q.tflite").write_bytes(to_tflite(quantize_graph(g, ranges, rules), int8=True))

@@ -9,7 +9,7 @@ import torch
 
 import edgepack
 from edgepack.calibration.calibrate import collect_ranges
-from edgepack.calibration.fc_weights import choose_fc_weights, weight_noise_db
+from edgepack.calibration.fc_weights import weight_noise_db
 from edgepack.calibration.quantize import QuantRules, quantize_graph
 from edgepack.exporter.emit_tflite import to_tflite
 from edgepack.targets.memory import estimate_memory, measure_arena

@@ -130,7 +130,7 @@ def test_spec_rules_shared_fixed_and_bias(digits):
             s_in = qgraph.tensors[node.inputs[0]].quant.scale[0]
             assert b.dtype == "int32" and w.axis == 0
             np.testing.assert_allclose(b.scale, np.float32(np.asarray(w.scale) * s_in), rtol=1e-6)
-    for name, (scale, zp) in qp.items():
+    for scale, zp in qp.values():
         assert -128 <= zp <= 127 and scale > 0
 
 

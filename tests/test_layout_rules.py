@@ -23,7 +23,8 @@ def _imports(path: Path) -> set[str]:
             else:
                 mod = node.module or ""
             if mod.startswith("edgepack"):
-                found.add(mod)
+                if node.module:  # `from .. import ir` imports edgepack.ir, not the package's __init__
+                    found.add(mod)
                 if not node.module or mod.count(".") == 0:
                     found.update(f"{mod}.{a.name}" for a in node.names)
     return found
@@ -50,6 +51,74 @@ def test_import_rule_one_direction():
             elif area in LEAVES and target != "errors":
                 bad.append(f"{path.name}: a leaf module imports {mod}")
     assert not bad, "\n".join(bad)
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """module -> the edgepack modules it imports (a name imported from a module counts as the module)."""
+    files = {}
+    for p in PKG.rglob("*.py"):
+        rel = p.relative_to(PKG.parent).with_suffix("")
+        files[".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)] = p
+    graph = {}
+    for name, p in files.items():
+        deps = set()
+        for mod in _imports(p):
+            while mod and mod not in files:
+                mod = mod.rpartition(".")[0]
+            if mod and mod != name:
+                deps.add(mod)
+        graph[name] = deps
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan, iterative)."""
+    index, low, on, stack, cycles, counter = {}, {}, set(), [], [], 0
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            v, children = work[-1]
+            w = next(children, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = counter
+                    counter += 1
+                    stack.append(w)
+                    on.add(w)
+                    work.append((w, iter(sorted(graph.get(w, ())))))
+                elif w in on:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on.discard(w)
+                    comp.append(w)
+                    if w == v:
+                        break
+                if len(comp) > 1:
+                    cycles.append(sorted(comp))
+    return cycles
+
+
+def test_no_import_cycles():
+    cycles = import_cycles(_module_graph())
+    assert not cycles, "import cycles (lazy imports count too): " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def test_cycle_check_finds_a_cycle():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
 
 
 def test_import_rule_is_enforced_on_a_violation(tmp_path):

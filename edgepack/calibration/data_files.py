@@ -11,7 +11,7 @@ import numpy as np
 from edgepack.errors import DataError
 from edgepack.input_files import MAX_DATA_BYTES, check_file
 
-from .data import (IMAGE_FORMATS, IMAGE_SUFFIXES, INPUT_KEYS, LABEL_KEYS, SAMPLE_SUFFIXES, SampleSet, _fit_sample,
+from .samples import (IMAGE_FORMATS, IMAGE_SUFFIXES, INPUT_KEYS, LABEL_KEYS, SAMPLE_SUFFIXES, SampleSet, _fit_sample,
                    _from_items, _normaliser, _one_line, _read_npy, _refuse_non_finite, _to_float)
 
 _PIL_FORMATS = sorted(set(IMAGE_FORMATS.values()))  # decoders only: never EPS (Ghostscript) and the like

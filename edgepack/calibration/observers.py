@@ -260,8 +260,8 @@ def _edge_search(kl, first: int, zero: int, last: int) -> tuple[int, int]:
     t = _tightest_near_min(lambda t: kl(*joint(t)), list(range(1, 1001)))
     lo, hi = joint(t)
     for _ in range(2):  # then each bound alone
-        hi = _tightest_near_min(lambda h: kl(lo, h), list(range(max(zero, lo + QUANT_STEPS), last + 1)))
-        lo = _tightest_near_min(lambda x: kl(x, hi), list(range(min(zero, hi - QUANT_STEPS), first - 1, -1)))
+        hi = _tightest_near_min(lambda h, lo=lo: kl(lo, h), list(range(max(zero, lo + QUANT_STEPS), last + 1)))
+        lo = _tightest_near_min(lambda x, hi=hi: kl(x, hi), list(range(min(zero, hi - QUANT_STEPS), first - 1, -1)))
     return lo, hi
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 
 from ..ir import OPS, ops_where
-from .onnx_normalize import Builder, unsupported_variant
+from .onnx_builder import Builder, unsupported_variant
 from .onnx_ops_extra import EXTRA_RULES, conv1d, global_average_pool1d, pool1d
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .onnx_normalize import Builder, unsupported_variant
+from .onnx_builder import Builder, unsupported_variant
 
 
 def _input(node, i: int) -> str:

@@ -42,7 +42,7 @@ def saved_model_problem(folder: Path) -> str | None:
     for meta in saved.meta_graphs:
         functions = {f.signature.name: f for f in meta.graph_def.library.function}
 
-        def reach(roots):
+        def reach(roots, functions=functions):
             seen, todo = set(), list(roots)
             while todo:
                 name = todo.pop()

@@ -296,34 +296,45 @@ def verify(graph: Graph) -> None:
         if n.name in names:
             raise GraphError(f"duplicate node name '{n.name}'")
         names.add(n.name)
-        spec = OPS.get(n.op)
-        if spec is None:
-            raise GraphError(f"node '{n.name}' has op '{n.op}' outside the op table")
-        present = [i for i in n.inputs if i]
-        if not spec.min_inputs <= len(present) <= spec.max_inputs:
-            raise GraphError(f"node '{n.name}' ({n.op}) has {len(present)} inputs, "
-                             f"expects {spec.min_inputs}..{spec.max_inputs}")
+        _verify_arity(n)
         for i in n.inputs:
             if i not in known:
                 raise GraphError(f"node '{n.name}' reads '{i}' before it is produced")
-        for o in n.outputs:
-            if o in produced or o in graph.inputs:
-                raise GraphError(f"tensor '{o}' is produced twice (node '{n.name}')")
-            produced.add(o)
-            known.add(o)
+        _verify_outputs(graph, n, produced, known)
         for t in list(n.inputs) + list(n.outputs):
-            if t and t not in graph.tensors:
-                raise GraphError(f"node '{n.name}' references unknown tensor '{t}'")
             if t:
-                tt = graph.tensors[t]
-                if tt.shape is None or any((not isinstance(d, (int, np.integer))) or d < 0
-                                           for d in tt.shape):
-                    raise GraphError(f"tensor '{t}' has no static shape: {tt.shape}")
-                if not tt.dtype:
-                    raise GraphError(f"tensor '{t}' has no dtype")
+                _verify_tensor(graph, n, t)
     for o in graph.outputs:
         if o not in known:
             raise GraphError(f"graph output '{o}' is never produced")
+
+
+def _verify_outputs(graph: Graph, n: Node, produced: set, known: set) -> None:
+    for o in n.outputs:
+        if o in produced or o in graph.inputs:
+            raise GraphError(f"tensor '{o}' is produced twice (node '{n.name}')")
+        produced.add(o)
+        known.add(o)
+
+
+def _verify_arity(n: Node) -> None:
+    spec = OPS.get(n.op)
+    if spec is None:
+        raise GraphError(f"node '{n.name}' has op '{n.op}' outside the op table")
+    present = [i for i in n.inputs if i]
+    if not spec.min_inputs <= len(present) <= spec.max_inputs:
+        raise GraphError(f"node '{n.name}' ({n.op}) has {len(present)} inputs, "
+                         f"expects {spec.min_inputs}..{spec.max_inputs}")
+
+
+def _verify_tensor(graph: Graph, n: Node, name: str) -> None:
+    t = graph.tensors.get(name)
+    if t is None:
+        raise GraphError(f"node '{n.name}' references unknown tensor '{name}'")
+    if t.shape is None or any((not isinstance(d, (int, np.integer))) or d < 0 for d in t.shape):
+        raise GraphError(f"tensor '{name}' has no static shape: {t.shape}")
+    if not t.dtype:
+        raise GraphError(f"tensor '{name}' has no dtype")
 
 
 def iter_weights(graph: Graph) -> Iterable[tuple[Node, int, Tensor]]:

@@ -288,35 +288,17 @@ class GraphModule(torch.nn.Module):
                  observe: Observer | None = None) -> dict[str, torch.Tensor]:
         """Run the graph; return the outputs (plus every activation if keep="all", or the named ones)."""
         observe = observe if observe is not None else self.observer
-        if isinstance(inputs, Mapping):
-            unknown = sorted(set(inputs) - set(self.input_names))
-            absent = [k for k in self.input_names if k not in inputs]
-            if unknown or absent:
-                raise GraphError(f"inputs {unknown or absent} do not match the graph inputs {self.input_names}")
-            inputs = [inputs[k] for k in self.input_names]
-        if len(inputs) != len(self.input_names):
-            raise GraphError(f"graph takes {len(self.input_names)} inputs {self.input_names}, got {len(inputs)}")
         keep_all = keep == "all"
         wanted = set(self.output_names) | (set() if keep is None or keep_all else {keep} if isinstance(keep, str)
                                            else set(keep))
         env: dict[str, torch.Tensor] = {}
         kept: dict[str, torch.Tensor] = {}
-        for name, value, dtype in zip(self.input_names, inputs, self.input_dtypes):
+        for name, value, dtype in zip(self.input_names, self._ordered_inputs(inputs), self.input_dtypes):
             if not isinstance(value, torch.Tensor):
                 value = torch.as_tensor(np.asarray(value))
-            if dtype in _FLOAT:
-                value = value.float()
-            self._produced(name, value, env, observe)
+            self._produced(name, value.float() if dtype in _FLOAT else value, env, observe)
         for idx, n in enumerate(self.nodes):
-            xs = [env[i] if i in env else self._const(i) for i in n.inputs if i]
-            y = OP_IMPLS[n.op](n, xs)
-            act = _ACTIVATIONS.get(n.attrs.get("activation"))
-            if act is not None:
-                y = act(y)
-            self._produced(n.outputs[0], y, env, observe)
-            for extra in n.outputs[1:]:  # e.g. Dropout's mask: all-true at inference
-                if extra:
-                    self._produced(extra, torch.ones_like(y, dtype=torch.bool), env, None)
+            self._run_node(n, env, observe)
             for i in set(n.inputs):  # free activations nobody reads any more
                 if self._last_use.get(i) == idx and i in env:
                     if keep_all or i in wanted:
@@ -327,6 +309,28 @@ class GraphModule(torch.nn.Module):
         if missing:
             raise GraphError(f"cannot keep {missing}: not activation tensors of the graph")
         return kept
+
+    def _ordered_inputs(self, inputs: Sequence | Mapping) -> list:
+        if isinstance(inputs, Mapping):
+            unknown = sorted(set(inputs) - set(self.input_names))
+            absent = [k for k in self.input_names if k not in inputs]
+            if unknown or absent:
+                raise GraphError(f"inputs {unknown or absent} do not match the graph inputs {self.input_names}")
+            inputs = [inputs[k] for k in self.input_names]
+        if len(inputs) != len(self.input_names):
+            raise GraphError(f"graph takes {len(self.input_names)} inputs {self.input_names}, got {len(inputs)}")
+        return list(inputs)
+
+    def _run_node(self, n, env: dict, observe) -> None:
+        xs = [env[i] if i in env else self._const(i) for i in n.inputs if i]
+        y = OP_IMPLS[n.op](n, xs)
+        act = _ACTIVATIONS.get(n.attrs.get("activation"))
+        if act is not None:
+            y = act(y)
+        self._produced(n.outputs[0], y, env, observe)
+        for extra in n.outputs[1:]:  # e.g. Dropout's mask: all-true at inference
+            if extra:
+                self._produced(extra, torch.ones_like(y, dtype=torch.bool), env, None)
 
     def forward(self, *inputs, observe: Observer | None = None):
         out = self.run_dict(list(inputs), observe=observe)

@@ -168,7 +168,7 @@ def equalize(graph: Graph) -> PassResult:
             _own_const(graph, p.first, 2)
     changed, sweeps = False, 0
     total = [np.ones(graph.const(p.first.inputs[1]).shape[0]) for p in pairs]
-    for sweeps in range(1, MAX_SWEEPS + 1):
+    for sweeps in range(1, MAX_SWEEPS + 1):  # noqa: B007  (the count is logged below)
         worst = 0.0
         for k, p in enumerate(pairs):
             s = np.clip(total[k] * _scales(graph, p), 1.0 / MAX_SCALE, MAX_SCALE) / total[k]

@@ -103,7 +103,7 @@ def taylor_importance(graph: Graph, groups: list[ChannelGroup], samples, batch_s
     for start in range(0, len(arrays[0]), batch_size):
         acts: dict[str, torch.Tensor] = {}
 
-        def observe(name, value):
+        def observe(name, value, acts=acts):
             if name in wanted and value.requires_grad:
                 value.retain_grad()
                 acts[name] = value

@@ -27,6 +27,9 @@ from edgepack.ir.passes import PassResult
 log = logging.getLogger(__name__)
 
 AUTO_ERROR_THRESHOLD = 0.35
+# With distillation a factorised layer is retrained, so `--separable auto` may accept a rougher
+# initial approximation than without (the SVD start only has to be a good starting point).
+SEPARABLE_ERROR_WITH_FINETUNE = 0.9
 
 
 class SeparableCandidate(NamedTuple):
