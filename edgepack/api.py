@@ -185,7 +185,8 @@ def _equalize(graph: Graph, calib, cfg: ExportConfig):
     calib = load_samples(calib, graph.tensors[graph.inputs[0]].shape, input_name=graph.inputs[0],
                          mean=cfg.mean, std=cfg.std, limit=cfg.calib_limit)
     opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
-    graph, check = keep_if_not_worse(graph, new, calib.as_array(), "equalize", cfg.calibration, **opts)
+    method = "minmax" if cfg.calibration == "auto" else cfg.calibration  # the check compares like with like
+    graph, check = keep_if_not_worse(graph, new, calib.as_array(), "equalize", method, **opts)
     return graph, calib, [check]
 
 
@@ -259,7 +260,7 @@ def _prove(report: Report, qgraph: Graph, paths: dict, data, profile, progress) 
 
 
 def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress):
-    from .calibration import calibrate_graph, load_samples
+    from .calibration import calibrate, load_samples
     from .calibration.fc_weights import choose_fc_weights
     from .calibration.quantize import QuantRules, load_calibration, save_calibration
     from .exporter.emit_onnx_qdq import to_onnx_qdq
@@ -282,15 +283,17 @@ def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress):
     tick = (lambda n: progress("calibrating", n, total)) if progress else None
     opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
     fc = choose_fc_weights(graph, samples.as_array()[:64] if samples is not None else None)
-    qgraph, ranges = calibrate_graph(graph, samples, cfg.calibration, progress=tick, ranges=ranges,
-                                     rules=QuantRules(per_channel_nodes=fc.per_channel), **opts)
+    cal = calibrate(graph, samples, cfg.calibration, progress=tick, ranges=ranges,
+                    rules=QuantRules(per_channel_nodes=fc.per_channel), bias_correction=cfg.bias_correction, **opts)
+    qgraph, ranges = cal.qgraph, cal.ranges
     report.calibration = {"method": cfg.calibration, "samples": total,
-                          "from_file": cfg.calibration_file, "fc_weights": fc.to_json()}
+                          "from_file": cfg.calibration_file, "fc_weights": fc.to_json(), **cal.section}
     report.notes.append(f"calibrated {len(ranges)} tensors with {cfg.calibration}"
                         + (f" on {total} samples" if total else f" from {cfg.calibration_file}"))
+    report.notes += cal.notes
     files = {"int8_onnx": to_onnx_qdq(qgraph, activations=cfg.onnx_activations).SerializeToString(),
              "int8_tflite": to_tflite(qgraph, int8=True, io=cfg.io),
-             "calibration": save_calibration(qgraph, ranges, cfg.calibration).encode()}
+             "calibration": save_calibration(qgraph, ranges, cfg.calibration, cal.methods).encode()}
     return files, qgraph, samples
 
 

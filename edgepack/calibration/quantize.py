@@ -152,12 +152,13 @@ def _bias_params(g: Graph, node) -> QuantParams:
 
 # ---- calibration.json ----------------------------------------------------------------------------
 
-def save_calibration(graph: Graph, ranges: dict, method: str) -> str:
-    """calibration.json: per activation tensor the method, observed range, scale and zero-point."""
+def save_calibration(graph: Graph, ranges: dict, method: str, methods: dict[str, str] | None = None) -> str:
+    """calibration.json: per activation tensor the method (``methods``: per tensor, e.g. auto's choice),
+    observed range, scale and zero-point."""
     entries = {}
     for name in graph.activations():
         qp = graph.tensors[name].quant
-        entries[name] = {"method": method, "range": [float(v) for v in ranges[name]],
+        entries[name] = {"method": (methods or {}).get(name, method), "range": [float(v) for v in ranges[name]],
                          "scale": qp.scale[0] if qp else None, "zero_point": qp.zero_point[0] if qp else None}
     return json.dumps({"format": "edgepack-calibration/1", "method": method, "tensors": entries},
                       indent=2, sort_keys=True)
