@@ -97,7 +97,7 @@ def calibrate(graph: Graph, samples, method: str = "auto", *, rules=None, batch_
 
 def _calibrate_ranges(graph: Graph, samples, method: str, *, rules, batch_size: int, progress, ranges,
                       **observer_opts) -> Calibration:
-    from .auto import COLLAPSE_ENERGY, STREAM_METHOD, choose_ranges, collapsed_tensors
+    from .auto import CLIP_WARN_ENERGY, COLLAPSE_ENERGY, STREAM_METHOD, choose_ranges, clipping_tensors
     from .quantize import QuantRules, quantize_graph
 
     rules = rules or QuantRules()
@@ -115,12 +115,14 @@ def _calibrate_ranges(graph: Graph, samples, method: str, *, rules, batch_size: 
                                                                                 choice.counts().items())])
     ranges, observers = collect_ranges(graph, samples.batches(batch_size), method, progress, **observer_opts)
     cal = Calibration(quantize_graph(graph, ranges, rules), ranges, {t: method for t in ranges})
-    collapsed = collapsed_tensors(graph, observers, ranges)
-    if collapsed:
-        cal.section["collapsed"] = collapsed
-        names = ", ".join(c["tensor"] for c in collapsed[:5]) + (" ..." if len(collapsed) > 5 else "")
-        cal.notes.append(f"warning: {method} collapsed {len(collapsed)} tensor(s) (their range clips more than "
-                         f"{COLLAPSE_ENERGY:.0%} of their energy): {names}; use --calibration auto")
+    clipping = clipping_tensors(graph, observers, ranges)
+    if clipping:
+        cal.section["clipping"] = clipping
+        names = ", ".join(c["tensor"] for c in clipping[:5]) + (" ..." if len(clipping) > 5 else "")
+        collapsed = sum(c["collapsed"] for c in clipping)
+        cal.notes.append(f"warning: {method} clips more than {CLIP_WARN_ENERGY:.0%} of the energy of {len(clipping)} "
+                         f"tensor(s) ({collapsed} collapsed: more than {COLLAPSE_ENERGY:.0%}): {names}; "
+                         "--calibration auto measures which range each tensor needs")
     return cal
 
 
