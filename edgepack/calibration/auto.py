@@ -6,14 +6,21 @@ method reads the same histogram (``HistogramObserver.view``), so each candidate 
 method would give alone: minmax, percentile at ``PERCENTILES``, mse, entropy. A candidate that cuts
 away more than ``COLLAPSE_ENERGY`` of a tensor's energy is *collapsed* and never chosen.
 
-Scoring is local and cheap: tensors that must share parameters (``quantize.shared_groups``) are decided
-together; for a candidate, the group's float values (on at most ``MAX_SAMPLES`` calibration samples) are
-fake-quantized, each op reading the group runs once with int8 weights (``GraphModule.node_value``), its
-output is fake-quantized with provisional (minmax) parameters and compared with the float output. Every
-other input of those ops stays float, so groups are scored independently of each other (the budget
-ladder and a process pool can call ``score_group`` on any subset). Finally the per-tensor choice is
-checked at the model output against each single method (``rewrite_check.quantized_output_sqnr``) and a
-single method that measures better there is taken instead: auto is never below the methods it picks from.
+The choice, measured where it matters: (1) start from the single method with the best model-output
+SQNR; (2) per group of tensors sharing parameters (``quantize.shared_groups``), in topological order, a
+cheap local score ranks the candidates: the group is fake-quantized, each op reading it runs once with
+int8 weights (``GraphModule.node_value``, other inputs float), its output is fake-quantized with
+provisional (minmax) parameters and compared with float (``GroupScorer.error``: groups are independent,
+so the budget ladder or a process pool can score any subset); (3) the best-ranked candidates are run
+through the whole graph (``GroupScorer.output_noise``) and replace the current choice only when the model
+output gains >= MIN_GAIN_DB and the per-sample gain is significant (``better``). Model outputs keep the
+starting method: their clipping hits rare samples at full weight and scoring cannot see it.
+
+Scoring runs on up to ``MAX_SAMPLES`` calibration samples, the same ones the ranges saw: minmax never clips
+there, so a clipping range must earn its gain on samples that show its clipping (conservative). Measured
+on 8 issue-like models: 64 samples held out of the statistics let clipping ranges win by chance and lose
+up to 5 dB on new data (3 of 8); 256 in-sample samples never went below minmax (1 of 8 missed the best
+single method by 0.21 dB).
 """
 from __future__ import annotations
 
@@ -39,7 +46,7 @@ COLLAPSE_ENERGY = 0.5  # a range clipping most of a tensor's energy has collapse
 # Auto may still pick such a range when the model output measures better (rare huge outliers whose
 # consumers barely use them: clipping them is the point).
 CLIP_WARN_ENERGY = 0.1
-MAX_SAMPLES = 64
+MAX_SAMPLES = 256
 TRIES_PER_GROUP = 2  # candidates (best local score first) measured at the model output per group
 MIN_GAIN_DB = 0.1  # a change of choice must gain this much at the output (ties keep the current one)
 SIGNIFICANCE = 2.0  # ... and its per-sample gain must exceed this many standard errors (not noise)

@@ -60,12 +60,18 @@ class Calibration:
     notes: list[str] = field(default_factory=list)
 
 
-def split_for_scoring(samples, n: int = 64, min_fit: int = 24):
+SCORING_SAMPLES = 256  # auto scores on this many calibration samples at most (in-sample: see auto.py)
+
+
+def split_for_scoring(samples, n: int = 64, min_fit: int = 24, in_sample: bool = False):
     """(samples the ranges are fitted on, samples the candidates are scored on): at most ``n`` and at
     most a quarter of the set, spread evenly over it (class-sorted data stays mixed). Scoring on samples
     the ranges did not see measures the clipping new data will meet; too few samples: score in-sample."""
     count = len(samples)
     k = min(n, count // 4)
+    if in_sample:
+        return samples, np.asarray(samples.subset(np.unique(np.linspace(0, count - 1, min(n, count)).round()
+                                                           .astype(int))).as_array(), np.float32)
     if count - k < min_fit or k < 8:
         return samples, np.asarray(samples.subset(np.arange(min(n, count))).as_array(), np.float32)
     score = np.unique(np.linspace(0, count - 1, k).round().astype(int))
@@ -104,7 +110,7 @@ def _calibrate_ranges(graph: Graph, samples, method: str, *, rules, batch_size: 
     if ranges is not None:
         return Calibration(quantize_graph(graph, ranges, rules), ranges, {t: "file" for t in ranges})
     if method == "auto":
-        fit, x_score = split_for_scoring(samples)
+        fit, x_score = samples, split_for_scoring(samples, n=SCORING_SAMPLES, in_sample=True)[1]
         _, observers = collect_ranges(graph, fit.batches(batch_size), STREAM_METHOD, progress)
         choice = choose_ranges(graph, observers, x_score, rules, held_out=fit is not samples)
         if progress and fit is not samples:
