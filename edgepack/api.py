@@ -262,7 +262,7 @@ def _prove(report: Report, qgraph: Graph, paths: dict, data, profile, progress) 
 def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress):
     from .calibration import calibrate, load_samples
     from .calibration.fc_weights import choose_fc_weights
-    from .calibration.quantize import QuantRules, load_calibration, save_calibration
+    from .calibration.quantize import QuantRules, load_bias_deltas, load_calibration, save_calibration
     from .exporter.emit_onnx_qdq import to_onnx_qdq
     from .exporter.emit_tflite import to_tflite
 
@@ -270,12 +270,12 @@ def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress):
         raise ConfigError(f"int8 export handles single-input models; this one has {len(graph.inputs)} "
                           f"inputs ({', '.join(graph.inputs)})")
     input_shape = graph.tensors[graph.inputs[0]].shape
-    ranges, samples = None, None
+    ranges, samples, bias_deltas = None, None, None
     if cfg.calibration_file:
         path = Path(cfg.calibration_file)
         if not path.exists():
             raise ConfigError(f"calibration file not found: {path}", "calibration_file")
-        ranges = load_calibration(path.read_text(), str(path))
+        ranges, bias_deltas = load_calibration(path.read_text(), str(path)), load_bias_deltas(path.read_text())
     else:
         samples = load_samples(calib, input_shape, input_name=graph.inputs[0], mean=cfg.mean, std=cfg.std,
                                limit=cfg.calib_limit)
@@ -284,7 +284,8 @@ def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress):
     opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
     fc = choose_fc_weights(graph, samples.as_array()[:64] if samples is not None else None)
     cal = calibrate(graph, samples, cfg.calibration, progress=tick, ranges=ranges,
-                    rules=QuantRules(per_channel_nodes=fc.per_channel), bias_correction=cfg.bias_correction, **opts)
+                    rules=QuantRules(per_channel_nodes=fc.per_channel), bias_correction=cfg.bias_correction,
+                    bias_deltas=bias_deltas, **opts)
     qgraph, ranges = cal.qgraph, cal.ranges
     report.calibration = {"method": cfg.calibration, "samples": total,
                           "from_file": cfg.calibration_file, "fc_weights": fc.to_json(), **cal.section}
@@ -293,7 +294,8 @@ def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress):
     report.notes += cal.notes
     files = {"int8_onnx": to_onnx_qdq(qgraph, activations=cfg.onnx_activations).SerializeToString(),
              "int8_tflite": to_tflite(qgraph, int8=True, io=cfg.io),
-             "calibration": save_calibration(qgraph, ranges, cfg.calibration, cal.methods).encode()}
+             "calibration": save_calibration(qgraph, ranges, cfg.calibration, cal.methods,
+                                                    cal.bias_deltas).encode()}
     return files, qgraph, samples
 
 

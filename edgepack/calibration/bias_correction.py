@@ -30,6 +30,8 @@ class BiasCorrection:
     sqnr_without_db: float = float("nan")
     sqnr_with_db: float = float("nan")
     kept: bool = False
+    deltas: dict[str, list[float]] = field(default_factory=dict)  # bias tensor -> value subtracted
+
 
     def to_json(self) -> dict:
         return {"rule": "per conv/FC layer, the mean int8 error of each output channel on the calibration "
@@ -72,6 +74,7 @@ def correct_biases(graph: Graph, ranges: dict, rules: QuantRules, x: np.ndarray)
                 record, delta = _correct_one(n, qmod, fmod, env, ref, q)
                 result.layers.append(record)
                 if record["kept"]:
+                    result.deltas[n.inputs[2]] = [float(v) for v in delta]
                     bias = corrected.tensors[n.inputs[2]]
                     bias.data = (np.asarray(bias.data, np.float64) - delta).astype(bias.data.dtype)
             env[out] = _quantized(qmod.node_value(n, env), q, out)
@@ -88,6 +91,8 @@ def correct_biases(graph: Graph, ranges: dict, rules: QuantRules, x: np.ndarray)
     result.kept = bool(result.sqnr_with_db > result.sqnr_without_db)
     if result.kept:
         result.graph = corrected
+    else:
+        result.deltas = {}
     log.info(result.note)
     return result
 
@@ -143,3 +148,16 @@ def _to_db(ratio: float) -> float:
 
 def _db(v: float) -> float | None:
     return round(float(v), 2) if np.isfinite(v) else None
+
+
+def apply_bias_deltas(graph: Graph, deltas: dict[str, list[float]]) -> Graph:
+    """A copy of ``graph`` with recorded corrections (calibration.json) subtracted from its biases."""
+    g = graph.copy()
+    for name, delta in deltas.items():
+        t = g.tensors.get(name)
+        if t is None or t.data is None or t.data.shape != (len(delta),):
+            from ..errors import DataError
+
+            raise DataError(f"calibration file: bias correction for '{name}' does not match this model")
+        t.data = (np.asarray(t.data, np.float64) - np.asarray(delta)).astype(t.data.dtype)
+    return g

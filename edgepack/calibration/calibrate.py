@@ -58,6 +58,7 @@ class Calibration:
     methods: dict[str, str]
     section: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    bias_deltas: dict = field(default_factory=dict)  # bias tensor -> correction subtracted (calibration.json)
 
 
 SCORING_SAMPLES = 256  # auto scores on this many calibration samples at most (in-sample: see auto.py)
@@ -81,14 +82,20 @@ def split_for_scoring(samples, n: int = 64, min_fit: int = 24, in_sample: bool =
 
 def calibrate(graph: Graph, samples, method: str = "auto", *, rules=None, batch_size: int = 32,
               progress: Progress | None = None, ranges: dict | None = None, bias_correction: str = "off",
-              **observer_opts) -> Calibration:
+              bias_deltas: dict | None = None, **observer_opts) -> Calibration:
     """Float graph + samples (a SampleSet) -> Calibration. ``method`` "auto" picks a range per tensor
     (auto.py); any other method is applied everywhere and tensors it collapses are flagged.
     ``bias_correction`` "auto": per-channel bias correction where it measurably helps (bias_correction.py).
-    With ``ranges`` given (from a calibration.json) the samples are not run again."""
+    With ``ranges`` given (from a calibration.json, with its ``bias_deltas``) the samples are not run again."""
     cal = _calibrate_ranges(graph, samples, method, rules=rules, batch_size=batch_size, progress=progress,
                             ranges=ranges, **observer_opts)
-    if bias_correction == "auto" and samples is not None and len(samples):
+    if ranges is not None and bias_deltas:  # a calibration file's recorded corrections: same model bytes
+        from .bias_correction import apply_bias_deltas
+        from .quantize import QuantRules, quantize_graph
+
+        cal.qgraph = quantize_graph(apply_bias_deltas(graph, bias_deltas), ranges, rules or QuantRules())
+        cal.bias_deltas = dict(bias_deltas)
+    elif bias_correction == "auto" and samples is not None and len(samples):
         from .bias_correction import correct_biases
         from .quantize import QuantRules, quantize_graph
 
@@ -96,6 +103,7 @@ def calibrate(graph: Graph, samples, method: str = "auto", *, rules=None, batch_
         bc = correct_biases(graph, cal.ranges, rules, split_for_scoring(samples)[1])
         if bc.kept:
             cal.qgraph = quantize_graph(bc.graph, cal.ranges, rules)
+            cal.bias_deltas = bc.deltas
         cal.section["bias_correction"] = bc.to_json()
         cal.notes.append(bc.note)
     return cal
