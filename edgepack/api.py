@@ -37,11 +37,12 @@ def load(model, input_shape=None, *, example_input=None, config: ExportConfig | 
     folder), an onnx.ModelProto or bytes, an in-memory torch.nn.Module (with ``example_input`` or
     ``input_shape``) or keras.Model. ``custom_objects``: a Keras model's custom layers."""
     from .exporter.passes import run_passes
+    from .pipeline import build_pipeline, stage
 
     cfg = (config or ExportConfig()).replace(**({"input_shape": input_shape} if input_shape else {}))
     graph = _load_raw(model, cfg, example_input, custom_objects)
     verify(graph)
-    return run_passes(graph) if optimize else graph
+    return run_passes(graph, stage(build_pipeline(cfg), "cleanup")) if optimize else graph
 
 
 def _load_raw(model, cfg: ExportConfig, example_input, custom_objects=None) -> Graph:
@@ -105,22 +106,35 @@ def export(model, calib=None, out="edgepack_out", *, val=None, val_labels=None, 
     does not fit the target raises BudgetExceeded after the report is written.
     ``prune`` / ``separable`` shrink the graph first (plan.json); ``finetune_epochs`` distils the shrunk
     graph from the original on ``train`` data (default: the calibration samples).
-    Settings are the fields of ExportConfig, given as keywords or as ``config``."""
+    Settings are the fields of ExportConfig, given as keywords or as ``config``.
+    Every file is built in a staging folder and moved into ``out`` only when the whole run (validation
+    included) succeeded; a second run into the same ``out`` meanwhile is refused (see artifacts.py)."""
+    cfg = (config or ExportConfig()).replace(**settings)
+    with artifacts.staged_output(out, artifacts.EXPORT_FILES.values(), force=cfg.force) as stage:
+        report, profile = _export_into(stage.dir, model, calib, val, val_labels, train, train_labels, cfg,
+                                       example_input, progress, custom_objects)
+        report.relocate(stage.dir, Path(out))  # the report names the files where they will be
+        report.save(stage.path(artifacts.EXPORT_FILES["report"]))
+        if cfg.validate:
+            report.save_html(stage.path(artifacts.EXPORT_FILES["report_html"]))
+    log.info("wrote %s", ", ".join(a["path"] for a in report.artifacts.values()))
+    if cfg.fail_on_budget and report.verdict and not report.verdict["fits"]:
+        raise BudgetExceeded(f"the model does not fit {profile.name}: "
+                             + "; ".join(m for m in report.verdict["messages"] if "does not fit" in m
+                                         or "unsupported" in m))
+    return report
+
+
+def _export_into(out: Path, model, calib, val, val_labels, train, train_labels, cfg: ExportConfig,
+                 example_input, progress, custom_objects):
+    """The work of ``export``, writing into the (staging) folder ``out``: (Report, target profile)."""
     from .exporter.emit_onnx import to_onnx
     from .exporter.emit_tflite import to_tflite
     from .ir.summary import summarize
-
-    cfg = (config or ExportConfig()).replace(**settings)
-    out = Path(out)
-    quantize = calib is not None or cfg.calibration_file is not None
     from .shrink import plan_bytes, shrink, wants_shrink
 
-    paths = {"float_onnx": out / "model.float.onnx", "float_tflite": out / "model.float.tflite",
-             "plan": out / "plan.json"}
-    if quantize:
-        paths.update(int8_onnx=out / "model.int8.onnx", int8_tflite=out / "model.int8.tflite",
-                     calibration=out / "calibration.json")
-    artifacts.check_writable(list(paths.values()) + [out / "report.json", out / "report.html"], cfg.force)
+    quantize = calib is not None or cfg.calibration_file is not None
+    paths = {kind: out / name for kind, name in artifacts.EXPORT_FILES.items()}
     profile = _profile(cfg.target)
 
     graph = load(model, config=cfg, example_input=example_input, custom_objects=custom_objects)
@@ -151,7 +165,7 @@ def export(model, calib=None, out="edgepack_out", *, val=None, val_labels=None, 
 
             sample_x = samples.as_array()[:64] if samples is not None else None
             report.lint = [f.to_json() for f in lint_graph(graph, sample_x)]
-    # Everything is computed before anything is written: a failure leaves no partial set behind.
+    # Written into the staging folder: a failure later (validation) still leaves --out as it was.
     for kind, data in files.items():
         artifacts.write_bytes(paths[kind], data)
         report.artifacts[kind] = {"path": str(paths[kind]), "bytes": len(data)}
@@ -160,15 +174,7 @@ def export(model, calib=None, out="edgepack_out", *, val=None, val_labels=None, 
         _prove(report, qgraph, paths, data, profile, progress)
         if report.shrink and data[0] is not None:
             _compare_with_original(report, original, data)
-    report.save(out / "report.json")
-    if cfg.validate:
-        report.save_html(out / "report.html")
-    log.info("wrote %s", ", ".join(str(paths[k]) for k in files))
-    if cfg.fail_on_budget and report.verdict and not report.verdict["fits"]:
-        raise BudgetExceeded(f"the model does not fit {profile.name}: "
-                             + "; ".join(m for m in report.verdict["messages"] if "does not fit" in m
-                                         or "unsupported" in m))
-    return report
+    return report, profile
 
 
 def _equalize(graph: Graph, calib, cfg: ExportConfig):
@@ -177,9 +183,9 @@ def _equalize(graph: Graph, calib, cfg: ExportConfig):
     from .calibration import load_samples
     from .calibration.rewrite_check import keep_if_not_worse
     from .exporter.passes import run_passes
-    from .exporter.passes.equalize import equalize
+    from .pipeline import build_pipeline, stage
 
-    new = run_passes(graph, [equalize])
+    new = run_passes(graph, stage(build_pipeline(cfg), "equalize"))
     if calib is None:
         return new, calib, []
     calib = load_samples(calib, graph.tensors[graph.inputs[0]].shape, input_name=graph.inputs[0],
@@ -262,7 +268,8 @@ def _prove(report: Report, qgraph: Graph, paths: dict, data, profile, progress) 
 def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress):
     from .calibration import calibrate, load_samples
     from .calibration.fc_weights import choose_fc_weights
-    from .calibration.quantize import QuantRules, load_bias_deltas, load_calibration, save_calibration
+    from .calibration.quantize import (QuantRules, load_bias_deltas, load_calibration, load_per_channel_nodes,
+                                       save_calibration)
     from .exporter.emit_onnx_qdq import to_onnx_qdq
     from .exporter.emit_tflite import to_tflite
 
@@ -283,8 +290,12 @@ def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress):
     tick = (lambda n: progress("calibrating", n, total)) if progress else None
     opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
     fc = choose_fc_weights(graph, samples.as_array()[:64] if samples is not None else None)
+    per_channel = fc.per_channel
+    if cfg.calibration_file:  # the file's own choice, so that reusing it gives the same model
+        saved = load_per_channel_nodes(Path(cfg.calibration_file).read_text())
+        per_channel = per_channel if saved is None else saved
     cal = calibrate(graph, samples, cfg.calibration, progress=tick, ranges=ranges,
-                    rules=QuantRules(per_channel_nodes=fc.per_channel), bias_correction=cfg.bias_correction,
+                    rules=QuantRules(per_channel_nodes=per_channel), bias_correction=cfg.bias_correction,
                     bias_deltas=bias_deltas, **opts)
     qgraph, ranges = cal.qgraph, cal.ranges
     report.calibration = {"method": cfg.calibration, "samples": total,
@@ -294,8 +305,8 @@ def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress):
     report.notes += cal.notes
     files = {"int8_onnx": to_onnx_qdq(qgraph, activations=cfg.onnx_activations).SerializeToString(),
              "int8_tflite": to_tflite(qgraph, int8=True, io=cfg.io),
-             "calibration": save_calibration(qgraph, ranges, cfg.calibration, cal.methods,
-                                                    cal.bias_deltas).encode()}
+             "calibration": save_calibration(qgraph, ranges, cfg.calibration, per_channel, cal.methods,
+                                             cal.bias_deltas).encode()}
     return files, qgraph, samples
 
 
@@ -325,9 +336,11 @@ def _is_float_artifact(path: Path) -> bool:
 
 
 def validate_artifacts(artifacts, data, *, labels=None, reference=None, target="stm32l4r5", limit: int = 300,
-                       progress: Progress | None = None) -> Report:
+                       progress: Progress | None = None, trust_pickle: bool = False,
+                       trust_code: bool = False) -> Report:
     """`edgepack validate`: run .tflite/.onnx files on the target's runtimes and compare them with the float
-    ``reference`` (a model file; default: a float artifact among those given)."""
+    ``reference`` (a model file; default: a float artifact among those given). ``trust_pickle`` /
+    ``trust_code``: as for export, for a reference model file whose loading runs code."""
     from .calibration import load_labels, load_samples
     from .prove import check_accuracy, check_layers, check_target, reference_outputs
 
@@ -358,7 +371,8 @@ def validate_artifacts(artifacts, data, *, labels=None, reference=None, target="
             from .exporter.emit_onnx import to_onnx
             from .targets.validate import run_artifact
 
-            onnx_bytes = to_onnx(load(ref_path)).SerializeToString()
+            trust = ExportConfig(trust_pickle=trust_pickle, trust_code=trust_code)
+            onnx_bytes = to_onnx(load(ref_path, config=trust)).SerializeToString()
             ref_out, _ = run_artifact(onnx_bytes, "onnx", "onnxruntime", x)
         report.notes.append(f"reference: {ref_path}")
     tested = {p.name: p for p in paths if p != ref_path}
@@ -373,3 +387,33 @@ def validate_artifacts(artifacts, data, *, labels=None, reference=None, target="
         report.artifacts["int8_tflite"] = {"path": str(int8_tflite[0]), "bytes": int8_tflite[0].stat().st_size}
     report.notes.append(f"validated on {len(x)} samples from {data}")
     return report
+
+
+def validate(artifacts, data, **kwargs) -> Report:
+    """The public name of ``validate_artifacts`` (what `edgepack validate` runs)."""
+    return validate_artifacts(artifacts, data, **kwargs)
+
+
+def inspect(model, *, config: ExportConfig | None = None, **settings) -> dict:
+    """`edgepack inspect`: inputs, outputs, every node with its op, shapes, params and MACs (a dict).
+
+    ``model``: anything ``load`` takes, or a .tflite file (then quantization parameters are included)."""
+    if isinstance(model, (str, Path)) and str(model).lower().endswith(".tflite"):
+        from .targets.tflite_file import read_tflite, summarize_tflite
+
+        return summarize_tflite(read_tflite(model))
+    from .ir.summary import summarize
+
+    return summarize(load(model, config=(config or ExportConfig()).replace(**settings)))
+
+
+def list_targets() -> list:
+    """The target profiles edgepack knows (TargetProfile objects; `edgepack targets`)."""
+    from .targets.profile import list_profiles
+
+    return list_profiles()
+
+
+def load_target(name) -> "object":
+    """One target profile by name, alias or .toml path (a TargetProfile)."""
+    return _profile(name)

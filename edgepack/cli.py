@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 
 from .config import BIAS_CORRECTIONS, CALIBRATIONS
 from .errors import EdgepackError
@@ -26,8 +28,13 @@ def _add_model_args(p):
     p.add_argument("--input-shape", help="model input shape incl. batch, e.g. 1,3,32,32")
     p.add_argument("--exporter", choices=["auto", "legacy", "dynamo"], default="auto",
                    help="torch.onnx exporter for PyTorch models (default: auto)")
+    _add_trust_args(p)
+
+
+def _add_trust_args(p):
     p.add_argument("--trust-pickle", action="store_true",
-                   help="allow loading a pickled whole PyTorch module (runs code from the file)")
+                   help="PyTorch: allow files whose loading runs code from them (a pickled whole module, "
+                        "a .pt2 with pickles or guard code, TorchScript that writes files)")
     p.add_argument("--trust-code", action="store_true",
                    help="Keras: allow Lambda layers' Python code stored in the file (safe_mode off)")
 
@@ -84,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="samples: .npy, .npz, a folder of .npy or of images")
     p.add_argument("--labels", help="labels (.npy or .txt) for accuracy")
     p.add_argument("--reference", help="the float model to compare with (default: a float artifact given)")
+    _add_trust_args(p)  # for a --reference model file
     p.add_argument("--target", default="stm32l4r5", help="target profile (default stm32l4r5)")
     p.add_argument("--limit", type=int, default=300, help="use at most this many samples (default 300)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -240,7 +248,7 @@ def cmd_validate(args) -> int:
 
     with _ProgressBar() as progress:
         report = validate_artifacts(args.artifacts, args.data, labels=args.labels, reference=args.reference,
-                                    target=args.target, limit=args.limit, progress=progress)
+                                    target=args.target, trust_pickle=args.trust_pickle, trust_code=args.trust_code, limit=args.limit, progress=progress)
     if args.json:
         print(report.to_json())
     else:
@@ -289,14 +297,9 @@ def cmd_targets(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from .api import load
-    from .ir.summary import summarize
+    from .api import inspect
 
-    if str(args.model).lower().endswith(".tflite"):
-        from .targets.tflite_file import read_tflite, summarize_tflite
-        summary = summarize_tflite(read_tflite(args.model))
-    else:
-        summary = summarize(load(args.model, config=_config(args)))
+    summary = inspect(args.model, config=_config(args))
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
@@ -348,10 +351,20 @@ COMMANDS = {"export": cmd_export, "inspect": cmd_inspect, "validate": cmd_valida
             "demo": cmd_demo}
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised like Ctrl-C so that clean-up runs (an unfinished output is deleted, --out untouched)."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous_sigterm = signal.signal(signal.SIGTERM, _on_sigterm) if on_main_thread else None
     try:
         return COMMANDS[args.command](args)
     except EdgepackError as exc:
@@ -362,6 +375,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("edgepack: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("edgepack: terminated", file=sys.stderr)
+        return 143
     except Exception as exc:  # a bug in edgepack: say so in one line, traceback with --debug
         if args.debug:
             raise
@@ -369,6 +385,9 @@ def main(argv=None) -> int:
         print(f"edgepack: internal error: {type(exc).__name__}: {first} "
               "(re-run with --debug for the traceback and please report it)", file=sys.stderr)
         return 1
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 if __name__ == "__main__":

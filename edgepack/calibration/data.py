@@ -20,9 +20,12 @@ from edgepack.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+# Image suffix -> its PIL decoder; only these decoders may open a sample image (PIL picks a decoder by content: an EPS file
+# named .png would otherwise run Ghostscript).
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}
+IMAGE_SUFFIXES = tuple(IMAGE_FORMATS)
 SAMPLE_SUFFIXES = (".npy",) + IMAGE_SUFFIXES
-INPUT_KEYS = ("x", "inputs", "input")
+INPUT_KEYS = ("x", "inputs", "input", "arr_0")  # arr_0: what np.savez(f, x) names an unnamed array
 LABEL_KEYS = ("y", "labels", "label")
 
 

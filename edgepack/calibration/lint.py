@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..ir import OPS, Graph, Node
+from ..ir import OPS, Graph, Node, ops_where
 from ..ir.quant import DEGENERATE_CHANNEL, live_channels
 from .lint_stats import TensorStats, as_sample_array, collect_stats
 
@@ -39,9 +39,9 @@ LARGE_POOL_AREA = 25
 # The minima of the swish family: x*sigmoid(x) at x = -1.278, x*relu6(x+3)/6 at x = -1.5.
 SILU_MIN = -0.2785
 HARDSWISH_MIN = -0.375
-PREPROCESS_OPS = ("Sub", "Div", "Mul", "Add")
+PREPROCESS_OPS = ops_where(kind="elementwise")  # Sub, Div, Mul, Add
 # Channel-wise ops a Softmax output may pass through on its way out without being computed on.
-_TO_OUTPUT_OPS = ("Reshape", "Transpose", "Identity", "Dropout")
+_TO_OUTPUT_OPS = ops_where(kind=lambda k: k in ("movement", "no_op"))  # Reshape, Transpose, Identity, Dropout
 
 RULES: dict[str, str] = {
     "outlier-range": "activation range dominated by a few outliers (needs samples)",

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ir import ops_where, tflite_builtins
 from ..ir.quant import BIAS_LIMIT, live_channels
 
-FIXED_SCALE_OPS = ("SOFTMAX", "LOGISTIC", "TANH")
-WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+FIXED_SCALE_OPS = tflite_builtins(*ops_where(quant="fixed"))  # SOFTMAX, LOGISTIC, TANH
+WEIGHTED_OPS = tflite_builtins(*ops_where(kind="layer"))  # CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ...
 CLIP_ENERGY = 0.01  # clipped values carrying >= 1% of the tensor's energy hurt visibly
 SPREAD_RATIO = 100.0
 

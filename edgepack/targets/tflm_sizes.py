@@ -70,6 +70,7 @@ KERNELS = {
     "RELU": Kernel((0, 1), 28),
     "RELU6": Kernel((0, 1), 8, temp="i0"),
     "LEAKY_RELU": Kernel((4, 4), 24),
+    "PRELU": Kernel((0, 1), 28, temp="i0 i1 o0"),  # PreluParams: 3 offsets, 2 multipliers + shifts
     "HARD_SWISH": Kernel((0, 1), 20),
     "TANH": Kernel((0, 1), 16, temp="I O i0"),
     "LOGISTIC": Kernel((0, 1), 16),

@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ConfigError, UnsupportedOpError
+from ..ir import ops_where, tflite_builtins
 from .diagnose import FIXED_SCALE_OPS, clipping
 from .io_mapping import dequantize_output, from_file_layout, quantize_input, to_file_layout
 from .metrics import compare, sqnr_db
@@ -21,8 +22,10 @@ from .tflite_file import read_tflite
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
-PASS_THROUGH = ("INPUT", "RESHAPE", "PAD", "PADV2", "TRANSPOSE", "MAX_POOL_2D", "CONCATENATION", "QUANTIZE",
-                "DEQUANTIZE", "RESIZE_NEAREST_NEIGHBOR")
+# Layers without an error of their own: the builtins of ops that copy values, a nearest resize, the input
+# and the edge converters.
+PASS_THROUGH = tflite_builtins(*ops_where(copies_values=True), aux=True) | {
+    "INPUT", "QUANTIZE", "DEQUANTIZE", "RESIZE_NEAREST_NEIGHBOR"}
 
 
 def _runner(data: bytes, runtime: str, arena_size: int | None = None):
@@ -159,5 +162,5 @@ def per_layer_sqnr(int8_tflite: bytes, float_tflite: bytes, samples: np.ndarray,
     layers.sort(key=lambda r: order[r["tensor"]])
     # Pass-through ops (reshape, pad, ...) repeat their producer's error, and fixed-scale ops (softmax, ...)
     # cannot be fixed: rank the ops that compute with calibrated params.
-    finite = [r for r in layers if np.isfinite(r["sqnr_db"]) and r["op"] not in PASS_THROUGH + FIXED_SCALE_OPS]
+    finite = [r for r in layers if np.isfinite(r["sqnr_db"]) and r["op"] not in PASS_THROUGH | FIXED_SCALE_OPS]
     return {"layers": layers, "worst": sorted(finite, key=lambda r: r["sqnr_db"])[:worst]}

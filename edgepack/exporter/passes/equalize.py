@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgepack.ir import Graph, Node
+from edgepack.ir import Graph, Node, ops_where
+from edgepack.ir.passes import PassResult, graph_pass
 from edgepack.ir.quant import live_channels
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ MAX_SWEEPS = 20  # chains converge geometrically; 20 sweeps leave them within TO
 TOLERANCE = 1e-3  # stop when every scale factor of a sweep is within 0.1% of 1
 MAX_SCALE = 1e3  # bound of a channel's accumulated factor: beyond it the bias and activations blow up
 # Channel-wise ops with f(s * x) = s * f(x) for s > 0 that may sit between the two layers.
-HOMOGENEOUS_OPS = ("Relu", "LeakyRelu", "MaxPool", "AveragePool", "GlobalAveragePool", "Identity", "Dropout")
+HOMOGENEOUS_OPS = ops_where(homogeneous=True)
 FUSED_OK = (None, "Relu")  # fused activations that commute with a positive per-channel scale
 
 
@@ -153,12 +154,13 @@ def _pairs(graph: Graph) -> list[_Pair]:
     return [p for p in (_find_pair(graph, n) for n in graph.nodes if n.op in ("Conv", "Gemm")) if p]
 
 
-def equalize(graph: Graph) -> tuple[Graph, bool]:
+@graph_pass
+def equalize(graph: Graph) -> PassResult:
     """Rescale every Conv/Gemm -> ReLU -> Conv/Gemm pair so both sides of each channel have equal weight
     ranges; sweeps until the scale factors settle. Exact in float (up to rounding)."""
     pairs = _pairs(graph)
     if not pairs:
-        return graph, False
+        return PassResult(graph, False)
     for p in pairs:  # tied weights: give each rescaled layer its own copy first
         for node in (p.first, p.second):
             _own_const(graph, node, 1)
@@ -179,4 +181,4 @@ def equalize(graph: Graph) -> tuple[Graph, bool]:
         if worst < math.log1p(TOLERANCE):
             break
     log.debug("equalized %d layer pairs in %d sweeps", len(pairs), sweeps)
-    return graph, changed
+    return PassResult(graph, changed)
