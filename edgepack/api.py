@@ -195,7 +195,8 @@ def _equalize(graph: Graph, calib, cfg: ExportConfig):
     calib = load_samples(calib, graph.tensors[graph.inputs[0]].shape, input_name=graph.inputs[0],
                          mean=cfg.mean, std=cfg.std, limit=cfg.calib_limit)
     opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
-    graph, check = keep_if_not_worse(graph, new, calib.as_array(), "equalize", cfg.calibration, **opts)
+    method = "minmax" if cfg.calibration == "auto" else cfg.calibration  # the check compares like with like
+    graph, check = keep_if_not_worse(graph, new, calib.as_array(), "equalize", method, **opts)
     return graph, calib, [check]
 
 
@@ -269,9 +270,10 @@ def _prove(report: Report, qgraph: Graph, paths: dict, data, profile, progress) 
 
 
 def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress):
-    from .calibration import calibrate_graph, load_samples
+    from .calibration import calibrate, load_samples
     from .calibration.fc_weights import choose_fc_weights
-    from .calibration.quantize import QuantRules, load_calibration, load_per_channel_nodes, save_calibration
+    from .calibration.quantize import (QuantRules, load_bias_deltas, load_calibration, load_per_channel_nodes,
+                                       save_calibration)
     from .exporter.emit_onnx_qdq import to_onnx_qdq
     from .exporter.emit_tflite import to_tflite
 
@@ -279,12 +281,13 @@ def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress):
         raise ConfigError(f"int8 export handles single-input models; this one has {len(graph.inputs)} "
                           f"inputs ({', '.join(graph.inputs)})")
     input_shape = graph.tensors[graph.inputs[0]].shape
-    ranges, samples = None, None
+    ranges, samples, bias_deltas = None, None, None
     if cfg.calibration_file:
         path = Path(cfg.calibration_file)
         if not path.exists():
             raise ConfigError(f"calibration file not found: {path}", "calibration_file")
-        ranges = load_calibration(read_text(path, "calibration file", error=ConfigError), str(path))
+        text = read_text(path, "calibration file", error=ConfigError)
+        ranges, bias_deltas = load_calibration(text, str(path)), load_bias_deltas(text)
     else:
         samples = load_samples(calib, input_shape, input_name=graph.inputs[0], mean=cfg.mean, std=cfg.std,
                                limit=cfg.calib_limit)
@@ -297,15 +300,19 @@ def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress):
     if cfg.calibration_file:  # the file's own choice, so that reusing it gives the same model
         saved = load_per_channel_nodes(Path(cfg.calibration_file).read_text())
         per_channel = per_channel if saved is None else saved
-    qgraph, ranges = calibrate_graph(graph, samples, cfg.calibration, progress=tick, ranges=ranges,
-                                     rules=QuantRules(per_channel_nodes=per_channel), **opts)
+    cal = calibrate(graph, samples, cfg.calibration, progress=tick, ranges=ranges,
+                    rules=QuantRules(per_channel_nodes=per_channel), bias_correction=cfg.bias_correction,
+                    bias_deltas=bias_deltas, **opts)
+    qgraph, ranges = cal.qgraph, cal.ranges
     report.calibration = {"method": cfg.calibration, "samples": total,
-                          "from_file": cfg.calibration_file, "fc_weights": fc.to_json()}
+                          "from_file": cfg.calibration_file, "fc_weights": fc.to_json(), **cal.section}
     report.notes.append(f"calibrated {len(ranges)} tensors with {cfg.calibration}"
                         + (f" on {total} samples" if total else f" from {cfg.calibration_file}"))
+    report.notes += cal.notes
     files = {"int8_onnx": to_onnx_qdq(qgraph, activations=cfg.onnx_activations).SerializeToString(),
              "int8_tflite": to_tflite(qgraph, int8=True, io=cfg.io),
-             "calibration": save_calibration(qgraph, ranges, cfg.calibration, per_channel).encode()}
+             "calibration": save_calibration(qgraph, ranges, cfg.calibration, per_channel, cal.methods,
+                                             cal.bias_deltas).encode()}
     return files, qgraph, samples
 
 

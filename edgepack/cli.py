@@ -15,6 +15,7 @@ import sys
 import threading
 import warnings
 
+from .config import BIAS_CORRECTIONS, CALIBRATIONS
 from .errors import EdgepackError
 
 
@@ -51,8 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--out", default="edgepack_out", help="output folder (default: edgepack_out)")
     p.add_argument("--calib", help="calibration samples: .npy, .npz, a folder of .npy or of images")
-    p.add_argument("--calibration", choices=["minmax", "percentile", "mse", "entropy"],
-                   help="activation range method (default: minmax)")
+    p.add_argument("--calibration", choices=list(CALIBRATIONS),
+                   help="activation range method (default: auto, the range with the lowest measured int8 "
+                        "error per tensor)")
+    p.add_argument("--bias-correction", choices=list(BIAS_CORRECTIONS),
+                   help="fold the mean int8 error of each conv/FC channel into its bias where it helps "
+                        "(default: auto)")
     p.add_argument("--percentile", type=float, help="percentile for --calibration percentile (default 99.99)")
     p.add_argument("--calibration-file", help="reuse a calibration.json instead of running --calib")
     p.add_argument("--calib-limit", type=int, help="use at most this many calibration samples")
@@ -126,7 +131,7 @@ def _config(args):
         flags["validate"] = False
     if getattr(args, "fail_on_budget", False):
         flags["fail_on_budget"] = True
-    for key in ("calibration", "percentile", "calibration_file", "calib_limit", "mean", "std",
+    for key in ("calibration", "bias_correction", "percentile", "calibration_file", "calib_limit", "mean", "std",
                 "onnx_activations", "io", "target", "prune",
                 "prune_importance", "round_to", "separable", "finetune_epochs"):
         if getattr(args, key, None) is not None:

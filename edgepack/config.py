@@ -16,7 +16,8 @@ from .errors import ConfigError
 from .input_files import read_text
 
 EXPORTERS = ("auto", "legacy", "dynamo")
-CALIBRATIONS = ("minmax", "percentile", "mse", "entropy")
+CALIBRATIONS = ("auto", "minmax", "percentile", "mse", "entropy")
+BIAS_CORRECTIONS = ("auto", "off")
 ONNX_ACTIVATIONS = ("uint8", "int8")
 
 
@@ -91,7 +92,8 @@ class ExportConfig:
     trust_pickle: bool = False  # allow torch.load of whole pickled modules (runs code)
     trust_code: bool = False  # Keras: load Lambda layers' Python code (safe_mode=False)
     force: bool = False  # overwrite existing artifacts
-    calibration: str = "minmax"  # range observer: minmax | percentile | mse | entropy
+    calibration: str = "auto"  # auto (per tensor, by measured error) | minmax | percentile | mse | entropy
+    bias_correction: str = "auto"  # auto: per conv/FC layer where it lowers the measured int8 error | off
     percentile: float = 99.99  # for calibration="percentile"
     calibration_file: str | None = None  # reuse a calibration.json instead of running the samples
     calib_limit: int | None = None  # use at most this many calibration samples
@@ -120,6 +122,9 @@ class ExportConfig:
             raise ConfigError(f"unknown exporter '{self.exporter}'", "exporter", EXPORTERS)
         if self.calibration not in CALIBRATIONS:
             raise ConfigError(f"unknown calibration method '{self.calibration}'", "calibration", CALIBRATIONS)
+        if self.bias_correction not in BIAS_CORRECTIONS:
+            raise ConfigError(f"unknown bias_correction '{self.bias_correction}'", "bias_correction",
+                              BIAS_CORRECTIONS)
         if self.onnx_activations not in ONNX_ACTIVATIONS:
             raise ConfigError(f"unknown onnx_activations '{self.onnx_activations}'", "onnx_activations",
                               ONNX_ACTIVATIONS)

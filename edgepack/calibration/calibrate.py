@@ -6,6 +6,7 @@ so memory does not grow with the number of samples.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
@@ -47,6 +48,98 @@ def collect_ranges(graph: Graph, batches: Iterable[np.ndarray], method: str = "m
     return {name: tuple(float(v) for v in obs.range()) for name, obs in observers.items()}, observers
 
 
+@dataclass
+class Calibration:
+    """What calibration produced: the quantized graph, the range and method of every activation tensor,
+    and the facts the report's calibration section adds (auto choice, collapsed tensors, bias correction)."""
+
+    qgraph: Graph
+    ranges: dict[str, tuple[float, float]]
+    methods: dict[str, str]
+    section: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    bias_deltas: dict = field(default_factory=dict)  # bias tensor -> correction subtracted (calibration.json)
+
+
+SCORING_SAMPLES = 256  # auto scores on this many calibration samples at most (in-sample: see auto.py)
+
+
+def split_for_scoring(samples, n: int = 64, min_fit: int = 24, in_sample: bool = False):
+    """(samples the ranges are fitted on, samples the candidates are scored on): at most ``n`` and at
+    most a quarter of the set, spread evenly over it (class-sorted data stays mixed). Scoring on samples
+    the ranges did not see measures the clipping new data will meet; too few samples: score in-sample."""
+    count = len(samples)
+    k = min(n, count // 4)
+    if in_sample:
+        return samples, np.asarray(samples.subset(np.unique(np.linspace(0, count - 1, min(n, count)).round()
+                                                           .astype(int))).as_array(), np.float32)
+    if count - k < min_fit or k < 8:
+        return samples, np.asarray(samples.subset(np.arange(min(n, count))).as_array(), np.float32)
+    score = np.unique(np.linspace(0, count - 1, k).round().astype(int))
+    fit = np.setdiff1d(np.arange(count), score)
+    return samples.subset(fit), np.asarray(samples.subset(score).as_array(), np.float32)
+
+
+def calibrate(graph: Graph, samples, method: str = "auto", *, rules=None, batch_size: int = 32,
+              progress: Progress | None = None, ranges: dict | None = None, bias_correction: str = "off",
+              bias_deltas: dict | None = None, **observer_opts) -> Calibration:
+    """Float graph + samples (a SampleSet) -> Calibration. ``method`` "auto" picks a range per tensor
+    (auto.py); any other method is applied everywhere and tensors it collapses are flagged.
+    ``bias_correction`` "auto": per-channel bias correction where it measurably helps (bias_correction.py).
+    With ``ranges`` given (from a calibration.json, with its ``bias_deltas``) the samples are not run again."""
+    cal = _calibrate_ranges(graph, samples, method, rules=rules, batch_size=batch_size, progress=progress,
+                            ranges=ranges, **observer_opts)
+    if ranges is not None and bias_deltas:  # a calibration file's recorded corrections: same model bytes
+        from .bias_correction import apply_bias_deltas
+        from .quantize import QuantRules, quantize_graph
+
+        cal.qgraph = quantize_graph(apply_bias_deltas(graph, bias_deltas), ranges, rules or QuantRules())
+        cal.bias_deltas = dict(bias_deltas)
+    elif bias_correction == "auto" and samples is not None and len(samples):
+        from .bias_correction import correct_biases
+        from .quantize import QuantRules, quantize_graph
+
+        rules = rules or QuantRules()
+        bc = correct_biases(graph, cal.ranges, rules, split_for_scoring(samples)[1])
+        if bc.kept:
+            cal.qgraph = quantize_graph(bc.graph, cal.ranges, rules)
+            cal.bias_deltas = bc.deltas
+        cal.section["bias_correction"] = bc.to_json()
+        cal.notes.append(bc.note)
+    return cal
+
+
+def _calibrate_ranges(graph: Graph, samples, method: str, *, rules, batch_size: int, progress, ranges,
+                      **observer_opts) -> Calibration:
+    from .auto import CLIP_WARN_ENERGY, COLLAPSE_ENERGY, STREAM_METHOD, choose_ranges, clipping_tensors
+    from .quantize import QuantRules, quantize_graph
+
+    rules = rules or QuantRules()
+    if ranges is not None:
+        return Calibration(quantize_graph(graph, ranges, rules), ranges, {t: "file" for t in ranges})
+    if method == "auto":
+        fit, x_score = samples, split_for_scoring(samples, n=SCORING_SAMPLES, in_sample=True)[1]
+        _, observers = collect_ranges(graph, fit.batches(batch_size), STREAM_METHOD, progress)
+        choice = choose_ranges(graph, observers, x_score, rules, held_out=fit is not samples)
+        if progress and fit is not samples:
+            progress(len(x_score))
+        return Calibration(quantize_graph(graph, choice.ranges, rules), choice.ranges, choice.methods,
+                           {"auto": choice.to_json()},
+                           [f"auto calibration ({choice.scope}): " + ", ".join(f"{k} {v}" for k, v in
+                                                                                choice.counts().items())])
+    ranges, observers = collect_ranges(graph, samples.batches(batch_size), method, progress, **observer_opts)
+    cal = Calibration(quantize_graph(graph, ranges, rules), ranges, {t: method for t in ranges})
+    clipping = clipping_tensors(graph, observers, ranges)
+    if clipping:
+        cal.section["clipping"] = clipping
+        names = ", ".join(c["tensor"] for c in clipping[:5]) + (" ..." if len(clipping) > 5 else "")
+        collapsed = sum(c["collapsed"] for c in clipping)
+        cal.notes.append(f"warning: {method} clips more than {CLIP_WARN_ENERGY:.0%} of the energy of {len(clipping)} "
+                         f"tensor(s) ({collapsed} collapsed: more than {COLLAPSE_ENERGY:.0%}): {names}; "
+                         "--calibration auto measures which range each tensor needs")
+    return cal
+
+
 def calibrate_graph(graph: Graph, samples, method: str = "minmax", *, batch_size: int = 32,
                     progress: Progress | None = None, ranges: dict | None = None, rules=None, **observer_opts):
     """Float graph + samples (a SampleSet) -> (graph with QuantParams on every tensor, ranges).
@@ -54,6 +147,9 @@ def calibrate_graph(graph: Graph, samples, method: str = "minmax", *, batch_size
     With ``ranges`` given (from a calibration.json) the samples are not run again."""
     from .quantize import QuantRules, quantize_graph
 
+    if ranges is None and method == "auto":
+        cal = calibrate(graph, samples, method, rules=rules, batch_size=batch_size, progress=progress)
+        return cal.qgraph, cal.ranges
     if ranges is None:
         ranges, _ = collect_ranges(graph, samples.batches(batch_size), method, progress, **observer_opts)
     return quantize_graph(graph, ranges, rules or QuantRules()), ranges

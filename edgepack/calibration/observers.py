@@ -117,6 +117,31 @@ class HistogramObserver(Observer):
         self._hist = np.bincount(old, weights=self._hist, minlength=n).round().astype(np.int64)
         self._width, self._neg = w * k, a2
 
+    def view(self, method: str, **opts) -> "Observer":
+        """The same statistics read by another method (``make_observer`` names and options): one
+        streaming pass gives every histogram method's range, identical to running that method alone."""
+        if method == "minmax":
+            mm = MinMaxObserver()
+            mm._min, mm._max = self._min, self._max
+            return mm
+        other = make_observer(method, bins=self.bins, **opts)
+        if not isinstance(other, HistogramObserver):
+            raise ConfigError(f"calibration method '{method}' has no histogram view", key="method")
+        state = {k: v for k, v in vars(self).items() if k != "percentile"}
+        vars(other).update(state)
+        return other
+
+    def clipped_energy(self, lo: float, hi: float) -> float:
+        """Share of the tensor's energy (sum of x^2) that clipping to [lo, hi] removes, from the histogram
+        (bin centres): 0 for a range holding everything, near 1 for a range that cuts the signal away."""
+        counts = self._hist.astype(np.float64)
+        if not counts.any():
+            return 0.0
+        centers = (np.arange(self.bins) - self._neg + 0.5) * self._width
+        total = float(np.sum(counts * centers**2))
+        lost = np.where(centers > hi, centers - hi, np.where(centers < lo, centers - lo, 0.0))
+        return float(np.sum(counts * lost**2)) / total if total > 0 else 0.0
+
     # ---- helpers for the range searches ----
     def _edges(self) -> np.ndarray:
         return (np.arange(self.bins + 1) - self._neg) * self._width

@@ -155,22 +155,35 @@ def _bias_params(g: Graph, node) -> QuantParams:
 
 # ---- calibration.json ----------------------------------------------------------------------------
 
-def save_calibration(graph: Graph, ranges: dict, method: str, per_channel_nodes=()) -> str:
-    """calibration.json: per activation tensor the method, observed range, scale and zero-point, and the
-    weight layers given per-channel scales (so a reuse of the file gives the same model)."""
+def save_calibration(graph: Graph, ranges: dict, method: str, per_channel_nodes=(),
+                     methods: dict[str, str] | None = None, bias_deltas: dict | None = None) -> str:
+    """calibration.json: per activation tensor the method (``methods``: per tensor, e.g. auto's choice),
+    observed range, scale and zero-point, the weight layers given per-channel scales and the bias
+    corrections (so a reuse of the file gives the same model)."""
     entries = {}
     for name in graph.activations():
         qp = graph.tensors[name].quant
-        entries[name] = {"method": method, "range": [float(v) for v in ranges[name]],
+        entries[name] = {"method": (methods or {}).get(name, method), "range": [float(v) for v in ranges[name]],
                          "scale": qp.scale[0] if qp else None, "zero_point": qp.zero_point[0] if qp else None}
-    return json.dumps({"format": "edgepack-calibration/1", "method": method, "tensors": entries,
-                       "per_channel_weights": sorted(per_channel_nodes)}, indent=2, sort_keys=True)
+    data = {"format": "edgepack-calibration/1", "method": method, "tensors": entries,
+            "per_channel_weights": sorted(per_channel_nodes)}
+    if bias_deltas:  # per-channel bias corrections, re-applied when the file is reused
+        data["bias_correction"] = bias_deltas
+    return json.dumps(data, indent=2, sort_keys=True)
 
 
 def load_per_channel_nodes(text: str) -> frozenset[str] | None:
     """The weight layers a calibration.json gave per-channel scales (None: the file predates the choice)."""
     names = json.loads(text).get("per_channel_weights")
     return None if names is None else frozenset(str(n) for n in names)
+
+
+def load_bias_deltas(text: str) -> dict[str, list[float]]:
+    """The bias corrections a calibration.json recorded (empty when none)."""
+    try:
+        return {k: [float(v) for v in vs] for k, vs in json.loads(text).get("bias_correction", {}).items()}
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"calibration file: bias_correction: {exc}") from None
 
 
 def load_calibration(text: str, where: str = "calibration file") -> dict[str, tuple[float, float]]:

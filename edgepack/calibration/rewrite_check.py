@@ -29,10 +29,20 @@ def int8_output_sqnr(graph: Graph, x: np.ndarray, method: str = "minmax", **obse
     x = np.asarray(x[:MAX_SAMPLES], np.float32)
     ranges, _ = collect_ranges(graph, [x], method, **observer_opts)
     rules = QuantRules(per_channel_nodes=choose_fc_weights(graph, x).per_channel)
-    q = quantize_graph(graph, ranges, rules)
-    ref, got = run(graph, [x]), run(q, [x], fake_quant=True)
+    return quantized_output_sqnr(graph, quantize_graph(graph, ranges, rules), x)
+
+
+def quantized_output_sqnr(graph: Graph, qgraph: Graph, x: np.ndarray, ref: dict | None = None) -> float:
+    """Output SQNR (dB, worst output) of ``qgraph`` fake-quantized against the float ``graph`` on ``x``
+    (``ref``: the float outputs when already computed)."""
+    ref = ref if ref is not None else run(graph, [x])
+    return output_sqnr_db(ref, run(qgraph, [x], fake_quant=True), graph.outputs)
+
+
+def output_sqnr_db(ref: dict, got: dict, outputs) -> float:
+    """SQNR (dB) of ``got`` against ``ref`` at the worst of ``outputs`` (-inf when not finite)."""
     worst = float("inf")
-    for name in graph.outputs:
+    for name in outputs:
         r, t = np.asarray(ref[name], np.float64), np.asarray(got[name], np.float64)
         noise, signal = float(np.sum((r - t) ** 2)), float(np.sum(r * r))
         if not np.isfinite(noise):

@@ -284,6 +284,14 @@ class GraphModule(torch.nn.Module):
         if observe is not None:
             observe(name, value)
 
+    def node_value(self, n: Node, values: Mapping[str, torch.Tensor], activation: bool = True) -> torch.Tensor:
+        """One node's output from its input activations ``values`` (constants from the module, fake-quantized
+        when ``fake_quant``), before the output's own quantization; ``activation`` False: before its fused
+        activation too (see ``apply_activation``). Lets calibration score one op at a time."""
+        xs = [values[i] if i in values else self._const(i) for i in n.inputs if i]
+        y = OP_IMPLS[n.op](n, xs)
+        return apply_activation(n, y) if activation else y
+
     def run_dict(self, inputs: Sequence | Mapping, keep: str | Iterable[str] | None = None,
                  observe: Observer | None = None) -> dict[str, torch.Tensor]:
         """Run the graph; return the outputs (plus every activation if keep="all", or the named ones)."""
@@ -322,11 +330,7 @@ class GraphModule(torch.nn.Module):
         return list(inputs)
 
     def _run_node(self, n, env: dict, observe) -> None:
-        xs = [env[i] if i in env else self._const(i) for i in n.inputs if i]
-        y = OP_IMPLS[n.op](n, xs)
-        act = _ACTIVATIONS.get(n.attrs.get("activation"))
-        if act is not None:
-            y = act(y)
+        y = self.node_value(n, env)
         self._produced(n.outputs[0], y, env, observe)
         for extra in n.outputs[1:]:  # e.g. Dropout's mask: all-true at inference
             if extra:
@@ -336,6 +340,12 @@ class GraphModule(torch.nn.Module):
         out = self.run_dict(list(inputs), observe=observe)
         values = tuple(out[o] for o in self.output_names)
         return values[0] if len(values) == 1 else values
+
+
+def apply_activation(n: Node, y: torch.Tensor) -> torch.Tensor:
+    """The node's fused activation (Relu/Relu6) applied to its raw output ``y``."""
+    act = _ACTIVATIONS.get(n.attrs.get("activation"))
+    return act(y) if act is not None else y
 
 
 def to_module(graph: Graph, fake_quant: bool = False) -> GraphModule:
