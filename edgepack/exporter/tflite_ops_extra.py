@@ -5,6 +5,11 @@
   a crop TFLite's SAME/VALID cannot express adds a SLICE of the full output;
 - Gelu -> GELU (LiteRT has int8 and float kernels; TFLite Micro has no GELU kernel);
 - Rsqrt -> RSQRT (from the LayerNormalization lowering; int8 kernels in LiteRT and TFLM).
+- a grouped Conv (group neither 1 nor depthwise) -> one SLICE of the input channels, one CONV_2D per group
+  and one CONCATENATION. TFLite's own grouped CONV_2D (filter depth = input depth / groups) runs on
+  LiteRT and on TFLM's reference kernel, but TFLM's CMSIS-NN CONV_2D takes the filter depth to be the
+  input depth (MatchingDim(input, 3, filter, 3)), so on a Cortex-M build it would be wrong or refused;
+  the split form runs on every kernel set.
 LayerNormalization itself has no TFLite builtin: the pass ``passes.layernorm`` lowers it first.
 """
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UnsupportedOpError
+from ..ir.quant import QuantParams, quantize_array, symmetric_weight_params
 from .layout import NHWC
 from .tflite_builder import BuiltinOp, Options, Padding, tfl
 
@@ -75,6 +81,41 @@ def write_conv_transpose(ctx, node):
     size = ctx.b.add_int32(f"{node.name}/crop_size", [n, out_hw[0], out_hw[1], cout])
     ctx.op(BuiltinOp.SLICE, [full, begin, size], [ctx.output(out_name)], Options.SliceOptions,
            tfl.SliceOptionsT())
+
+
+def write_grouped_conv(ctx, node, w: np.ndarray, xi: int, opts) -> None:
+    """Conv(group=G) on the (padded) NHWC input ``xi``: per group a SLICE of its input channels and a
+    CONV_2D with its weights (per-channel params: the group's rows of the node's weight params), then one
+    CONCATENATION on channels. Slices and group outputs keep their input's / the output's params."""
+    groups, (cout, cin_g) = int(node.attrs["group"]), w.shape[:2]
+    cout_g, out_name = cout // groups, node.outputs[0]
+    n, h, wd, _ = ctx.b.shape(xi)
+    oh, ow = ctx.shape(out_name)[2:]
+    qw = ctx.g.tensors[node.inputs[1]].quant if ctx.int8 else None
+    if ctx.int8 and (qw is None or qw.dtype != "int8"):
+        qw = symmetric_weight_params(w, 0)
+    b_name = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    bias = np.zeros(cout, np.float32) if b_name is None else np.asarray(ctx.g.const(b_name), np.float32)
+    parts = []
+    for k in range(groups):
+        rows = slice(k * cout_g, (k + 1) * cout_g)
+        part = ctx.temp(f"{node.name}/group{k}/input", (n, h, wd, cin_g), ctx.quant(node.inputs[0]))
+        begin = ctx.b.add_int32(f"{node.name}/group{k}/begin", [0, 0, 0, k * cin_g])
+        size = ctx.b.add_int32(f"{node.name}/group{k}/size", [n, h, wd, cin_g])
+        ctx.op(BuiltinOp.SLICE, [xi, begin, size], [part], Options.SliceOptions, tfl.SliceOptionsT())
+        wk = w[rows].transpose(0, 2, 3, 1)  # OIHW -> OHWI
+        if ctx.int8:
+            sub = (QuantParams.per_channel(qw.scale[rows], 0) if qw.is_per_channel else qw)
+            wi = ctx.b.add_const(f"{node.inputs[1]}/group{k}", quantize_array(w[rows], sub).transpose(0, 2, 3, 1),
+                                 "int8", sub, 0)
+        else:
+            sub, wi = None, ctx.b.add_const(f"{node.inputs[1]}/group{k}", np.ascontiguousarray(wk), "float32")
+        bi = ctx.bias(f"{b_name or node.name + '/bias'}/group{k}", bias[rows], cout_g, node.inputs[0], sub)
+        out = ctx.temp(f"{node.name}/group{k}/output", (n, oh, ow, cout_g), ctx.quant(out_name))
+        ctx.op(BuiltinOp.CONV_2D, [part, wi, bi], [out], Options.Conv2DOptions, opts)
+        parts.append(out)
+    ctx.op(BuiltinOp.CONCATENATION, parts, [ctx.output(out_name)], Options.ConcatenationOptions,
+           tfl.ConcatenationOptionsT(axis=3))
 
 
 def write_gelu(ctx, node):

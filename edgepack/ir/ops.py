@@ -63,8 +63,8 @@ _SAME = dict(quant="same_as_input")
 
 _ROWS = [
     OpSpec("Conv", 2, 3, weights=(1, 2), fusable=True, kind="layer", layout="spatial", weight_axis=0, cost="conv",
-           tflite=("CONV_2D", "DEPTHWISE_CONV_2D"), tflite_aux=("PAD",),
-           doc="2-D convolution, groups incl. depthwise"),
+           tflite=("CONV_2D", "DEPTHWISE_CONV_2D"), tflite_aux=("PAD", "SLICE", "CONCATENATION"),
+           doc="2-D convolution, groups incl. depthwise (other groups: one CONV_2D per group)"),
     OpSpec("ConvTranspose", 2, 3, weights=(1, 2), kind="layer", layout="spatial", weight_axis=1, cost="conv",
            tflite=("TRANSPOSE_CONV",), tflite_aux=("SLICE",), doc="2-D transposed convolution (upsampling)"),
     OpSpec("Gemm", 2, 3, weights=(1, 2), fusable=True, kind="layer", layout="matrix", weight_axis=0,
