@@ -36,6 +36,8 @@ FROM_ONNX = {
     "Reshape": ["Reshape", "Flatten", "Squeeze", "Unsqueeze"], "Transpose": ["Transpose"], "Pad": ["Pad"],
     "Resize": ["Resize"], "Identity": ["Identity", "Cast (to float32)"], "Dropout": ["Dropout"],
     "BatchNormalization": ["BatchNormalization"], "LayerNormalization": ["LayerNormalization (opset 17)"],
+    "Slice": ["Slice (step 1, constant starts/ends)", "Split", "Gather (constant indices)"],
+    "Pow": ["Pow (constant exponent)"], "Max": ["Max"], "Min": ["Min"],
 }
 NOT_FROM_ONNX: dict[str, str] = {}  # IR op -> why no ONNX op maps to it (none at present)
 
@@ -53,6 +55,10 @@ TFLITE_HOW = {
     "Identity": "removed by the cleanup pass", "Dropout": "removed by the cleanup pass",
     "BatchNormalization": "folded into the Conv / Gemm before it (else MUL + ADD)",
     "LayerNormalization": "lowered by passes.decompose_layernorm",
+    "Neg": "NEG in float, SUB(0, x) in int8",
+    "Pow": "int8: DEQUANTIZE, float POW, QUANTIZE",
+    "Max": "int8: operands requantized to the output's params first",
+    "Min": "int8: operands requantized to the output's params first",
 }
 FLOAT_ONLY = {"Div": "int8 only with a constant divisor"}
 QUANT_NOTE = {"BatchNormalization": "folded into the weights before calibration",
