@@ -118,9 +118,10 @@ def test_layernorm_is_lowered_by_the_passes_and_computes_the_same():
     for g in (raw, graph):
         np.testing.assert_allclose(torch_exec.run(g, [x])[g.outputs[0]], want, atol=1e-5)
     np.testing.assert_allclose(OnnxRuntime(to_onnx(raw).SerializeToString()).run(x)[0], want, atol=1e-5)
-    # edgepack's own float .onnx of the lowered graph writes 1/sqrt as Sqrt + Reciprocal: it loads back
+    # edgepack's own float .onnx of the lowered graph (1/sqrt written as Sqrt + Reciprocal) loads back as
+    # the two LayerNormalizations (the decomposed-LayerNorm pattern)
     lowered = load_onnx(to_onnx(graph))
-    assert lowered.op_counts()["Rsqrt"] == 2 and "Sqrt" not in lowered.op_counts()
+    assert lowered.op_counts()["LayerNormalization"] == 2 and "Sqrt" not in lowered.op_counts()
     np.testing.assert_allclose(torch_exec.run(lowered, [x])[lowered.outputs[0]], want, atol=1e-5)
     with pytest.raises(ConfigError, match="LayerNormalization .* needs ONNX opset >= 17"):
         to_onnx(raw, opset=16)

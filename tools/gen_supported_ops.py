@@ -29,15 +29,21 @@ FROM_ONNX = {
     "GlobalAveragePool": ["GlobalAveragePool", "ReduceMean (over H, W)"], "ReduceMean": ["ReduceMean"],
     "Clip": ["Clip"], "LeakyRelu": ["LeakyRelu"],
     "HardSigmoid": ["HardSigmoid", "Add, Clip, Mul/Div (the pattern relu6(x + 3) / 6, Keras via tf2onnx)"],
-    "HardSwish": ["HardSwish", "Mul (x times the HardSigmoid pattern above)"],
-    "Gelu": ["Gelu (opset 20)", "Erf (in the pattern x * 0.5 * (1 + erf(x / sqrt 2)))"],
-    "Rsqrt": ["Sqrt + Reciprocal", "Div(1, Sqrt) (the LayerNormalization lowering, as edgepack writes it)"],
+    "HardSwish": ["HardSwish", "Mul (x times the HardSigmoid pattern above, or PaddlePaddle's x * relu6(x + 3) / 6)",
+                  "HardSigmoid(1/6, 1/2) times x"],
+    "Gelu": ["Gelu (opset 20)", "Erf (in the pattern x * 0.5 * (1 + erf(x / sqrt 2)))",
+             "Tanh (in the pattern 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))))"],
+    "Rsqrt": ["Sqrt + Reciprocal", "Div(1, Sqrt) (the LayerNormalization lowering, as edgepack writes it)",
+              "Div(a, Sqrt(b)) (as a * Rsqrt(b))"],
     "Softmax": ["Softmax"],
     "Reshape": ["Reshape", "Flatten", "Squeeze", "Unsqueeze"], "Transpose": ["Transpose"], "Pad": ["Pad"],
     "Resize": ["Resize"], "Identity": ["Identity", "Cast (to float32)"], "Dropout": ["Dropout"],
-    "BatchNormalization": ["BatchNormalization"], "LayerNormalization": ["LayerNormalization (opset 17)"],
+    "BatchNormalization": ["BatchNormalization"],
     "Slice": ["Slice (step 1, constant starts/ends)", "Split", "Gather (constant indices)"],
     "Pow": ["Pow (constant exponent)"], "Max": ["Max"], "Min": ["Min"],
+    "Log": ["Log", "Softplus (as Relu(x) + Log(1 + Exp(-Abs(x))))"],
+    "LayerNormalization": ["LayerNormalization (opset 17)", "ReduceMean, Sub, Pow/Mul, ReduceMean, Add, Sqrt + Div "
+                           "or 1/sqrt + Mul, [Mul, Add] (a decomposed LayerNorm: paddle2onnx, tf2onnx)"],
 }
 NOT_FROM_ONNX: dict[str, str] = {}  # IR op -> why no ONNX op maps to it (none at present)
 

@@ -116,7 +116,7 @@ def build_graph(folded: FoldedModel, inputs: list[str], outputs: list[str], opse
 
     b = Builder(folded, opset, path)
     g = b.graph
-    onnx_nodes = fuse_patterns(list(folded.model.graph.node), folded.consts, outputs)
+    onnx_nodes = fuse_patterns(list(folded.model.graph.node), folded.consts, outputs, folded.infos)
     b.used = {i for n in onnx_nodes for i in n.input} | set(outputs)
     for name in inputs:
         b._ensure_tensor(name)

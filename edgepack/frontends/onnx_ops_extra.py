@@ -240,7 +240,25 @@ def _min_max(op: str):
     return rule
 
 
+def _softplus(b: Builder, node, attrs):
+    """log(1 + exp(x)) as relu(x) + log(1 + exp(-|x|)): the same in float, and every intermediate stays in a
+    small range int8 resolves (exp(x) itself would need a range up to e^max(x))."""
+    x, y = node.input[0], node.output[0]
+    shape = b.shape(x)
+    steps = [("Abs", "abs"), ("Neg", "neg"), ("Exp", "exp"), ("Add", "one_plus"), ("Log", "log")]
+    cur = x
+    for op, key in steps:
+        out = b.new_tensor(f"{y}/{key}", shape)
+        ins = [cur, b.new_const(f"{y}/one", np.ones((), np.float32))] if op == "Add" else [cur]
+        b.emit(op, ins, [out], suffix=key)
+        cur = out
+    pos = b.new_tensor(f"{y}/relu", shape)
+    b.emit("Relu", [x], [pos], suffix="relu")
+    b.emit("Add", [pos, cur], [y])
+
+
 EXTRA_RULES = {
+    "Softplus": _softplus,
     "Slice": _slice,
     "Split": _split,
     "Gather": _gather,
