@@ -24,7 +24,7 @@ MCU_PROFILE = "stm32l4r5"
 FROM_ONNX = {
     "Conv": ["Conv (1-D, 2-D)"], "ConvTranspose": ["ConvTranspose (2-D)"],
     "Gemm": ["Gemm", "MatMul (constant weights)"], "MatMul": ["MatMul (two activations)"],
-    "Concat": ["Concat"],
+    "Concat": ["Concat", "Tile (constant repeats: copies concatenated)"],
     "MaxPool": ["MaxPool (1-D, 2-D)"], "AveragePool": ["AveragePool (1-D, 2-D)"],
     "GlobalAveragePool": ["GlobalAveragePool", "ReduceMean (over H, W)"], "ReduceMean": ["ReduceMean"],
     "Clip": ["Clip"], "LeakyRelu": ["LeakyRelu"],
@@ -37,7 +37,7 @@ FROM_ONNX = {
               "Div(a, Sqrt(b)) (as a * Rsqrt(b))"],
     "Softmax": ["Softmax"],
     "Reshape": ["Reshape", "Flatten", "Squeeze", "Unsqueeze"], "Transpose": ["Transpose"], "Pad": ["Pad"],
-    "Resize": ["Resize"], "Identity": ["Identity", "Cast (to float32)"], "Dropout": ["Dropout"],
+    "Resize": ["Resize", "Reshape + Tile + Reshape (a nearest upsampling by repeats)"], "Identity": ["Identity", "Cast (to float32)"], "Dropout": ["Dropout"],
     "BatchNormalization": ["BatchNormalization"],
     "Slice": ["Slice (step 1, constant starts/ends)", "Split", "Gather (constant indices)"],
     "Pow": ["Pow (constant exponent)"], "Max": ["Max"], "Min": ["Min"],

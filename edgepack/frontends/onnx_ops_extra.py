@@ -257,8 +257,25 @@ def _softplus(b: Builder, node, attrs):
     b.emit("Add", [pos, cur], [y])
 
 
+def _tile(b: Builder, node, attrs):
+    """Tile with constant repeats as one Concat of copies per repeated axis: exact, values copied (one
+    scale), kernels everywhere. (Reshape, Tile, Reshape spelling a nearest upsampling is read as Resize.)"""
+    x, y = node.input[0], node.output[0]
+    reps = [int(r) for r in b.need_const(node, 1, "repeats").reshape(-1)]
+    cur, shape = x, list(b.shape(x))
+    axes = [a for a, r in enumerate(reps) if r != 1]
+    if not axes:
+        b.emit("Identity", [x], [y])
+    for k, a in enumerate(axes):
+        shape[a] *= reps[a]
+        out = y if k == len(axes) - 1 else b.new_tensor(f"{y}/tile{a}", shape)
+        b.emit("Concat", [cur] * reps[a], [out], {"axis": a}, suffix=None if out == y else f"tile{a}")
+        cur = out
+
+
 EXTRA_RULES = {
     "Softplus": _softplus,
+    "Tile": _tile,
     "Slice": _slice,
     "Split": _split,
     "Gather": _gather,

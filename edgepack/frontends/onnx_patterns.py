@@ -17,6 +17,7 @@ rules run.
   Pow -0.5) + Mul, then optionally Mul gamma and Add beta, is one ``LayerNormalization`` (lowered later
   to kernels every runtime has in int8).
 - Left over: a / sqrt(b) becomes a * Rsqrt(b) (DIV of two activations has no int8 kernel).
+- Reshape, Tile, Reshape repeating each pixel s x t times (UpSampling2D as repeats) is a nearest Resize.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ import logging
 
 import numpy as np
 from onnx import helper
+
+from .onnx_fold import TensorInfo
 
 log = logging.getLogger(__name__)
 
@@ -325,11 +328,54 @@ def _match_div_sqrt(index: _Index, sqrt):
     return made, None, None, [sqrt, div], None
 
 
+def _match_tile_upsampling(index: _Index, tile):
+    """Reshape (.., H, 1, W, 1 ..) -> Tile (.., s, .., t ..) -> Reshape (.., H*s, W*t ..): a nearest upsampling
+    by integer factors (Keras UpSampling2D saved by TF as repeats) -> one Resize, NCHW or NHWC (between
+    Transposes, which the layout planner removes)."""
+    first, reps = index.producer.get(tile.input[0]), index.consts.get(tile.input[1])
+    last = index.only_reader(tile.output[0])
+    if first is None or first.op_type != "Reshape" or reps is None or last is None or last.op_type != "Reshape" \
+            or index.only_reader(tile.input[0]) is not tile:
+        return None
+    x, y = first.input[0], last.output[0]
+    src, mid = getattr(index.infos.get(x), "shape", None), getattr(index.infos.get(tile.input[0]), "shape", None)
+    dst, reps = getattr(index.infos.get(y), "shape", None), [int(r) for r in np.asarray(reps).reshape(-1)]
+    if src is None or mid is None or dst is None or len(src) != 4 or len(mid) != 6:
+        return None
+    for hw, c_last in (((2, 3), False), ((1, 2), True)):  # NCHW, NHWC
+        h, w = hw
+        want_mid = list(src[:h + 1]) + [1, src[w], 1] + ([src[3]] if c_last else [])
+        s_h, s_w = reps[h + 1], reps[h + 3]
+        want_reps = [1] * 6
+        want_reps[h + 1], want_reps[h + 3] = s_h, s_w
+        out = list(src)
+        out[h], out[w] = src[h] * s_h, src[w] * s_w
+        if list(mid) == want_mid and reps == want_reps and list(dst) == out:
+            break
+    else:
+        return None
+    scales = f"{y}/upsample_scales"
+    index.consts[scales] = np.array([1, 1, s_h, s_w], np.float32)
+    resize = dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    name = tile.name or y
+    if not c_last:
+        return [helper.make_node("Resize", [x, "", scales], [y], name=name, **resize)], None, None, \
+            [first, tile, last], None
+    elem = index.infos[x].elem_type
+    xt, yt = f"{x}/as_nchw", f"{y}/nchw"
+    index.infos[xt] = TensorInfo((src[0], src[3], src[1], src[2]), elem)
+    index.infos[yt] = TensorInfo((out[0], out[3], out[1], out[2]), elem)
+    made = [helper.make_node("Transpose", [x], [xt], name=f"{name}/to_nchw", perm=[0, 3, 1, 2]),
+            helper.make_node("Resize", [xt, "", scales], [yt], name=name, **resize),
+            helper.make_node("Transpose", [yt], [y], name=f"{name}/to_nhwc", perm=[0, 2, 3, 1])]
+    return made, None, None, [first, tile, last], None
+
+
 def fuse_patterns(nodes: list, consts: dict, outputs, infos: dict | None = None) -> list:
     """Every multi-node pattern above replaced by the IR-op node(s) it stands for. ``infos``: tensor ->
     TensorInfo from shape inference (the patterns that depend on a rank read it; new tensors are added)."""
     for anchor, match in (("ReduceMean", _match_layer_norm), ("Erf", _match_gelu), ("Tanh", _match_tanh_gelu),
                           ("Sqrt", _match_rsqrt), ("Sqrt", _match_div_sqrt), ("Clip", _match_hard_sigmoid),
-                          ("HardSigmoid", _match_hard_swish_of_hard_sigmoid)):
+                          ("HardSigmoid", _match_hard_swish_of_hard_sigmoid), ("Tile", _match_tile_upsampling)):
         nodes = _fuse(nodes, consts, outputs, anchor, match, {} if infos is None else infos)
     return nodes
