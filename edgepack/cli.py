@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="show a model's inputs, outputs, nodes, params and MACs")
     _add_model_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--missing", action="store_true",
+                   help="only list the ops edgepack cannot take (op, count, nodes; one line each): "
+                        "exit 0 when none, 2 otherwise")
 
     p = sub.add_parser("validate", help="run artifacts on the target's runtimes and compare with float")
     p.add_argument("artifacts", nargs="+", help=".tflite and/or .onnx files")
@@ -340,11 +343,32 @@ def cmd_targets(args) -> int:
 def cmd_inspect(args) -> int:
     from .api import inspect
 
+    if args.missing:
+        return _print_missing(args)
     summary = inspect(args.model, config=_config(args))
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
         print_summary(summary)
+    return 0
+
+
+def _print_missing(args) -> int:
+    """`inspect --missing`: every op of the model edgepack cannot take, one line per op."""
+    from .api import load
+    from .errors import UnsupportedOpError
+
+    try:
+        graph = load(args.model, config=_config(args))
+    except UnsupportedOpError as exc:
+        missing = getattr(exc, "missing", {exc.op: [exc.node]})
+        if args.json:
+            print(json.dumps({"missing": missing}, indent=2))
+        else:
+            for op, nodes in missing.items():
+                print(f"{op}: {len(nodes)} node{'s' * (len(nodes) > 1)}: {', '.join(nodes)}")
+        return 2
+    print(json.dumps({"missing": {}}) if args.json else f"nothing missing: {len(graph.nodes)} nodes, every op supported")
     return 0
 
 

@@ -46,6 +46,31 @@ class UnsupportedOpError(EdgepackError):
         )
 
 
+class UnsupportedOpsError(UnsupportedOpError):
+    """Every op of a model edgepack cannot take, in one error: ``missing`` maps op -> node names (in
+    model order). ``op`` and ``node`` are the first ones, so one missing op reads as before."""
+
+    def __init__(self, missing: dict[str, list[str]], supported, where: str = "edgepack",
+                 details: dict[str, str] | None = None):
+        self.missing = {op: list(nodes) for op, nodes in missing.items()}
+        self.details = dict(details or {})  # node -> why a table op is refused in that form
+        op, nodes = next(iter(self.missing.items()))
+        super().__init__(op, nodes[0], supported, where)
+        if len(self.missing) == 1 and len(nodes) == 1:
+            if nodes[0] in self.details:
+                self.args = (self.details[nodes[0]],)
+            return
+        total = sum(len(v) for v in self.missing.values())
+        parts = [f"'{op}' x{len(nodes)} (" + ", ".join(f"'{n}'" for n in nodes[:3])
+                 + (", ..." if len(nodes) > 3 else "") + ")" for op, nodes in self.missing.items()]
+        self.args = (f"unsupported ops at {total} nodes: {'; '.join(parts)} ({where} supports: "
+                     f"{', '.join(self.supported)})",)
+
+    def lines(self) -> list[str]:
+        """One line per op: the op, its count and every node (`edgepack inspect --missing`)."""
+        return [f"{op}\t{len(nodes)}\t" + ", ".join(nodes) for op, nodes in self.missing.items()]
+
+
 class ShapeError(EdgepackError):
     """An input shape does not fit the model, or a model shape is not static."""
 

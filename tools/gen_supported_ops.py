@@ -24,18 +24,26 @@ MCU_PROFILE = "stm32l4r5"
 FROM_ONNX = {
     "Conv": ["Conv (1-D, 2-D)"], "ConvTranspose": ["ConvTranspose (2-D)"],
     "Gemm": ["Gemm", "MatMul (constant weights)"], "MatMul": ["MatMul (two activations)"],
-    "Concat": ["Concat"],
+    "Concat": ["Concat", "Tile (constant repeats: copies concatenated)"],
     "MaxPool": ["MaxPool (1-D, 2-D)"], "AveragePool": ["AveragePool (1-D, 2-D)"],
     "GlobalAveragePool": ["GlobalAveragePool", "ReduceMean (over H, W)"], "ReduceMean": ["ReduceMean"],
     "Clip": ["Clip"], "LeakyRelu": ["LeakyRelu"],
     "HardSigmoid": ["HardSigmoid", "Add, Clip, Mul/Div (the pattern relu6(x + 3) / 6, Keras via tf2onnx)"],
-    "HardSwish": ["HardSwish", "Mul (x times the HardSigmoid pattern above)"],
-    "Gelu": ["Gelu (opset 20)", "Erf (in the pattern x * 0.5 * (1 + erf(x / sqrt 2)))"],
-    "Rsqrt": ["Sqrt + Reciprocal", "Div(1, Sqrt) (the LayerNormalization lowering, as edgepack writes it)"],
+    "HardSwish": ["HardSwish", "Mul (x times the HardSigmoid pattern above, or PaddlePaddle's x * relu6(x + 3) / 6)",
+                  "HardSigmoid(1/6, 1/2) times x"],
+    "Gelu": ["Gelu (opset 20)", "Erf (in the pattern x * 0.5 * (1 + erf(x / sqrt 2)))",
+             "Tanh (in the pattern 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))))"],
+    "Rsqrt": ["Sqrt + Reciprocal", "Div(1, Sqrt) (the LayerNormalization lowering, as edgepack writes it)",
+              "Div(a, Sqrt(b)) (as a * Rsqrt(b))"],
     "Softmax": ["Softmax"],
     "Reshape": ["Reshape", "Flatten", "Squeeze", "Unsqueeze"], "Transpose": ["Transpose"], "Pad": ["Pad"],
-    "Resize": ["Resize"], "Identity": ["Identity", "Cast (to float32)"], "Dropout": ["Dropout"],
-    "BatchNormalization": ["BatchNormalization"], "LayerNormalization": ["LayerNormalization (opset 17)"],
+    "Resize": ["Resize", "Reshape + Tile + Reshape (a nearest upsampling by repeats)"], "Identity": ["Identity", "Cast (to float32)"], "Dropout": ["Dropout"],
+    "BatchNormalization": ["BatchNormalization"],
+    "Slice": ["Slice (step 1, constant starts/ends)", "Split", "Gather (constant indices)"],
+    "Pow": ["Pow (constant exponent)"], "Max": ["Max"], "Min": ["Min"],
+    "Log": ["Log", "Softplus (as Relu(x) + Log(1 + Exp(-Abs(x))))"],
+    "LayerNormalization": ["LayerNormalization (opset 17)", "ReduceMean, Sub, Pow/Mul, ReduceMean, Add, Sqrt + Div "
+                           "or 1/sqrt + Mul, [Mul, Add] (a decomposed LayerNorm: paddle2onnx, tf2onnx)"],
 }
 NOT_FROM_ONNX: dict[str, str] = {}  # IR op -> why no ONNX op maps to it (none at present)
 
@@ -53,6 +61,10 @@ TFLITE_HOW = {
     "Identity": "removed by the cleanup pass", "Dropout": "removed by the cleanup pass",
     "BatchNormalization": "folded into the Conv / Gemm before it (else MUL + ADD)",
     "LayerNormalization": "lowered by passes.decompose_layernorm",
+    "Neg": "NEG in float, SUB(0, x) in int8",
+    "Pow": "int8: DEQUANTIZE, float POW, QUANTIZE",
+    "Max": "int8: operands requantized to the output's params first",
+    "Min": "int8: operands requantized to the output's params first",
 }
 FLOAT_ONLY = {"Div": "int8 only with a constant divisor"}
 QUANT_NOTE = {"BatchNormalization": "folded into the weights before calibration",

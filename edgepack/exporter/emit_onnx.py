@@ -136,6 +136,19 @@ def _rsqrt(ctx, n, out):
             helper.make_node("Reciprocal", [root], [out], name=n.name)]
 
 
+def _slice(ctx, n, out):
+    axes = [int(a) for a in n.attrs["axes"]]
+    starts = [int(n.attrs["starts"][a]) for a in axes]
+    ends = [s + int(n.attrs["sizes"][a]) for s, a in zip(starts, axes)]
+    consts = [ctx.const(f"{n.name}/{k}", np.array(v, np.int64))
+              for k, v in (("starts", starts), ("ends", ends), ("axes", axes))]
+    return _mk("Slice", ctx, n, ctx.inputs(n) + consts, out)
+
+
+def _pow(ctx, n, out):
+    return _mk("Pow", ctx, n, ctx.inputs(n) + [ctx.const(f"{n.name}/exponent", np.float32(n.attrs["exponent"]))], out)
+
+
 def _gemm(ctx, n, out):
     return _mk("Gemm", ctx, n, ctx.inputs(n), out, transB=1)
 
@@ -230,6 +243,10 @@ WRITERS: dict[str, Writer] = {
     "LayerNormalization": _layer_norm,
     "Gelu": _gelu,
     "Rsqrt": _rsqrt,
+    "Slice": _slice,
+    "Pow": _pow,
+    "Max": _plain("Max"),
+    "Min": _plain("Min"),
     "Gemm": _gemm,
     "Concat": _with_attrs("Concat", "axis", cast=int),
     "MaxPool": _pool("MaxPool"),

@@ -16,7 +16,7 @@ from ..ir.quant import QuantParams, params_from_range, quantize_array
 from .layout import NHWC, file_transpose_perm, identity, padding_plan, resize_flags, stored_axis, stored_shape
 from .tflite_builder import (Activation, BuiltinOp, Options, Padding, TfliteExportError, same_params,
                              tfl)
-from .tflite_ops_extra import EXTRA_NOT_EMITTED, EXTRA_WRITERS
+from .tflite_ops_extra import EXTRA_NOT_EMITTED, EXTRA_WRITERS, write_grouped_conv
 from .tflite_versions import version  # noqa: F401  (re-exported: emit_tflite imports it from here)
 
 _FUSED = {None: Activation.NONE, "Relu": Activation.RELU, "Relu6": Activation.RELU6}
@@ -76,10 +76,13 @@ def write_conv(ctx, node):
     cin = ctx.shape(x)[1]
     group = int(node.attrs.get("group", 1))
     depthwise = group > 1 and group == cin and cin_g == 1
-    if group != 1 and not depthwise:
-        raise UnsupportedOpError(f"Conv(group={group})", node.name, ["Conv(group=1)", "depthwise Conv"],
-                                 where="TFLite export")
     xi, padding, strides, dil = _spatial_input(ctx, node, (kh, kw), "conv")
+    if group != 1 and not depthwise:  # one CONV_2D per group between SLICEs and a CONCATENATION
+        opts = tfl.Conv2DOptionsT(padding=padding, strideW=strides[1], strideH=strides[0],
+                                  fusedActivationFunction=_fused(node), dilationWFactor=dil[1],
+                                  dilationHFactor=dil[0])
+        write_grouped_conv(ctx, node, np.asarray(w, np.float32), xi, opts)
+        return
     perm = (1, 2, 3, 0) if depthwise else (0, 2, 3, 1)  # OIHW -> 1HWO | OHWI
     wi, wq = ctx.weight(w_name, np.asarray(w, np.float32), perm, per_channel=True)
     b_name = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else f"{node.name}/bias"

@@ -5,6 +5,11 @@
   a crop TFLite's SAME/VALID cannot express adds a SLICE of the full output;
 - Gelu -> GELU (LiteRT has int8 and float kernels; TFLite Micro has no GELU kernel);
 - Rsqrt -> RSQRT (from the LayerNormalization lowering; int8 kernels in LiteRT and TFLM).
+- a grouped Conv (group neither 1 nor depthwise) -> one SLICE of the input channels, one CONV_2D per group
+  and one CONCATENATION. TFLite's own grouped CONV_2D (filter depth = input depth / groups) runs on
+  LiteRT and on TFLM's reference kernel, but TFLM's CMSIS-NN CONV_2D takes the filter depth to be the
+  input depth (MatchingDim(input, 3, filter, 3)), so on a Cortex-M build it would be wrong or refused;
+  the split form runs on every kernel set.
 LayerNormalization itself has no TFLite builtin: the pass ``passes.layernorm`` lowers it first.
 """
 from __future__ import annotations
@@ -12,8 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UnsupportedOpError
+from ..ir.quant import QuantParams, quantize_array, symmetric_weight_params
 from .layout import NHWC
-from .tflite_builder import BuiltinOp, Options, Padding, tfl
+from .tflite_builder import BuiltinOp, Options, Padding, same_params, tfl
 
 OHWI_FROM_IOHW = (1, 2, 3, 0)  # IR ConvTranspose weights (Cin, Cout, kh, kw) -> TFLite (Cout, kh, kw, Cin)
 
@@ -77,6 +83,41 @@ def write_conv_transpose(ctx, node):
            tfl.SliceOptionsT())
 
 
+def write_grouped_conv(ctx, node, w: np.ndarray, xi: int, opts) -> None:
+    """Conv(group=G) on the (padded) NHWC input ``xi``: per group a SLICE of its input channels and a
+    CONV_2D with its weights (per-channel params: the group's rows of the node's weight params), then one
+    CONCATENATION on channels. Slices and group outputs keep their input's / the output's params."""
+    groups, (cout, cin_g) = int(node.attrs["group"]), w.shape[:2]
+    cout_g, out_name = cout // groups, node.outputs[0]
+    n, h, wd, _ = ctx.b.shape(xi)
+    oh, ow = ctx.shape(out_name)[2:]
+    qw = ctx.g.tensors[node.inputs[1]].quant if ctx.int8 else None
+    if ctx.int8 and (qw is None or qw.dtype != "int8"):
+        qw = symmetric_weight_params(w, 0)
+    b_name = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    bias = np.zeros(cout, np.float32) if b_name is None else np.asarray(ctx.g.const(b_name), np.float32)
+    parts = []
+    for k in range(groups):
+        rows = slice(k * cout_g, (k + 1) * cout_g)
+        part = ctx.temp(f"{node.name}/group{k}/input", (n, h, wd, cin_g), ctx.quant(node.inputs[0]))
+        begin = ctx.b.add_int32(f"{node.name}/group{k}/begin", [0, 0, 0, k * cin_g])
+        size = ctx.b.add_int32(f"{node.name}/group{k}/size", [n, h, wd, cin_g])
+        ctx.op(BuiltinOp.SLICE, [xi, begin, size], [part], Options.SliceOptions, tfl.SliceOptionsT())
+        wk = w[rows].transpose(0, 2, 3, 1)  # OIHW -> OHWI
+        if ctx.int8:
+            sub = (QuantParams.per_channel(qw.scale[rows], 0) if qw.is_per_channel else qw)
+            wi = ctx.b.add_const(f"{node.inputs[1]}/group{k}", quantize_array(w[rows], sub).transpose(0, 2, 3, 1),
+                                 "int8", sub, 0)
+        else:
+            sub, wi = None, ctx.b.add_const(f"{node.inputs[1]}/group{k}", np.ascontiguousarray(wk), "float32")
+        bi = ctx.bias(f"{b_name or node.name + '/bias'}/group{k}", bias[rows], cout_g, node.inputs[0], sub)
+        out = ctx.temp(f"{node.name}/group{k}/output", (n, oh, ow, cout_g), ctx.quant(out_name))
+        ctx.op(BuiltinOp.CONV_2D, [part, wi, bi], [out], Options.Conv2DOptions, opts)
+        parts.append(out)
+    ctx.op(BuiltinOp.CONCATENATION, parts, [ctx.output(out_name)], Options.ConcatenationOptions,
+           tfl.ConcatenationOptionsT(axis=3))
+
+
 def write_gelu(ctx, node):
     xi = ctx.input(node.inputs[0])
     opts = tfl.GeluOptionsT(approximate=node.attrs.get("approximate", "none") == "tanh")
@@ -88,7 +129,65 @@ def write_rsqrt(ctx, node):
     ctx.op(BuiltinOp.RSQRT, [xi], [ctx.output(node.outputs[0])])
 
 
-EXTRA_WRITERS = {"ConvTranspose": write_conv_transpose, "Gelu": write_gelu, "Rsqrt": write_rsqrt}
+def write_slice(ctx, node):
+    """SLICE in the stored layout of the output (begin and size permuted like the tensor)."""
+    x, out_name = node.inputs[0], node.outputs[0]
+    perm = ctx.perm(out_name)
+    xi = ctx.input(x, perm)
+    begin = ctx.b.add_int32(f"{node.name}/begin", [int(node.attrs["starts"][p]) for p in perm])
+    size = ctx.b.add_int32(f"{node.name}/size", [int(node.attrs["sizes"][p]) for p in perm])
+    ctx.op(BuiltinOp.SLICE, [xi, begin, size], [ctx.output(out_name)], Options.SliceOptions, tfl.SliceOptionsT())
+
+
+def write_pow(ctx, node):
+    """POW with a constant exponent. TFLite has no int8 POW: an int8 file computes it in float between a
+    DEQUANTIZE and a QUANTIZE (LiteRT runs it; TFLite Micro has no POW kernel at all)."""
+    x, out_name = node.inputs[0], node.outputs[0]
+    xi, shape = ctx.input(x), None
+    exponent = ctx.b.add_const(f"{node.name}/exponent", np.array([node.attrs["exponent"]], np.float32), "float32")
+    if not ctx.int8:
+        ctx.op(BuiltinOp.POW, [xi, exponent], [ctx.output(out_name)])
+        return
+    shape = ctx.b.shape(xi)
+    xf = ctx.b.add_tensor(f"{node.name}/float_in", shape, "float32", None)
+    yf = ctx.b.add_tensor(f"{node.name}/float_out", shape, "float32", None)
+    ctx.op(BuiltinOp.DEQUANTIZE, [xi], [xf], Options.DequantizeOptions, tfl.DequantizeOptionsT())
+    ctx.op(BuiltinOp.POW, [xf, exponent], [yf])
+    ctx.op(BuiltinOp.QUANTIZE, [yf], [ctx.output(out_name)], Options.QuantizeOptions, tfl.QuantizeOptionsT())
+
+
+def write_neg(ctx, node):
+    """NEG in float. LiteRT's int8 NEG negates stored values whatever the params (wrong unless the output
+    zero-point is minus the input's) and TFLite Micro has none: int8 writes SUB(0, x) instead."""
+    x, out_name = node.inputs[0], node.outputs[0]
+    xi = ctx.input(x)
+    if not ctx.int8:
+        ctx.op(BuiltinOp.NEG, [xi], [ctx.output(out_name)])
+        return
+    qout = ctx.quant(out_name)
+    zero = ctx.b.add_const(f"{node.name}/zero", np.array([qout.zero_point[0]], np.int8), "int8", qout)
+    ctx.op(BuiltinOp.SUB, [zero, xi], [ctx.output(out_name)], Options.SubOptions, tfl.SubOptionsT())
+
+
+def write_min_max(ctx, node):
+    """MAXIMUM / MINIMUM compare stored values, so in int8 both operands are first brought to the output's
+    params (a QUANTIZE for an activation whose params differ; a constant is quantized in them)."""
+    out_name = node.outputs[0]
+    qout = ctx.quant(out_name)
+    ins = []
+    for k, name in enumerate(node.inputs):
+        idx = ctx.operand(name, out_name, quant=qout)
+        if ctx.int8 and not ctx.g.tensors[name].is_const and not same_params(ctx.quant(name), qout):
+            moved = ctx.temp(f"{node.name}/operand{k}", ctx.b.shape(idx), qout)
+            ctx.op(BuiltinOp.QUANTIZE, [idx], [moved], Options.QuantizeOptions, tfl.QuantizeOptionsT())
+            idx = moved
+        ins.append(idx)
+    code = BuiltinOp.MAXIMUM if node.op == "Max" else BuiltinOp.MINIMUM
+    ctx.op(code, ins, [ctx.output(out_name)], Options.MaximumMinimumOptions, tfl.MaximumMinimumOptionsT())
+
+
+EXTRA_WRITERS = {"ConvTranspose": write_conv_transpose, "Gelu": write_gelu, "Rsqrt": write_rsqrt,
+                 "Slice": write_slice, "Pow": write_pow, "Neg": write_neg, "Max": write_min_max, "Min": write_min_max}
 EXTRA_NOT_EMITTED = {
     "LayerNormalization": "no TFLite builtin: passes.decompose_layernorm lowers it to "
                           "MEAN/SUB/MUL/ADD/RSQRT first",

@@ -17,6 +17,8 @@ INT8_VERSION = {
     BuiltinOp.DEQUANTIZE: 2, BuiltinOp.GELU: 2, BuiltinOp.RSQRT: 2, BuiltinOp.TRANSPOSE_CONV: 2,
     BuiltinOp.SLICE: 2, BuiltinOp.LEAKY_RELU: 1, BuiltinOp.HARD_SWISH: 1, BuiltinOp.RESHAPE: 1, BuiltinOp.DIV: 1,
     BuiltinOp.PRELU: 1,  # LiteRT registers version 1 only
+    BuiltinOp.ABS: 2, BuiltinOp.NEG: 1, BuiltinOp.EXP: 2, BuiltinOp.SQRT: 1, BuiltinOp.LOG: 1,
+    BuiltinOp.POW: 1,
 }
 
 

@@ -9,7 +9,7 @@ import logging
 from onnx import helper
 
 from .. import ir
-from ..errors import UnsupportedOpError
+from ..errors import ShapeError, UnsupportedOpError, UnsupportedOpsError
 from ..ir.passes import PassResult, graph_pass, run_one
 from .lift_1d import lift_1d
 from .onnx_fold import DEFAULT_DOMAINS, FoldedModel
@@ -25,20 +25,32 @@ def build_graph(folded: FoldedModel, inputs: list[str], outputs: list[str], opse
 
     b = Builder(folded, opset, path)
     g = b.graph
-    onnx_nodes = fuse_patterns(list(folded.model.graph.node), folded.consts, outputs)
+    onnx_nodes = fuse_patterns(list(folded.model.graph.node), folded.consts, outputs, folded.infos)
     b.used = {i for n in onnx_nodes for i in n.input} | set(outputs)
     for name in inputs:
         b._ensure_tensor(name)
     g.inputs = list(inputs)
+    missing: dict[str, list[str]] = {}  # op -> nodes edgepack cannot take
+    details: dict[str, str] = {}
     for i, node in enumerate(onnx_nodes):
         op = node.op_type if node.domain in DEFAULT_DOMAINS else f"{node.domain}.{node.op_type}"
         b.current = b.node_name(node.name or f"{node.op_type}_{i}")
         rule = RULES.get(op)
         if rule is None:
-            raise UnsupportedOpError(op, b.current, ir.OPS.keys())
+            missing.setdefault(op, []).append(b.current)
+            continue
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
-        rule(b, node, attrs)
+        try:
+            rule(b, node, attrs)
+        except UnsupportedOpError as exc:  # a table op in a form edgepack cannot take: keep looking
+            missing.setdefault(exc.op, []).append(b.current)
+            details[b.current] = str(exc)
+        except ShapeError:  # a shape lost behind an op already missing: that op is the error to show
+            if not missing:
+                raise
+    if missing:  # every op the model needs, in one error (not one per run)
+        raise UnsupportedOpsError(missing, ir.OPS.keys(), details=details)
     b.current = ""
     for name in outputs:
         b._ensure_tensor(name)

@@ -1,5 +1,6 @@
-"""ONNX rules added for broad model coverage: ConvTranspose, LayerNormalization, Gelu (opset 20), and the
-1-D forms of Conv / MaxPool / AveragePool / GlobalAveragePool.
+"""ONNX rules added for broad model coverage: ConvTranspose, LayerNormalization, Gelu (opset 20), the
+1-D forms of Conv / MaxPool / AveragePool / GlobalAveragePool, Slice / Split / Gather on constant
+indices (as static Slice windows), Pow with a constant exponent and Min / Max.
 
 1-D ops are normalised to their 2-D form on (N, C, 1, T) between two Reshapes, so that every later
 stage (passes, both emitters, the layout planner) sees only 2-D convolutions; ``lift_1d`` then removes
@@ -124,7 +125,163 @@ def _gelu(b: Builder, node, attrs):
     b.emit("Gelu", [node.input[0]], [node.output[0]], {"approximate": approximate})
 
 
+# ---- Slice, Split, Gather on constant indices: static windows ----------------------------------
+def _window(b: Builder, x: str, y: str, starts: list[int], sizes: list[int], suffix: str | None = None) -> None:
+    full = list(b.shape(x))
+    if starts == [0] * len(full) and sizes == full:
+        b.emit("Identity", [x], [y], suffix=suffix)
+    else:
+        axes = [a for a, (s, n) in enumerate(zip(starts, sizes)) if s != 0 or n != full[a]]
+        b.emit("Slice", [x], [y], {"starts": starts, "sizes": sizes, "axes": axes}, suffix=suffix)
+
+
+def _slice(b: Builder, node, attrs):
+    x, shape = node.input[0], list(b.shape(node.input[0]))
+    if b.opset >= 10:
+        starts = b.need_const(node, 1, "starts").reshape(-1).tolist()
+        ends = b.need_const(node, 2, "ends").reshape(-1).tolist()
+        axes = b.need_const(node, 3, "axes").reshape(-1).tolist() if _input(node, 3) else list(range(len(starts)))
+        steps = b.need_const(node, 4, "steps").reshape(-1).tolist() if _input(node, 4) else [1] * len(starts)
+    else:
+        starts, ends = list(attrs["starts"]), list(attrs["ends"])
+        axes, steps = list(attrs.get("axes", range(len(starts)))), [1] * len(starts)
+    if any(int(s) != 1 for s in steps):
+        raise unsupported_variant("Slice", b.current, f"steps {steps}; only step 1")
+    begin, sizes = [0] * len(shape), list(shape)
+    for a, s, e in zip(axes, starts, ends):
+        a = int(a) % len(shape)
+        lo, hi, _ = slice(int(s), int(e)).indices(shape[a])  # ONNX clamps as Python slicing does
+        begin[a], sizes[a] = lo, max(hi - lo, 0)
+    _window(b, x, node.output[0], begin, sizes)
+
+
+def _split(b: Builder, node, attrs):
+    x, shape = node.input[0], list(b.shape(node.input[0]))
+    axis = int(attrs.get("axis", 0)) % len(shape)
+    if _input(node, 1):
+        parts = [int(v) for v in b.need_const(node, 1, "split").reshape(-1)]
+    elif "split" in attrs:
+        parts = [int(v) for v in attrs["split"]]
+    else:
+        k = int(attrs.get("num_outputs", len(node.output)))
+        step = -(-shape[axis] // k)
+        parts = [min(step, shape[axis] - i * step) for i in range(k)]
+    start = 0
+    for i, (y, n) in enumerate(zip(node.output, parts)):
+        if y and y in b.used:
+            begin, sizes = [0] * len(shape), list(shape)
+            begin[axis], sizes[axis] = start, n
+            _window(b, x, y, begin, sizes, suffix=f"part{i}")
+        start += n
+
+
+def _gather(b: Builder, node, attrs):
+    x, shape = node.input[0], list(b.shape(node.input[0]))
+    axis = int(attrs.get("axis", 0)) % len(shape)
+    idx = b.const(node.input[1])
+    if idx is None:
+        raise unsupported_variant("Gather", b.current, "indices must be a constant")
+    flat = [int(i) % shape[axis] for i in np.asarray(idx).reshape(-1)]
+    y = node.output[0]
+    if np.ndim(idx) == 0 or flat == list(range(flat[0], flat[0] + len(flat))):  # one window
+        begin, sizes = [0] * len(shape), list(shape)
+        begin[axis], sizes[axis] = flat[0], len(flat)
+        if tuple(sizes) == b.shape(y):
+            _window(b, x, y, begin, sizes)
+            return
+        part = b.new_tensor(f"{y}/window", sizes)
+        _window(b, x, part, begin, sizes)
+        b.emit("Reshape", [part], [y], {"shape": list(b.shape(y))}, suffix="reshape")
+        return
+    if np.ndim(idx) != 1:
+        raise unsupported_variant("Gather", b.current, "indices of rank > 1 that are not one contiguous range")
+    pieces = []
+    for j, i in enumerate(flat):  # any other index list: one window per index, concatenated
+        begin, sizes = [0] * len(shape), list(shape)
+        begin[axis], sizes[axis] = i, 1
+        pieces.append(b.new_tensor(f"{y}/index{j}", sizes))
+        _window(b, x, pieces[-1], begin, sizes, suffix=f"index{j}")
+    b.emit("Concat", pieces, [y], {"axis": axis}, suffix="concat")
+
+
+# ---- Pow with a constant exponent, Min / Max -----------------------------------------------------
+def _pow(b: Builder, node, attrs):
+    e = b.const(node.input[1])
+    if e is None or np.asarray(e).size != 1:
+        raise unsupported_variant("Pow", b.current, "the exponent must be one constant")
+    x, y, e = node.input[0], node.output[0], float(np.asarray(e).reshape(-1)[0])
+    if e in (2.0, 3.0, 4.0):  # small integer powers as products: int8 MUL kernels everywhere
+        cur = x
+        for k in range(int(e) - 1):
+            out = y if k == int(e) - 2 else b.new_tensor(f"{y}/power{k + 2}", b.shape(x))
+            b.emit("Mul", [cur, x], [out], suffix=None if out == y else f"power{k + 2}")
+            cur = out
+        return
+    simple = {1.0: "Identity", 0.5: "Sqrt", -0.5: "Rsqrt"}
+    if e in simple:
+        b.emit(simple[e], [x], [y])
+    else:
+        b.emit("Pow", [x], [y], {"exponent": e})
+
+
+def _min_max(op: str):
+    def rule(b: Builder, node, attrs):
+        ins = [i for i in node.input if i]
+        if len(ins) == 1:
+            b.emit("Identity", ins, [node.output[0]])
+            return
+        cur = ins[0]
+        for k, other in enumerate(ins[1:]):
+            last = k == len(ins) - 2
+            out = node.output[0] if last else b.new_tensor(f"{node.output[0]}/{op.lower()}{k}",
+                                                            np.broadcast_shapes(b.shape(cur), b.shape(other)))
+            b.emit(op, [cur, other], [out], suffix=None if last else f"{op.lower()}{k}")
+            cur = out
+    return rule
+
+
+def _softplus(b: Builder, node, attrs):
+    """log(1 + exp(x)) as relu(x) + log(1 + exp(-|x|)): the same in float, and every intermediate stays in a
+    small range int8 resolves (exp(x) itself would need a range up to e^max(x))."""
+    x, y = node.input[0], node.output[0]
+    shape = b.shape(x)
+    steps = [("Abs", "abs"), ("Neg", "neg"), ("Exp", "exp"), ("Add", "one_plus"), ("Log", "log")]
+    cur = x
+    for op, key in steps:
+        out = b.new_tensor(f"{y}/{key}", shape)
+        ins = [cur, b.new_const(f"{y}/one", np.ones((), np.float32))] if op == "Add" else [cur]
+        b.emit(op, ins, [out], suffix=key)
+        cur = out
+    pos = b.new_tensor(f"{y}/relu", shape)
+    b.emit("Relu", [x], [pos], suffix="relu")
+    b.emit("Add", [pos, cur], [y])
+
+
+def _tile(b: Builder, node, attrs):
+    """Tile with constant repeats as one Concat of copies per repeated axis: exact, values copied (one
+    scale), kernels everywhere. (Reshape, Tile, Reshape spelling a nearest upsampling is read as Resize.)"""
+    x, y = node.input[0], node.output[0]
+    reps = [int(r) for r in b.need_const(node, 1, "repeats").reshape(-1)]
+    cur, shape = x, list(b.shape(x))
+    axes = [a for a, r in enumerate(reps) if r != 1]
+    if not axes:
+        b.emit("Identity", [x], [y])
+    for k, a in enumerate(axes):
+        shape[a] *= reps[a]
+        out = y if k == len(axes) - 1 else b.new_tensor(f"{y}/tile{a}", shape)
+        b.emit("Concat", [cur] * reps[a], [out], {"axis": a}, suffix=None if out == y else f"tile{a}")
+        cur = out
+
+
 EXTRA_RULES = {
+    "Softplus": _softplus,
+    "Tile": _tile,
+    "Slice": _slice,
+    "Split": _split,
+    "Gather": _gather,
+    "Pow": _pow,
+    "Max": _min_max("Max"),
+    "Min": _min_max("Min"),
     "ConvTranspose": _conv_transpose,
     "LayerNormalization": _layer_norm,
     "Gelu": _gelu,

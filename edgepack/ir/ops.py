@@ -19,6 +19,7 @@ Normalised attributes (the frontends produce exactly these):
 - MaxPool/AveragePool: kernel_shape[2], strides[2], pads[4], ceil_mode, count_include_pad
 - Clip: min, max (floats); HardSigmoid: alpha, beta; LeakyRelu: alpha
 - Reshape: shape (static, no -1 or 0); Transpose: perm; Concat/Softmax: axis
+- Slice: starts, sizes (one per axis, static, step 1), axes (the axes it cuts); Pow: exponent (float)
 - Pad: pads (ONNX order, 2*rank), mode, value; ReduceMean: axes, keepdims
 - LayerNormalization: axis (>= 0: normalises axes axis..rank-1), epsilon; inputs X, scale, bias
 - Gelu: approximate ("none": x * Phi(x) with erf | "tanh": the tanh approximation)
@@ -63,8 +64,8 @@ _SAME = dict(quant="same_as_input")
 
 _ROWS = [
     OpSpec("Conv", 2, 3, weights=(1, 2), fusable=True, kind="layer", layout="spatial", weight_axis=0, cost="conv",
-           tflite=("CONV_2D", "DEPTHWISE_CONV_2D"), tflite_aux=("PAD",),
-           doc="2-D convolution, groups incl. depthwise"),
+           tflite=("CONV_2D", "DEPTHWISE_CONV_2D"), tflite_aux=("PAD", "SLICE", "CONCATENATION"),
+           doc="2-D convolution, groups incl. depthwise (other groups: one CONV_2D per group)"),
     OpSpec("ConvTranspose", 2, 3, weights=(1, 2), kind="layer", layout="spatial", weight_axis=1, cost="conv",
            tflite=("TRANSPOSE_CONV",), tflite_aux=("SLICE",), doc="2-D transposed convolution (upsampling)"),
     OpSpec("Gemm", 2, 3, weights=(1, 2), fusable=True, kind="layer", layout="matrix", weight_axis=0,
@@ -105,10 +106,24 @@ _ROWS = [
     OpSpec("HardSwish", 1, 1, **_ACT, tflite=("HARD_SWISH",), plain_tflite=True, doc="x * hardsigmoid(x)"),
     OpSpec("Gelu", 1, 1, **_ACT, tflite=("GELU",), doc="Gaussian error linear unit x * Phi(x)"),
     OpSpec("Rsqrt", 1, 1, **_ACT, tflite=("RSQRT",), doc="1 / sqrt(x) (from the LayerNormalization lowering)"),
+    OpSpec("Sqrt", 1, 1, **_ACT, tflite=("SQRT",), plain_onnx=True, plain_tflite=True,
+           doc="square root (Pow(x, 0.5) too)"),
+    OpSpec("Exp", 1, 1, **_ACT, tflite=("EXP",), plain_onnx=True, plain_tflite=True, doc="e to the x"),
+    OpSpec("Log", 1, 1, **_ACT, tflite=("LOG",), plain_onnx=True, plain_tflite=True, doc="natural logarithm"),
+    OpSpec("Neg", 1, 1, **_ACT, tflite=("NEG", "SUB"), plain_onnx=True, doc="-x (int8: 0 - x)"),
+    OpSpec("Abs", 1, 1, **_ACT, tflite=("ABS",), plain_onnx=True, plain_tflite=True, doc="|x|"),
+    OpSpec("Pow", 1, 1, **_ACT, tflite=("POW",),
+           doc="x to a constant exponent (2, 3, 4 are read as Mul, 0.5 as Sqrt, -0.5 as Rsqrt)"),
+    OpSpec("Max", 2, 2, broadcast=True, kind="elementwise", cost="elementwise", tflite=("MAXIMUM",),
+           doc="elementwise maximum of two operands with broadcasting"),
+    OpSpec("Min", 2, 2, broadcast=True, kind="elementwise", cost="elementwise", tflite=("MINIMUM",),
+           doc="elementwise minimum of two operands with broadcasting"),
     OpSpec("Softmax", 1, 1, quant="fixed", fixed=(1.0 / 256.0, -128), kind="softmax", tflite=("SOFTMAX",),
            doc="softmax over an axis"),
     OpSpec("Reshape", 1, 1, **_SAME, kind="movement", copies_values=True, tflite=("RESHAPE",),
            doc="static reshape"),
+    OpSpec("Slice", 1, 1, **_SAME, kind="movement", copies_values=True, tflite=("SLICE",),
+           doc="a static window (step 1) of a tensor: Slice, Split, Gather on constant indices"),
     OpSpec("Transpose", 1, 1, **_SAME, kind="movement", copies_values=True, tflite=("TRANSPOSE",),
            doc="permute axes"),
     OpSpec("Pad", 1, 1, **_SAME, kind="pad", copies_values=True, tflite=("PAD", "PADV2", "MIRROR_PAD"),

@@ -1,5 +1,5 @@
 """torch implementations of the ops added for broad model coverage (transposed convolution, layer norm,
-GELU, rsqrt), registered into ``torch_exec.OP_IMPLS``. Same contract: ``fn(node, inputs) -> tensor``
+GELU, rsqrt, the elementwise ops decomposed graphs leave behind, static slices), registered into ``torch_exec.OP_IMPLS``. Same contract: ``fn(node, inputs) -> tensor``
 following the normalised attributes of ``ir/ops.py``."""
 from __future__ import annotations
 
@@ -45,7 +45,23 @@ def _gelu(n: Node, xs):
     return F.gelu(xs[0], approximate=approximate)
 
 
+def _slice(n: Node, xs):
+    # only the axes the window cuts: the batch axis keeps the batch actually run (calibration batches)
+    starts, sizes, cut = n.attrs["starts"], n.attrs["sizes"], set(n.attrs["axes"])
+    return xs[0][tuple(slice(int(s), int(s) + int(k)) if a in cut else slice(None)
+                       for a, (s, k) in enumerate(zip(starts, sizes)))]
+
+
 EXTRA_IMPLS = {
+    "Slice": _slice,
+    "Sqrt": lambda n, xs: torch.sqrt(xs[0]),
+    "Exp": lambda n, xs: torch.exp(xs[0]),
+    "Log": lambda n, xs: torch.log(xs[0]),
+    "Neg": lambda n, xs: -xs[0],
+    "Abs": lambda n, xs: torch.abs(xs[0]),
+    "Pow": lambda n, xs: torch.pow(xs[0], float(n.attrs["exponent"])),
+    "Max": lambda n, xs: torch.maximum(xs[0], xs[1]),
+    "Min": lambda n, xs: torch.minimum(xs[0], xs[1]),
     "ConvTranspose": _conv_transpose,
     "LayerNormalization": _layer_norm,
     "Gelu": _gelu,

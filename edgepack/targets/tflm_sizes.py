@@ -67,6 +67,7 @@ KERNELS = {
     "TRANSPOSE_CONV": Kernel((20, 4), 88, per_channel=True, temp="o0 i2 i1 i3", scratch="transpose_conv"),
     "SLICE": Kernel((0, 1), 0),
     "RSQRT": Kernel((0, 1), 28, temp="i0 o0"),
+    "ABS": Kernel((0, 1), 28, temp="i0 o0"),  # elementwise.cc: RSQRT's OpData and Prepare
     "RELU": Kernel((0, 1), 28),
     "RELU6": Kernel((0, 1), 8, temp="i0"),
     "LEAKY_RELU": Kernel((4, 4), 24),
