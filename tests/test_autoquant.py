@@ -16,7 +16,7 @@ from edgepack.calibration.auto import COLLAPSE_ENERGY, GroupScorer, score_group
 from edgepack.calibration.calibrate import calibrate
 from edgepack.calibration.fc_weights import choose_fc_weights
 from edgepack.calibration.quantize import QuantRules, quantize_graph
-from edgepack.calibration.rewrite_check import quantized_output_sqnr
+from edgepack.calibration.output_error import quantized_output_sqnr
 from edgepack.config import ExportConfig
 
 METHODS = ("minmax", "percentile", "mse", "entropy")

@@ -178,7 +178,7 @@ class GroupScorer:
 
 
 def choose_ranges(graph: Graph, observers: dict[str, Observer], x: np.ndarray,
-                  rules: QuantRules = QuantRules(), held_out: bool = False) -> AutoChoice:
+                  rules: QuantRules | None = None, held_out: bool = False) -> AutoChoice:
     """The auto choice for every activation tensor of ``graph``, scored on samples ``x``. ``observers``
     (one streaming pass) hold the statistics the candidates are read from; ``held_out``: ``x`` was not
     streamed through them, so scoring meets the clipping of unseen data, and ``x`` is added to them
@@ -187,6 +187,7 @@ def choose_ranges(graph: Graph, observers: dict[str, Observer], x: np.ndarray,
 
     from .quantize import activation_params
 
+    rules = rules or QuantRules()
     x = _scoring_inputs(graph, x)
     acts = graph.activations()
     cands = {t: candidate_ranges(observers[t]) for t in acts}

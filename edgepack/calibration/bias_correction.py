@@ -55,7 +55,7 @@ def correct_biases(graph: Graph, ranges: dict, rules: QuantRules, x: np.ndarray)
     import torch
 
     from ..ir.torch_exec import run, to_module
-    from .rewrite_check import output_sqnr_db
+    from .output_error import output_sqnr_db
 
     x = np.asarray(x, np.float32)
     q = quantize_graph(graph, ranges, rules)

@@ -17,6 +17,7 @@ from ..ir import Graph
 from ..ir.torch_exec import run
 from .calibrate import collect_ranges
 from .fc_weights import choose_fc_weights
+from .output_error import quantized_output_sqnr
 from .quantize import QuantRules, quantize_graph
 
 log = logging.getLogger(__name__)
@@ -30,26 +31,6 @@ def int8_output_sqnr(graph: Graph, x: np.ndarray, method: str = "minmax", **obse
     ranges, _ = collect_ranges(graph, [x], method, **observer_opts)
     rules = QuantRules(per_channel_nodes=choose_fc_weights(graph, x).per_channel)
     return quantized_output_sqnr(graph, quantize_graph(graph, ranges, rules), x)
-
-
-def quantized_output_sqnr(graph: Graph, qgraph: Graph, x: np.ndarray, ref: dict | None = None) -> float:
-    """Output SQNR (dB, worst output) of ``qgraph`` fake-quantized against the float ``graph`` on ``x``
-    (``ref``: the float outputs when already computed)."""
-    ref = ref if ref is not None else run(graph, [x])
-    return output_sqnr_db(ref, run(qgraph, [x], fake_quant=True), graph.outputs)
-
-
-def output_sqnr_db(ref: dict, got: dict, outputs) -> float:
-    """SQNR (dB) of ``got`` against ``ref`` at the worst of ``outputs`` (-inf when not finite)."""
-    worst = float("inf")
-    for name in outputs:
-        r, t = np.asarray(ref[name], np.float64), np.asarray(got[name], np.float64)
-        noise, signal = float(np.sum((r - t) ** 2)), float(np.sum(r * r))
-        if not np.isfinite(noise):
-            return float("-inf")
-        if noise > 0:
-            worst = min(worst, 10.0 * np.log10(max(signal, 1e-300) / noise))
-    return worst
 
 
 @dataclass
