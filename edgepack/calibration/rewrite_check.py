@@ -14,7 +14,6 @@ import numpy as np
 
 from ..errors import DataError
 from ..ir import Graph
-from ..ir.torch_exec import run
 from .calibrate import collect_ranges
 from .fc_weights import choose_fc_weights
 from .output_error import quantized_output_sqnr
