@@ -127,181 +127,21 @@ def export(model, calib=None, out="edgepack_out", *, val=None, val_labels=None, 
 
 def _export_into(out: Path, model, calib, val, val_labels, train, train_labels, cfg: ExportConfig,
                  example_input, progress, custom_objects):
-    """The work of ``export``, writing into the (staging) folder ``out``: (Report, target profile)."""
-    from .exporter.emit_onnx import to_onnx
-    from .exporter.emit_tflite import to_tflite
-    from .ir.summary import summarize
-    from .shrink import plan_bytes, shrink, wants_shrink
+    """The work of ``export`` in the (staging) folder ``out``: its stages in order (export_stages.py),
+    each taking and returning the plain-data ExportState. Returns (Report, target profile)."""
+    from . import export_stages as st
 
-    quantize = calib is not None or cfg.calibration_file is not None
-    paths = {kind: out / name for kind, name in artifacts.EXPORT_FILES.items()}
-    profile = _profile(cfg.target)
-
-    graph = load(model, config=cfg, example_input=example_input, custom_objects=custom_objects)
-    checks = []
-    if cfg.equalize:
-        graph, calib, checks = _equalize(graph, calib, cfg)
-    files, original = {}, graph
-    if wants_shrink(cfg):
-        x_train, y_train = _training_data(train, train_labels, calib, graph, cfg)
-        graph, section = shrink(graph, cfg, x_train, y_train, progress)
-        files["plan"] = plan_bytes(section)
-        section["original_float_tflite_bytes"] = len(to_tflite(original, int8=False))
-    report = Report(model=model_name(model), target=profile.name,
-                    inputs={n: list(graph.tensors[n].shape) for n in graph.inputs},
-                    outputs={n: list(graph.tensors[n].shape) for n in graph.outputs},
-                    summary=summarize(graph)["totals"])
-    if wants_shrink(cfg):
-        report.shrink = {k: v for k, v in section.items() if k != "plan"}
-    files.update(float_onnx=to_onnx(graph).SerializeToString(), float_tflite=to_tflite(graph, int8=False))
-    qgraph = None
-    if quantize:
-        quant_files, qgraph, samples = _quantize(graph, calib, cfg, report, progress)
-        files.update(quant_files)
-        report.calibration["rewrites"] = [c.to_json() for c in checks]
-        report.notes += [c.note for c in checks]
-        if cfg.lint:
-            from .calibration.lint import lint_graph
-
-            sample_x = samples.as_array()[:64] if samples is not None else None
-            report.lint = [f.to_json() for f in lint_graph(graph, sample_x)]
-    # Written into the staging folder: a failure later (validation) still leaves --out as it was.
-    for kind, data in files.items():
-        artifacts.write_bytes(paths[kind], data)
-        report.artifacts[kind] = {"path": str(paths[kind]), "bytes": len(data)}
-    if quantize and cfg.validate:
-        data = _validation_data(val, val_labels, samples, graph, cfg)
-        _prove(report, qgraph, paths, data, profile, progress)
-        if report.shrink and data[0] is not None:
-            _compare_with_original(report, original, data)
-    return report, profile
-
-
-def _equalize(graph: Graph, calib, cfg: ExportConfig):
-    """--equalize, kept only when the int8 output error on the calibration samples does not grow.
-    Returns (graph, calib as a SampleSet read once, [the check])."""
-    from .calibration import load_samples
-    from .calibration.rewrite_check import keep_if_not_worse
-    from .exporter.passes import run_passes
-    from .pipeline import build_pipeline, stage
-
-    new = run_passes(graph, stage(build_pipeline(cfg), "equalize"))
-    if calib is None:
-        return new, calib, []
-    calib = load_samples(calib, graph.tensors[graph.inputs[0]].shape, input_name=graph.inputs[0],
-                         mean=cfg.mean, std=cfg.std, limit=cfg.calib_limit)
-    opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
-    graph, check = keep_if_not_worse(graph, new, calib.as_array(), "equalize", cfg.calibration, **opts)
-    return graph, calib, [check]
-
-
-def _training_data(train, train_labels, calib, graph: Graph, cfg: ExportConfig):
-    """(x, labels) for distillation and taylor importance: ``train`` if given, else the calibration data."""
-    from .calibration import load_labels, load_samples
-
-    source = train if train is not None else calib
-    if source is None:
-        return None, None
-    s = load_samples(source, graph.tensors[graph.inputs[0]].shape, input_name=graph.inputs[0],
-                     mean=cfg.mean, std=cfg.std)
-    labels = load_labels(train_labels) if isinstance(train_labels, (str, Path)) else train_labels
-    if labels is None:
-        labels = s.labels
-    return s.as_array(), (None if labels is None else np.asarray(labels))
-
-
-def _compare_with_original(report: Report, original: Graph, data) -> None:
-    """After shrinking: how the final artifacts compare with the ORIGINAL float model (not the shrunk one)."""
-    from .ir.torch_exec import run
-    from .targets.metrics import compare
-    from .targets.validate import run_artifact
-
-    x, labels, _ = data
-    ref = run(original, [x])[original.outputs[0]]
-    int8, _ = run_artifact(Path(report.artifacts["int8_tflite"]["path"]).read_bytes(), "tflite", "litert-ref", x,
-                           ref.shape)
-    report.shrink["int8_tflite_vs_original_float"] = compare(ref, int8.reshape(ref.shape), labels)
+    given = st.ExportInputs(model, calib, val, val_labels, train, train_labels, example_input, custom_objects)
+    state = st.ExportState(given, cfg, out, _profile(cfg.target), progress)
+    for stage in (st.load, st.passes, st.shrink, st.calibrate, st.fix, st.emit, st.prove):
+        state = stage(state)
+    return state.report, state.profile
 
 
 def _profile(target):
     from .targets.profile import load_profile
 
     return load_profile(target)
-
-
-def _validation_data(val, val_labels, calib_samples, graph: Graph, cfg: ExportConfig):
-    """(samples array, labels or None, where they came from)."""
-    from .calibration import load_labels, load_samples
-
-    if val is None:
-        s = calib_samples
-        where = "the calibration samples (pass val= / --val for held-out data)"
-    else:
-        s = load_samples(val, graph.tensors[graph.inputs[0]].shape, input_name=graph.inputs[0],
-                         mean=cfg.mean, std=cfg.std, limit=cfg.val_limit)
-        where = "the validation data"
-    labels = load_labels(val_labels) if isinstance(val_labels, (str, Path)) else val_labels
-    if labels is None and s is not None:
-        labels = s.labels
-    x = s.as_array()[: cfg.val_limit] if s is not None else None
-    return x, (None if labels is None else np.asarray(labels)[: cfg.val_limit]), where
-
-
-def _prove(report: Report, qgraph: Graph, paths: dict, data, profile, progress) -> None:
-    from .prove import check_accuracy, check_layers, check_target, reference_outputs
-
-    x, labels, where = data
-    check_target(report, paths["int8_tflite"], profile, qgraph)
-    if x is None:
-        report.notes.append("no validation data: accuracy and per-layer error were not measured")
-        return
-    if labels is not None and len(labels) != len(x):
-        raise ConfigError(f"{len(labels)} labels for {len(x)} validation samples")
-    reference = reference_outputs(paths["float_onnx"], x)
-    check_accuracy(report, {k: paths[k] for k in ("int8_tflite", "int8_onnx", "float_tflite")}, x, labels,
-                   reference, profile.runtime, progress)
-    check_layers(report, paths["int8_tflite"], paths["float_tflite"], x[:32])
-    report.notes.append(f"validated on {len(x)} samples of {where}")
-
-
-def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress):
-    from .calibration import calibrate_graph, load_samples
-    from .calibration.fc_weights import choose_fc_weights
-    from .calibration.quantize import QuantRules, load_calibration, load_per_channel_nodes, save_calibration
-    from .exporter.emit_onnx_qdq import to_onnx_qdq
-    from .exporter.emit_tflite import to_tflite
-
-    if len(graph.inputs) != 1:
-        raise ConfigError(f"int8 export handles single-input models; this one has {len(graph.inputs)} "
-                          f"inputs ({', '.join(graph.inputs)})")
-    input_shape = graph.tensors[graph.inputs[0]].shape
-    ranges, samples = None, None
-    if cfg.calibration_file:
-        path = Path(cfg.calibration_file)
-        if not path.exists():
-            raise ConfigError(f"calibration file not found: {path}", "calibration_file")
-        ranges = load_calibration(path.read_text(), str(path))
-    else:
-        samples = load_samples(calib, input_shape, input_name=graph.inputs[0], mean=cfg.mean, std=cfg.std,
-                               limit=cfg.calib_limit)
-    total = len(samples) if samples is not None else 0
-    tick = (lambda n: progress("calibrating", n, total)) if progress else None
-    opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
-    fc = choose_fc_weights(graph, samples.as_array()[:64] if samples is not None else None)
-    per_channel = fc.per_channel
-    if cfg.calibration_file:  # the file's own choice, so that reusing it gives the same model
-        saved = load_per_channel_nodes(Path(cfg.calibration_file).read_text())
-        per_channel = per_channel if saved is None else saved
-    qgraph, ranges = calibrate_graph(graph, samples, cfg.calibration, progress=tick, ranges=ranges,
-                                     rules=QuantRules(per_channel_nodes=per_channel), **opts)
-    report.calibration = {"method": cfg.calibration, "samples": total,
-                          "from_file": cfg.calibration_file, "fc_weights": fc.to_json()}
-    report.notes.append(f"calibrated {len(ranges)} tensors with {cfg.calibration}"
-                        + (f" on {total} samples" if total else f" from {cfg.calibration_file}"))
-    files = {"int8_onnx": to_onnx_qdq(qgraph, activations=cfg.onnx_activations).SerializeToString(),
-             "int8_tflite": to_tflite(qgraph, int8=True, io=cfg.io),
-             "calibration": save_calibration(qgraph, ranges, cfg.calibration, per_channel).encode()}
-    return files, qgraph, samples
 
 
 def lint(model, calib=None, *, config: ExportConfig | None = None, example_input=None, **settings):

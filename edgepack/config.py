@@ -64,6 +64,7 @@ class ExportConfig:
     separable: str = "none"  # none | auto | NODE,NODE: convs to replace by depthwise + pointwise
     finetune_epochs: int = 0  # distillation epochs from the original model (needs --train data)
     finetune_lr: float = 3e-3  # Adam learning rate of the distillation
+    qat_epochs: int = 0  # quantization-aware (fake-quant) distillation epochs after calibration
     target: str = "stm32l4r5"  # target profile name, alias or .toml path (see `edgepack targets`)
     validate: bool = True  # run the artifacts on the target's runtimes and write report.html
     val_limit: int = 300  # validate on at most this many samples
@@ -86,8 +87,8 @@ class ExportConfig:
         if self.prune_importance not in ("l1", "l2", "taylor"):
             raise ConfigError(f"unknown prune importance '{self.prune_importance}'", "prune_importance",
                               ("l1", "l2", "taylor"))
-        if int(self.round_to) < 1 or int(self.finetune_epochs) < 0:
-            raise ConfigError("round_to must be >= 1 and finetune_epochs >= 0")
+        if int(self.round_to) < 1 or int(self.finetune_epochs) < 0 or int(self.qat_epochs) < 0:
+            raise ConfigError("round_to must be >= 1, finetune_epochs and qat_epochs >= 0")
         if self.io not in ("int8", "float"):
             raise ConfigError(f"unknown io '{self.io}'", "io", ("int8", "float"))
         if not 50.0 < float(self.percentile) <= 100.0:
