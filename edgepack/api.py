@@ -169,15 +169,19 @@ def _is_float_artifact(path: Path) -> bool:
     return info.tensors[info.inputs[0]].dtype == "float32" and "QUANTIZE" not in info.op_counts()
 
 
-def validate_artifacts(artifacts, data, *, labels=None, reference=None, target="stm32l4r5", limit: int = 300,
-                       progress: Progress | None = None, trust_pickle: bool = False,
-                       trust_code: bool = False) -> Report:
+def validate_artifacts(artifacts, data, *, labels=None, reference=None, config: ExportConfig | None = None,
+                       progress: Progress | None = None, **settings) -> Report:
     """`edgepack validate`: run .tflite/.onnx files on the target's runtimes and compare them with the float
-    ``reference`` (a model file; default: a float artifact among those given). ``trust_pickle`` /
-    ``trust_code``: as for export, for a reference model file whose loading runs code."""
+    ``reference`` (a model file; default: a float artifact among those given). Settings are the ExportConfig
+    keys that apply (``target``, ``val_limit`` (alias ``limit``), ``trust_pickle`` / ``trust_code`` for a
+    reference model file whose loading runs code), as keywords or as ``config``."""
     from .calibration import load_labels, load_samples
     from .prove import check_accuracy, check_layers, check_target, reference_outputs
 
+    if "limit" in settings:
+        settings["val_limit"] = settings.pop("limit")
+    cfg = (config or ExportConfig()).replace(**settings)
+    target, limit = cfg.target, cfg.val_limit
     profile = _profile(target)
     paths = [Path(a) for a in artifacts]
     for p in paths:
@@ -205,8 +209,7 @@ def validate_artifacts(artifacts, data, *, labels=None, reference=None, target="
             from .exporter.emit_onnx import to_onnx
             from .targets.validate import run_artifact
 
-            trust = ExportConfig(trust_pickle=trust_pickle, trust_code=trust_code)
-            onnx_bytes = to_onnx(load(ref_path, config=trust)).SerializeToString()
+            onnx_bytes = to_onnx(load(ref_path, config=cfg)).SerializeToString()
             ref_out, _ = run_artifact(onnx_bytes, "onnx", "onnxruntime", x)
         report.notes.append(f"reference: {ref_path}")
     tested = {p.name: p for p in paths if p != ref_path}

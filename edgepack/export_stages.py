@@ -64,12 +64,14 @@ class ExportState:
 
 
 def load(s: ExportState) -> ExportState:
-    """The model -> the float IR graph, cleaned up (``api.load``)."""
+    """The model -> the float IR graph, cleaned up (``api.load``); per-layer keys checked against it."""
     from .api import load as load_model
+    from .config import bind_layers
 
     s.calib = s.given.calib
     s.graph = load_model(s.given.model, config=s.cfg, example_input=s.given.example_input,
                          custom_objects=s.given.custom_objects)
+    s.cfg = bind_layers(s.cfg, s.graph)
     return s
 
 
@@ -144,11 +146,13 @@ def calibrate(s: ExportState) -> ExportState:
     if cfg.calibration_file:  # the file's own choice, so that reusing it gives the same model
         saved = load_per_channel_nodes(Path(cfg.calibration_file).read_text())
         per_channel = per_channel if saved is None else saved
-    s.rules = QuantRules(per_channel_nodes=per_channel)
+    per_tensor, s.rules = layer_rules(graph, cfg, per_channel)
     s.qgraph, s.ranges = calibrate_graph(graph, s.samples, cfg.calibration, progress=tick, ranges=ranges,
-                                         rules=s.rules, **opts)
+                                         rules=s.rules, per_tensor=per_tensor, **opts)
     report.calibration = {"method": cfg.calibration, "samples": total,
                           "from_file": cfg.calibration_file, "fc_weights": fc.to_json()}
+    if cfg.layers:
+        report.calibration["layers"] = {k: v.given() for k, v in cfg.layers.items()}
     report.notes.append(f"calibrated {len(s.ranges)} tensors with {cfg.calibration}"
                         + (f" on {total} samples" if total else f" from {cfg.calibration_file}"))
     report.calibration["rewrites"] = [c.to_json() for c in s.checks]
@@ -233,6 +237,25 @@ def prove(s: ExportState) -> ExportState:
 
 
 STAGES = (load, passes, shrink, calibrate, fix, emit, prove)
+
+
+def layer_rules(graph: Graph, cfg: ExportConfig, fc_per_channel: frozenset):
+    """The per-layer settings as calibration takes them: ({output tensor: (method, observer options)} of the
+    nodes observed otherwise than globally, QuantRules with the per-channel choices)."""
+    from .calibration.quantize import QuantRules
+
+    per_tensor, on, off = {}, set(), set()
+    for node in graph.nodes if cfg.layers else ():
+        layer = cfg.layer(node.name, node.op)
+        if (layer.calibration, layer.percentile) != (cfg.calibration, cfg.percentile):
+            opts = {"percentile": layer.percentile} if layer.calibration == "percentile" else {}
+            per_tensor.update({out: (layer.calibration, opts) for out in node.outputs})
+        if layer.per_channel is not None:
+            (on if layer.per_channel else off).add(node.name)
+    ops = {n.name: n.op for n in graph.nodes}
+    gemm = frozenset((set(fc_per_channel) | {n for n in on if ops[n] == "Gemm"}) - off)
+    conv_off = frozenset(n for n in off if ops[n] != "Gemm")
+    return per_tensor, QuantRules(per_channel_nodes=gemm, per_tensor_nodes=conv_off)
 
 
 # ---- the data the stages read -----------------------------------------------------------------------

@@ -19,17 +19,20 @@ Progress = Callable[[int], None]  # called with the number of samples just proce
 
 
 def collect_ranges(graph: Graph, batches: Iterable[np.ndarray], method: str = "minmax",
-                   progress: Progress | None = None, **observer_opts):
+                   progress: Progress | None = None, *, per_tensor: dict | None = None, **observer_opts):
     """Returns ({activation tensor: (min, max)}, {tensor: observer}) after streaming all batches.
 
-    ``batches`` yields arrays shaped like the graph input with any batch size."""
+    ``batches`` yields arrays shaped like the graph input with any batch size. ``per_tensor``:
+    {tensor: (method, observer options)} for the tensors a per-layer setting observes otherwise."""
     import torch
 
     from ..ir.torch_exec import to_module
 
     module = to_module(graph)
     names = set(graph.activations())
-    observers = {name: make_observer(method, **observer_opts) for name in sorted(names)}
+    per_tensor = per_tensor or {}
+    observers = {name: make_observer(per_tensor[name][0], **per_tensor[name][1]) if name in per_tensor
+                 else make_observer(method, **observer_opts) for name in sorted(names)}
 
     def observe(name, value):
         if name in observers:
@@ -48,12 +51,14 @@ def collect_ranges(graph: Graph, batches: Iterable[np.ndarray], method: str = "m
 
 
 def calibrate_graph(graph: Graph, samples, method: str = "minmax", *, batch_size: int = 32,
-                    progress: Progress | None = None, ranges: dict | None = None, rules=None, **observer_opts):
+                    progress: Progress | None = None, ranges: dict | None = None, rules=None,
+                    per_tensor: dict | None = None, **observer_opts):
     """Float graph + samples (a SampleSet) -> (graph with QuantParams on every tensor, ranges).
 
     With ``ranges`` given (from a calibration.json) the samples are not run again."""
     from .quantize import QuantRules, quantize_graph
 
     if ranges is None:
-        ranges, _ = collect_ranges(graph, samples.batches(batch_size), method, progress, **observer_opts)
+        ranges, _ = collect_ranges(graph, samples.batches(batch_size), method, progress, per_tensor=per_tensor,
+                                   **observer_opts)
     return quantize_graph(graph, ranges, rules or QuantRules()), ranges
