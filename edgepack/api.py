@@ -10,6 +10,7 @@ import numpy as np
 from . import artifacts
 from .config import ExportConfig
 from .errors import BudgetExceeded, ConfigError, ModelLoadError
+from .input_files import MAX_MODEL_BYTES, check_file, read_bytes
 from .ir import Graph, verify
 from .report import Report
 
@@ -38,10 +39,12 @@ def load(model, input_shape=None, *, example_input=None, config: ExportConfig | 
     ``input_shape``) or keras.Model. ``custom_objects``: a Keras model's custom layers."""
     from .exporter.passes import run_passes
     from .pipeline import build_pipeline, stage
+    from .frontends.weight_check import check_weights
 
     cfg = (config or ExportConfig()).replace(**({"input_shape": input_shape} if input_shape else {}))
     graph = _load_raw(model, cfg, example_input, custom_objects)
     verify(graph)
+    check_weights(graph)
     return run_passes(graph, stage(build_pipeline(cfg), "cleanup")) if optimize else graph
 
 
@@ -64,6 +67,7 @@ def _load_raw(model, cfg: ExportConfig, example_input, custom_objects=None) -> G
         path = Path(model)
         if not path.exists():
             raise ModelLoadError("file not found", str(path))
+        check_file(path, "model", MAX_MODEL_BYTES, allow_dir=True, error=ModelLoadError)
         suffix = path.suffix.lower()
         if suffix in KERAS_SUFFIXES or is_saved_model_dir(path):
             return keras(path)
@@ -162,7 +166,12 @@ def _is_float_artifact(path: Path) -> bool:
     if path.suffix == ".onnx":
         import onnx
 
-        return not any(n.op_type == "QuantizeLinear" for n in onnx.load(str(path), load_external_data=False).graph.node)
+        try:
+            proto = onnx.load_model_from_string(read_bytes(path, "artifact", MAX_MODEL_BYTES))
+        except Exception as exc:  # protobuf raises several types on garbage
+            raise ModelLoadError(f"not a valid ONNX model: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+                                 str(path)) from None
+        return not any(n.op_type == "QuantizeLinear" for n in proto.graph.node)
     from .targets.tflite_file import read_tflite
 
     info = read_tflite(path)
@@ -187,6 +196,7 @@ def validate_artifacts(artifacts, data, *, labels=None, reference=None, config: 
     for p in paths:
         if not p.exists():
             raise ModelLoadError("file not found", str(p))
+        check_file(p, "artifact", MAX_MODEL_BYTES, error=ModelLoadError)
         if p.suffix not in (".onnx", ".tflite"):
             raise ModelLoadError(f"validate takes .tflite and .onnx files, not '{p.suffix}'", str(p))
     samples = load_samples(data, limit=limit)
@@ -213,6 +223,10 @@ def validate_artifacts(artifacts, data, *, labels=None, reference=None, config: 
             ref_out, _ = run_artifact(onnx_bytes, "onnx", "onnxruntime", x)
         report.notes.append(f"reference: {ref_path}")
     tested = {p.name: p for p in paths if p != ref_path}
+    if not tested:
+        raise ConfigError(f"nothing to compare: {ref_path} is the float reference and no other artifact was "
+                          "given; give the int8 artifact too (e.g. model.int8.tflite model.float.tflite), or "
+                          "--reference MODEL to compare it with")
     check_accuracy(report, tested, x, y, ref_out, profile.runtime, progress)
     int8_tflite = [p for p in paths if p.suffix == ".tflite" and p not in floats]
     float_tflite = [p for p in paths + ([ref_path] if ref_path else []) if p.suffix == ".tflite" and p in floats

@@ -84,6 +84,9 @@ class StagedOutput:
             raise OutputExistsError(f"{self.out} is a file, not a folder (--out takes a folder)")
         parent = self.real.parent
         self._made = [p for p in [parent, *parent.parents] if not p.exists()]  # removed again on failure
+        blocker = next((p for p in [parent, *parent.parents] if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise InputError(f"is a file, not a folder (a parent of --out {self.out})", str(blocker))
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -119,7 +122,10 @@ class StagedOutput:
 
         path = self.home / f"{self.prefix}lock"
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as exc:  # /proc, a read-only mount that os.access did not tell
+                raise InputError(f"cannot write there ({exc.strerror})", str(self.out)) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -6,11 +6,14 @@ a traceback only with --debug.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
+import warnings
 
 from .errors import EdgepackError
 
@@ -132,6 +135,44 @@ class _ProgressBar:
         if stage not in self.tasks:
             self.tasks[stage] = self.bar.add_task(stage, total=total or None)
         self.bar.advance(self.tasks[stage], done)
+
+
+# Path arguments checked before any work: missing, special (FIFO, device) or not-a-file inputs are
+# known up front, before a long calibration or training. (dest, what, a folder is allowed)
+INPUT_PATHS = (("model", "model", True), ("calib", "calibration data", True), ("val", "validation data", True),
+               ("val_labels", "labels", False), ("train", "training data", True),
+               ("train_labels", "training labels", False), ("config", "config file", False),
+               ("calibration_file", "calibration file", False), ("data", "sample data", True),
+               ("labels", "labels", False), ("reference", "reference model", True))
+
+
+def check_arguments(args) -> None:
+    """Every text argument is valid UTF-8 (it is printed and written into reports) and every input
+    path is an existing regular file (or folder where one is allowed)."""
+    from .input_files import check_file, check_utf8
+
+    for key, value in sorted(vars(args).items()):
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                check_utf8(text, {"model": "model", "artifacts": "artifact"}.get(key, "--" + key.replace("_", "-")))
+    for key, what, allow_dir in INPUT_PATHS:
+        if getattr(args, key, None) is not None:
+            check_file(getattr(args, key), what, allow_dir=allow_dir)
+    for path in getattr(args, "artifacts", None) or []:
+        check_file(path, "artifact")
+
+
+@contextlib.contextmanager
+def library_noise(verbose: bool):
+    """Without -v, warnings (numpy, torch, ...) and native runtime logs stay off stderr: a user error is one
+    line, a success is edgepack's own output."""
+    if verbose:
+        yield
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow / LiteRT C++ logs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def cmd_export(args) -> int:
@@ -342,7 +383,9 @@ def main(argv=None) -> int:
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous_sigterm = signal.signal(signal.SIGTERM, _on_sigterm) if on_main_thread else None
     try:
-        return COMMANDS[args.command](args)
+        with library_noise(args.verbose):
+            check_arguments(args)
+            return COMMANDS[args.command](args)
     except EdgepackError as exc:
         if args.debug:
             raise

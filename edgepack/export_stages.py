@@ -124,7 +124,8 @@ def calibrate(s: ExportState) -> ExportState:
         return s
     from .calibration import calibrate_graph
     from .calibration.fc_weights import choose_fc_weights
-    from .calibration.quantize import QuantRules, load_calibration, load_per_channel_nodes
+    from .calibration.quantize import load_calibration, load_per_channel_nodes
+    from .input_files import read_text
 
     graph, cfg, report = s.graph, s.cfg, s.report
     if len(graph.inputs) != 1:
@@ -135,9 +136,10 @@ def calibrate(s: ExportState) -> ExportState:
         path = Path(cfg.calibration_file)
         if not path.exists():
             raise ConfigError(f"calibration file not found: {path}", "calibration_file")
-        ranges = load_calibration(path.read_text(), str(path))
+        ranges = load_calibration(read_text(path, "calibration file", error=ConfigError), str(path))
     else:
         s.samples = _samples(s.calib, graph, cfg, limit=cfg.calib_limit)
+        _warn_raw_bytes(graph, s.samples, cfg, report)
     total = len(s.samples) if s.samples is not None else 0
     tick = (lambda n: s.progress("calibrating", n, total)) if s.progress else None
     opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
@@ -297,6 +299,25 @@ def validation_data(s: ExportState):
         labels = samples.labels
     x = samples.as_array()[: cfg.val_limit] if samples is not None else None
     return x, (None if labels is None else np.asarray(labels)[: cfg.val_limit]), where
+
+
+def _warn_raw_bytes(graph: Graph, samples, cfg: ExportConfig, report: Report) -> None:
+    """A note (and a log warning) when the samples look like raw 0-255 pixels for a model whose first
+    layer takes them as they are: most models are trained on [0, 1] or normalised inputs."""
+    from .calibration.data import looks_like_raw_bytes
+
+    if cfg.mean is not None or cfg.std is not None:
+        return
+    first = [n.op for n in graph.nodes if graph.inputs[0] in n.inputs]
+    if not first or first[0] not in ("Conv", "Gemm", "MatMul", "ConvTranspose"):
+        return  # the model does its own preprocessing first (Sub, Mul, Div, ...)
+    x = np.concatenate([samples[i] for i in range(min(64, len(samples)))])  # a folder is read lazily
+    if looks_like_raw_bytes(x):
+        note = (f"the calibration samples look like raw 0-255 values (max {float(x.max()):g}, all integers) "
+                "but the model's first layer takes its input as is: if it was trained on [0, 1] or "
+                "normalised inputs, scale the samples or give --mean/--std")
+        log.warning(note)
+        report.notes.append(note)
 
 
 def _plan_bytes(section: dict) -> bytes:

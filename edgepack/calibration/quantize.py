@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..ir import OPS, Graph, QuantParams
 from ..ir.quant import bias_safe_weight_scales, params_from_range, symmetric_weight_params
+from .scale_check import check_ranges, check_scales
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ def activation_params(graph: Graph, ranges: dict[str, tuple[float, float]]) -> d
 def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]],
                    rules: QuantRules = QuantRules()) -> Graph:
     """Return a copy of ``graph`` with ``Tensor.quant`` set on every tensor that int8 inference uses."""
+    check_ranges({name: ranges[name] for name in graph.activations() if name in ranges})
     g = graph.copy()
     act = activation_params(g, ranges)
     for name, qp in act.items():
@@ -121,6 +123,7 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]],
                 t.quant = _bias_params(g, node)
             elif pos not in weight_pos:
                 t.quant = params_from_range(float(t.data.min()), float(t.data.max()))
+    check_scales(g)
     return g
 
 

@@ -108,6 +108,7 @@ def load_torch_file(path, input_shape=None, *, trust_pickle: bool = False, expor
     if path.suffix == ".pt2":
         if not trust_pickle:
             _refuse_code(path, pt2_problem, "not a torch.export program")
+        logging.getLogger("torch.export").setLevel(logging.ERROR)  # it logs a traceback; we say one line
         try:
             program = torch.export.load(str(path))
         except Exception as exc:

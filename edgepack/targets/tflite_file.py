@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelLoadError
+from ..input_files import MAX_MODEL_BYTES, read_bytes
 
 _DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16",
            9: "int8", 10: "float64"}
@@ -77,7 +78,7 @@ def read_tflite(source) -> TfliteModel:
     if where:
         if not Path(source).exists():
             raise ModelLoadError("file not found", where)
-        data = Path(source).read_bytes()
+        data = read_bytes(source, ".tflite file", MAX_MODEL_BYTES, error=ModelLoadError)
     else:
         data = bytes(source)
     if len(data) < 8 or data[4:8] != b"TFL3":
