@@ -20,6 +20,7 @@ demo: $(VENV)/.demo-installed
 	$(VENV)/bin/edgepack demo --out demo_out --force
 
 test: $(VENV)/.dev-installed
+	$(PY) -m ruff check edgepack tests benchmarks examples tools
 	$(PY) -m pytest
 
 bench: $(VENV)/.dev-installed

@@ -185,20 +185,14 @@ def validate_artifacts(artifacts, data, *, labels=None, reference=None, config: 
     keys that apply (``target``, ``val_limit`` (alias ``limit``), ``trust_pickle`` / ``trust_code`` for a
     reference model file whose loading runs code), as keywords or as ``config``."""
     from .calibration import load_labels, load_samples
-    from .prove import check_accuracy, check_layers, check_target, reference_outputs
+    from .prove import check_accuracy, check_layers, check_target
 
     if "limit" in settings:
         settings["val_limit"] = settings.pop("limit")
     cfg = (config or ExportConfig()).replace(**settings)
     target, limit = cfg.target, cfg.val_limit
     profile = _profile(target)
-    paths = [Path(a) for a in artifacts]
-    for p in paths:
-        if not p.exists():
-            raise ModelLoadError("file not found", str(p))
-        check_file(p, "artifact", MAX_MODEL_BYTES, error=ModelLoadError)
-        if p.suffix not in (".onnx", ".tflite"):
-            raise ModelLoadError(f"validate takes .tflite and .onnx files, not '{p.suffix}'", str(p))
+    paths = _artifact_paths(artifacts)
     samples = load_samples(data, limit=limit)
     x = samples.as_array()
     y = load_labels(labels) if labels is not None else samples.labels
@@ -211,16 +205,7 @@ def validate_artifacts(artifacts, data, *, labels=None, reference=None, config: 
     ref_path = Path(reference) if reference else (floats[0] if floats else None)
     ref_out = None
     if ref_path is not None:
-        if not ref_path.exists():
-            raise ModelLoadError("file not found", str(ref_path))
-        if ref_path.suffix in (".onnx", ".tflite"):
-            ref_out = reference_outputs(ref_path, x)
-        else:
-            from .exporter.emit_onnx import to_onnx
-            from .targets.validate import run_artifact
-
-            onnx_bytes = to_onnx(load(ref_path, config=cfg)).SerializeToString()
-            ref_out, _ = run_artifact(onnx_bytes, "onnx", "onnxruntime", x)
+        ref_out = _reference_outputs(ref_path, x, cfg)
         report.notes.append(f"reference: {ref_path}")
     tested = {p.name: p for p in paths if p != ref_path}
     if not tested:
@@ -238,6 +223,32 @@ def validate_artifacts(artifacts, data, *, labels=None, reference=None, config: 
         report.artifacts["int8_tflite"] = {"path": str(int8_tflite[0]), "bytes": int8_tflite[0].stat().st_size}
     report.notes.append(f"validated on {len(x)} samples from {data}")
     return report
+
+
+def _artifact_paths(artifacts) -> list[Path]:
+    paths = [Path(a) for a in artifacts]
+    for p in paths:
+        if not p.exists():
+            raise ModelLoadError("file not found", str(p))
+        check_file(p, "artifact", MAX_MODEL_BYTES, error=ModelLoadError)
+        if p.suffix not in (".onnx", ".tflite"):
+            raise ModelLoadError(f"validate takes .tflite and .onnx files, not '{p.suffix}'", str(p))
+    return paths
+
+
+def _reference_outputs(ref_path: Path, x: np.ndarray, cfg: ExportConfig) -> np.ndarray:
+    """The float reference's outputs on ``x``: a .onnx/.tflite file as it is, any other model loaded."""
+    from .prove import reference_outputs
+
+    if not ref_path.exists():
+        raise ModelLoadError("file not found", str(ref_path))
+    if ref_path.suffix in (".onnx", ".tflite"):
+        return reference_outputs(ref_path, x)
+    from .exporter.emit_onnx import to_onnx
+    from .targets.validate import run_artifact
+
+    onnx_bytes = to_onnx(load(ref_path, config=cfg)).SerializeToString()
+    return run_artifact(onnx_bytes, "onnx", "onnxruntime", x)[0]
 
 
 def validate(artifacts, data, **kwargs) -> Report:

@@ -208,31 +208,10 @@ def _equal_pct(fraction: float) -> str:
 def print_checks(report) -> None:
     """Validation table, worst layers and verdict of a Report, if it has them."""
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
     if report.validation:
-        table = Table(title=f"accuracy and agreement with the float model (target {report.target})")
-        table.add_column("artifact @ runtime", no_wrap=True)
-        for col in ("accuracy", "agree", "SQNR dB", "TFLM = ref"):
-            table.add_column(col, justify="right", no_wrap=True)
-        for run, m in report.validation.items():
-            if "not_run" in m:
-                table.add_row(run.replace("@", " @ "), f"not run: no {m['missing_op']} kernel", "", "", "")
-                continue
-            exact = m.get("vs_litert_reference")
-            table.add_row(run.replace("@", " @ "),
-                          f"{m['accuracy']:.1%}" if "accuracy" in m else "",
-                          _agreement(m), f"{m['sqnr_db']:.1f}" if "sqnr_db" in m else "",
-                          "" if not exact else ("bit-exact" if exact["bit_exact"] else
-                                                f"{_equal_pct(exact['identical_fraction'])} equal, "
-                                                f"max {exact['max_lsb']} LSB"))
-        console.print(table)
-        used = sorted({m["metrics_used"] for m in report.validation.values() if "metrics_used" in m})
-        why = sorted({m["vs_litert_reference"]["why"] for m in report.validation.values()
-                      if "why" in (m.get("vs_litert_reference") or {})})
-        for line in [f"agree = {u}" for u in used] + [f"TFLM != ref: {w}" for w in why]:
-            console.print(line)
+        _print_validation(console, report)
     for finding in [f for f in report.lint if f["severity"] == "warn"][:5]:
         console.print(f"lint: {finding['rule']} at '{finding['node']}': {finding['message']}")
     worst = (report.per_layer or {}).get("worst", [])
@@ -246,21 +225,51 @@ def print_checks(report) -> None:
         console.print(f"shrunk: MACs {b['macs']:,} -> {a['macs']:,} ({report.shrink['macs_ratio']:.2f}x), "
                       f"params {b['params']:,} -> {a['params']:,} ({report.shrink['params_ratio']:.2f}x)")
     if report.latency:
-        console.print(f"estimated latency on {report.latency['target']}: {report.latency['total_ms']:.2f} ms "
-                      f"({report.latency['cost_model']} cost model)")
-        if "measured_here_ms" in report.latency:
-            console.print(f"LiteRT on this machine: {report.latency['measured_here_ms']:.3f} ms")
-        left = report.latency.get("not_taken_by_xnnpack")
-        if left:
-            from collections import Counter
-            counts = Counter(r["op"] for r in left)
-            console.print("not taken by XNNPACK (run on LiteRT's own kernels): "
-                          + ", ".join(f"{op} x{n}" for op, n in sorted(counts.items())))
+        _print_latency(console, report.latency)
     if report.verdict:
         ok = report.verdict["fits"]
         console.print(f"[{'green' if ok else 'red'}]{'fits' if ok else 'does not fit'} {report.verdict['target']}[/]")
         for m in report.verdict["messages"]:
             console.print(f"  {m}")
+
+
+def _print_validation(console, report) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"accuracy and agreement with the float model (target {report.target})")
+    table.add_column("artifact @ runtime", no_wrap=True)
+    for col in ("accuracy", "agree", "SQNR dB", "TFLM = ref"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for run, m in report.validation.items():
+        if "not_run" in m:
+            table.add_row(run.replace("@", " @ "), f"not run: no {m['missing_op']} kernel", "", "", "")
+            continue
+        exact = m.get("vs_litert_reference")
+        table.add_row(run.replace("@", " @ "),
+                      f"{m['accuracy']:.1%}" if "accuracy" in m else "",
+                      _agreement(m), f"{m['sqnr_db']:.1f}" if "sqnr_db" in m else "",
+                      "" if not exact else ("bit-exact" if exact["bit_exact"] else
+                                            f"{_equal_pct(exact['identical_fraction'])} equal, "
+                                            f"max {exact['max_lsb']} LSB"))
+    console.print(table)
+    used = sorted({m["metrics_used"] for m in report.validation.values() if "metrics_used" in m})
+    why = sorted({m["vs_litert_reference"]["why"] for m in report.validation.values()
+                  if "why" in (m.get("vs_litert_reference") or {})})
+    for line in [f"agree = {u}" for u in used] + [f"TFLM != ref: {w}" for w in why]:
+        console.print(line)
+
+
+def _print_latency(console, latency: dict) -> None:
+    console.print(f"estimated latency on {latency['target']}: {latency['total_ms']:.2f} ms "
+                  f"({latency['cost_model']} cost model)")
+    if "measured_here_ms" in latency:
+        console.print(f"LiteRT on this machine: {latency['measured_here_ms']:.3f} ms")
+    left = latency.get("not_taken_by_xnnpack")
+    if left:
+        from collections import Counter
+        counts = Counter(r["op"] for r in left)
+        console.print("not taken by XNNPACK (run on LiteRT's own kernels): "
+                      + ", ".join(f"{op} x{n}" for op, n in sorted(counts.items())))
 
 
 def cmd_validate(args) -> int:

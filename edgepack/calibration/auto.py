@@ -183,7 +183,6 @@ def choose_ranges(graph: Graph, observers: dict[str, Observer], x: np.ndarray,
     (one streaming pass) hold the statistics the candidates are read from; ``held_out``: ``x`` was not
     streamed through them, so scoring meets the clipping of unseen data, and ``x`` is added to them
     before the chosen ranges are read (the ranges then come from every sample)."""
-    import copy
 
     from .quantize import activation_params
 
@@ -202,15 +201,7 @@ def choose_ranges(graph: Graph, observers: dict[str, Observer], x: np.ndarray,
 
     # 1. start from the single method best at the model output (methods that collapse a tensor excluded)
     choice = AutoChoice(ranges={}, methods={}, samples=len(x), held_out=held_out)
-    start, start_noise = "minmax", None
-    for label, _, _ in CANDIDATES:
-        uniform = {t: cands[t].get(label, minmax[t]) for t in acts}
-        if any(clipped_energy(observers[t], uniform[t]) > COLLAPSE_ENERGY for t in acts):
-            continue
-        noise = scorer.output_noise(activation_params(graph, uniform))
-        choice.output_sqnr_db[label] = output_db(noise)
-        if start_noise is None or better(noise, start_noise):
-            start, start_noise = label, noise
+    start, start_noise = _best_uniform_start(graph, scorer, observers, cands, choice)
     scorer.set_params(activation_params(graph, {t: cands[t].get(start, minmax[t]) for t in acts}))
     current = {root: start for root in free}
     # 2. per group, in topological order: local scores rank the candidates; the best-ranked ones replace
@@ -234,12 +225,7 @@ def choose_ranges(graph: Graph, observers: dict[str, Observer], x: np.ndarray,
         for t in group:
             choice.tensors[t] = record
     if held_out:  # the chosen methods read the statistics of every sample
-        observers = copy.deepcopy(observers)
-        for t in acts:
-            observers[t].update(scorer.ref[t].numpy())
-        labels = {t: choice_label for root, group in free.items() for t in group
-                  for choice_label in [current[root]]}
-        cands = {t: candidate_ranges(observers[t], ("minmax", labels.get(t, "minmax"))) for t in acts}
+        cands = _reread_with_scoring_samples(acts, observers, scorer, free, current)
     for root, group in members.items():
         for t in group:
             label = "fixed" if root in fixed else current[root]
@@ -250,6 +236,35 @@ def choose_ranges(graph: Graph, observers: dict[str, Observer], x: np.ndarray,
     log.info("auto calibration on %d samples: %s; output SQNR %s", len(x), choice.counts(),
              {k: _db(v) for k, v in choice.output_sqnr_db.items()})
     return choice
+
+
+def _best_uniform_start(graph: Graph, scorer, observers, cands, choice: AutoChoice):
+    """(method, output noise) of the single method best at the model output, methods that collapse a
+    tensor excluded; every method's output SQNR is recorded in ``choice``."""
+    from .quantize import activation_params
+
+    acts = list(cands)
+    start, start_noise = "minmax", None
+    for label, _, _ in CANDIDATES:
+        uniform = {t: cands[t].get(label, cands[t]["minmax"]) for t in acts}
+        if any(clipped_energy(observers[t], uniform[t]) > COLLAPSE_ENERGY for t in acts):
+            continue
+        noise = scorer.output_noise(activation_params(graph, uniform))
+        choice.output_sqnr_db[label] = output_db(noise)
+        if start_noise is None or better(noise, start_noise):
+            start, start_noise = label, noise
+    return start, start_noise
+
+
+def _reread_with_scoring_samples(acts, observers, scorer, free: dict, current: dict) -> dict:
+    """Candidates read again after the scoring samples joined the statistics (held-out scoring)."""
+    import copy
+
+    observers = copy.deepcopy(observers)
+    for t in acts:
+        observers[t].update(scorer.ref[t].numpy())
+    labels = {t: current[root] for root, group in free.items() for t in group}
+    return {t: candidate_ranges(observers[t], ("minmax", labels.get(t, "minmax"))) for t in acts}
 
 
 def output_db(noise: np.ndarray) -> float:

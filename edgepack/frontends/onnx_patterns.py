@@ -291,7 +291,16 @@ def _match_layer_norm(index: _Index, mean):
     if not ok or index.only_reader(inv.output[0]) is not norm:
         return None
     chain += [inv, norm]
-    y, scale, bias = norm.output[0], None, None
+    y, scale, bias = _affine_tail(index, norm.output[0], chain)
+    params = _layer_norm_params(index, scale, bias, tuple(shape[axes[0]:]), y)
+    if params is None:
+        return None
+    return "LayerNormalization", [x, *params], y, chain, {"axis": axes[0], "epsilon": float(eps)}
+
+
+def _affine_tail(index: _Index, y: str, chain: list):
+    """(output, gamma or None, beta or None) of the constant Mul [then Add] after a normalisation."""
+    scale = bias = None
     gamma = index.only_reader(y)
     if gamma is not None and gamma.op_type == "Mul" and index.consts.get(index.other(gamma, y) or "") is not None:
         scale, y = index.other(gamma, y), gamma.output[0]
@@ -300,18 +309,23 @@ def _match_layer_norm(index: _Index, mean):
         if beta is not None and beta.op_type == "Add" and index.consts.get(index.other(beta, y) or "") is not None:
             bias, y = index.other(beta, y), beta.output[0]
             chain.append(beta)
-    norm_shape = tuple(shape[axes[0]:])
+    return y, scale, bias
+
+
+def _layer_norm_params(index: _Index, scale, bias, norm_shape: tuple, y: str) -> list[str] | None:
+    """New constants holding the LayerNorm's scale and bias over the normalised shape (None when a given
+    scale/shift is not per normalised element: then it is not a LayerNorm's)."""
     params = []
     for name, fill in ((scale, 1.0), (bias, 0.0)):
         value = np.full(norm_shape, fill, np.float32) if name is None else np.asarray(index.consts[name], np.float32)
         if value.size == 1:
             value = np.full(norm_shape, float(value.reshape(-1)[0]), np.float32)
         elif value.size != int(np.prod(norm_shape)) or value.shape[-len(norm_shape):] != norm_shape:
-            return None  # a scale/shift that is not per normalised element: not a LayerNorm's
+            return None
         new = f"{y}/layernorm_{'scale' if fill else 'bias'}"
         index.consts[new] = np.ascontiguousarray(value.reshape(norm_shape))
         params.append(new)
-    return "LayerNormalization", [x, *params], y, chain, {"axis": axes[0], "epsilon": float(eps)}
+    return params
 
 
 def _match_div_sqrt(index: _Index, sqrt):
