@@ -261,6 +261,9 @@ class ExportConfig:
                                    commands=("export", "validate"))
     io: str = setting("int8", "int8 .tflite input/output type (float adds QUANTIZE/DEQUANTIZE at the edges)",
                       choices=("int8", "float"))
+    arena_plan: str = setting("runtime", "TFLM tensor arena plan: runtime (TFLM's own planner) or offline "
+                              "(edgepack's plan stored in the .tflite, used only where it is smaller)",
+                              choices=("runtime", "offline"))
     onnx_activations: str = setting("uint8", "int8 ONNX activation storage (uint8: same values, faster on "
                                              "x86 onnxruntime)", choices=ONNX_ACTIVATIONS)
 

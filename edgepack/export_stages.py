@@ -210,7 +210,7 @@ def emit(s: ExportState) -> ExportState:
         from .exporter.emit_onnx_qdq import to_onnx_qdq
 
         files.update(int8_onnx=to_onnx_qdq(s.qgraph, activations=s.cfg.onnx_activations).SerializeToString(),
-                     int8_tflite=to_tflite(s.qgraph, int8=True, io=s.cfg.io),
+                     int8_tflite=_with_arena_plan(to_tflite(s.qgraph, int8=True, io=s.cfg.io), s.cfg),
                      calibration=save_calibration(s.qgraph, s.ranges, s.cfg.calibration,
                                                   s.rules.per_channel_nodes, s.calibration.methods,
                                                   s.calibration.bias_deltas).encode())
@@ -343,3 +343,13 @@ def _compare_with_original(report: Report, original: Graph, x, labels) -> None:
     int8, _ = run_artifact(Path(report.artifacts["int8_tflite"]["path"]).read_bytes(), "tflite", "litert-ref", x,
                            ref.shape)
     report.shrink["int8_tflite_vs_original_float"] = compare(ref, int8.reshape(ref.shape), labels)
+
+
+def _with_arena_plan(tflite: bytes, cfg) -> bytes:
+    """--arena-plan offline: edgepack's arena plan stored in the file (TFLM honours it; unchanged when TFLM's
+    own plan is already as small)."""
+    if cfg.arena_plan != "offline":
+        return tflite
+    from .targets.offline_plan import add_offline_plan
+
+    return add_offline_plan(tflite)

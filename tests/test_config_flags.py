@@ -8,7 +8,7 @@ from edgepack.config import ExportConfig
 
 # Command arguments that are data or files, not settings.
 NOT_SETTINGS = {"help", "model", "out", "calib", "train", "train_labels", "val", "val_labels", "config",
-                "artifacts", "data", "labels", "reference", "json", "fail_on_warn"}
+                "artifacts", "data", "labels", "reference", "json", "fail_on_warn", "missing"}
 
 
 def _actions(command):

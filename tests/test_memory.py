@@ -254,3 +254,24 @@ def test_offline_plan_shrinks_the_resnet_arena_to_the_lower_bound():
 def test_offline_plan_leaves_a_model_alone_when_tflm_is_already_optimal():
     model = zoo_model("mobilenet_v2")
     assert add_offline_plan(model) == model
+
+
+def test_export_with_an_offline_arena_plan_needs_less_tflm_arena(tmp_path):
+    """`--arena-plan offline` writes the plan into the exported .tflite: TFLM runs it in a smaller arena
+    (the planner's lower bound on the zoo resnet) with the same outputs."""
+    import edgepack
+    import zoo
+
+    model, shape = zoo.build("resnet")
+    x = zoo.digits_like(shape, 16)
+    reports = {plan: edgepack.export(model, calib=x, out=tmp_path / plan, input_shape=shape, arena_plan=plan,
+                                     calibration="minmax", bias_correction="off", lint=False)
+               for plan in ("runtime", "offline")}
+    runtime, offline = (reports[p].memory for p in ("runtime", "offline"))
+    assert offline["arena_measured_tflm"] < runtime["arena_measured_tflm"]
+    assert offline["arena_lower_bound"] <= offline["arena_measured_tflm"]
+    files = {p: (tmp_path / p / "model.int8.tflite").read_bytes() for p in reports}
+    assert read_offline_plan(files["offline"]) is not None and read_offline_plan(files["runtime"]) is None
+    info = read_tflite(files["runtime"])
+    q = np.random.default_rng(0).integers(-128, 128, info.tensors[info.inputs[0]].shape).astype(np.int8)
+    assert np.array_equal(TFLM(files["runtime"]).run(q)[0], TFLM(files["offline"]).run(q)[0])
