@@ -66,7 +66,7 @@ class ExportState:
 
 def load(s: ExportState) -> ExportState:
     """The model -> the float IR graph, cleaned up (``api.load``); per-layer keys checked against it."""
-    from .api import load as load_model
+    from .loading import load as load_model
     from .config import bind_layers
 
     s.calib = s.given.calib
@@ -109,7 +109,7 @@ def shrink(s: ExportState) -> ExportState:
         s.graph, s.shrink = shrink_graph(s.graph, s.cfg, x_train, y_train, s.progress)
         s.shrink["original_float_tflite_bytes"] = len(to_tflite(s.original, int8=False))
     graph = s.graph
-    from .api import model_name
+    from .loading import model_name
 
     s.report = Report(model=model_name(s.given.model), target=s.profile.name,
                       inputs={n: list(graph.tensors[n].shape) for n in graph.inputs},
