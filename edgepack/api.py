@@ -135,7 +135,7 @@ def _export_into(out: Path, model, calib, val, val_labels, train, train_labels, 
     from .exporter.emit_onnx import to_onnx
     from .exporter.emit_tflite import to_tflite
     from .ir.summary import summarize
-    from .shrink import plan_bytes, shrink, wants_shrink
+    from .shrink import plan_bytes, shrink_stages, wants_shrink
 
     quantize = calib is not None or cfg.calibration_file is not None
     paths = {kind: out / name for kind, name in artifacts.EXPORT_FILES.items()}
@@ -145,10 +145,10 @@ def _export_into(out: Path, model, calib, val, val_labels, train, train_labels, 
     checks = []
     if cfg.equalize:
         graph, calib, checks = _equalize(graph, calib, cfg)
-    files, original = {}, graph
+    files, original, stages = {}, graph, {}
     if wants_shrink(cfg):
         x_train, y_train = _training_data(train, train_labels, calib, graph, cfg)
-        graph, section = shrink(graph, cfg, x_train, y_train, progress)
+        graph, section, stages = shrink_stages(graph, cfg, x_train, y_train, progress)
         files["plan"] = plan_bytes(section)
         section["original_float_tflite_bytes"] = len(to_tflite(original, int8=False))
     report = Report(model=model_name(model), target=profile.name,
@@ -178,6 +178,10 @@ def _export_into(out: Path, model, calib, val, val_labels, train, train_labels, 
         _prove(report, qgraph, paths, data, profile, progress)
         if report.shrink and data[0] is not None:
             _compare_with_original(report, original, data)
+        if data[0] is not None:
+            from .ladder import size_ladder
+
+            report.ladder = size_ladder(original, stages, files["int8_tflite"], data[0], data[1], cfg.cluster)
     return report, profile
 
 
