@@ -72,7 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--round-to", type=int, help="keep channel counts a multiple of N (default 8)")
     p.add_argument("--separable", help="auto | none | NODE,NODE: replace convs by depthwise + pointwise")
     p.add_argument("--cluster", type=int, help="share weights: K values per Conv/Gemm layer by k-means (2..128)")
-    p.add_argument("--low-rank", help="none | energy:0.9 | RANK: factorise Gemm and 1x1 convs by SVD")
     p.add_argument("--finetune-epochs", type=int, help="distil the shrunk model from the original (epochs)")
     p.add_argument("--train", help="training samples for distillation (default: --calib)")
     p.add_argument("--train-labels", help="labels of --train (.npy or .txt)")
@@ -138,7 +137,7 @@ def _config(args):
         flags["fail_on_budget"] = True
     for key in ("calibration", "bias_correction", "percentile", "calibration_file", "calib_limit", "mean", "std",
                 "onnx_activations", "io", "target", "prune",
-                "prune_importance", "round_to", "separable", "cluster", "low_rank", "finetune_epochs"):
+                "prune_importance", "round_to", "separable", "cluster", "finetune_epochs"):
         if getattr(args, key, None) is not None:
             flags[key] = getattr(args, key)
     return cfg.replace(**flags)

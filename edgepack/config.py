@@ -57,24 +57,6 @@ def _floats(value, key: str) -> tuple[float, ...]:
     return values
 
 
-def parse_low_rank(text) -> tuple[str, float] | None:
-    """'none' -> None; 'energy:0.9' -> ('energy', 0.9); '8' -> ('rank', 8)."""
-    value = str(text).strip().lower()
-    if value in ("", "none", "0"):
-        return None
-    try:
-        if value.startswith("energy:"):
-            energy = float(value.split(":", 1)[1])
-            if 0.0 < energy < 1.0:
-                return "energy", energy
-        elif int(value) >= 1:
-            return "rank", int(value)
-    except ValueError:
-        pass
-    raise ConfigError(f"low_rank '{text}' is not allowed (none, energy:F with 0 < F < 1, or a rank >= 1)",
-                      "low_rank")
-
-
 MAX_ELEMENTS = 2**31 - 1
 MAX_NORM = 1e12
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
@@ -124,7 +106,6 @@ class ExportConfig:
     round_to: int = 8  # keep channel counts a multiple of this (SIMD-friendly kernels)
     separable: str = "none"  # none | auto | NODE,NODE: convs to replace by depthwise + pointwise
     cluster: int = 0  # weight sharing: K values per Conv/Gemm weight, by k-means (0 = off; 2..128)
-    low_rank: str = "none"  # none | energy:F (keep singular values holding F of the energy) | RANK: Gemm/1x1 conv by SVD
     finetune_epochs: int = 0  # distillation epochs from the original model (needs --train data)
     finetune_lr: float = 3e-3  # Adam learning rate of the distillation
     target: str = "stm32l4r5"  # target profile name, alias or .toml path (see `edgepack targets`)
@@ -156,7 +137,6 @@ class ExportConfig:
         if self.cluster and not 2 <= int(self.cluster) <= 128:
             raise ConfigError(f"cluster must be 0 (off) or a number of shared values in 2..128, got {self.cluster}",
                               "cluster")
-        parse_low_rank(self.low_rank)
         if int(self.round_to) < 1 or int(self.finetune_epochs) < 0:
             raise ConfigError("round_to must be >= 1 and finetune_epochs >= 0")
         for key in ("calib_limit", "val_limit"):

@@ -19,8 +19,8 @@ log = logging.getLogger(__name__)
 
 FLOAT_RUNTIMES = ("litert-ref",)
 INT8_RUNTIMES = ("litert-ref", "tflm")
-WHAT = {"float": "the original float .tflite", "pruned": "after the structural passes (pruning, separable, "
-        "low rank), float", "clustered": "after weight clustering, float (same bytes, K values per layer)",
+WHAT = {"float": "the original float .tflite", "pruned": "after the structural passes (pruning, separable), "
+        "float", "clustered": "after weight clustering, float (same bytes, K values per layer)",
         "int8": "the int8 .tflite written", "tflm_lut": "int8 with TFLM LUT-compressed weights (DECODE ops)",
         "huffman": "int8 with its weights Huffman-coded per tensor", "zlib": "int8 file, zlib -9",
         "lzma": "int8 file, lzma -9e"}

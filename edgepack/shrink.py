@@ -1,6 +1,5 @@
-"""The shrink stage of export: structured channel pruning, depthwise-separable replacement, low-rank
-factorisation and weight clustering on the IR, with knowledge distillation from the original graph to
-recover accuracy."""
+"""The shrink stage of export: structured channel pruning, depthwise-separable replacement and weight
+clustering on the IR, with knowledge distillation from the original graph to recover accuracy."""
 from __future__ import annotations
 
 import json
@@ -8,7 +7,7 @@ import logging
 
 import numpy as np
 
-from .config import ExportConfig, parse_low_rank
+from .config import ExportConfig
 from .errors import ConfigError
 from .ir import Graph
 from .ir.summary import summarize
@@ -16,8 +15,7 @@ from .ir.summary import summarize
 log = logging.getLogger(__name__)
 
 def wants_shrink(cfg: ExportConfig) -> bool:
-    return (bool(cfg.prune) or cfg.separable not in (None, "none") or bool(cfg.cluster)
-            or parse_low_rank(cfg.low_rank) is not None)
+    return bool(cfg.prune) or cfg.separable not in (None, "none") or bool(cfg.cluster)
 
 
 def shrink(graph: Graph, cfg: ExportConfig, train, train_labels, progress=None) -> tuple[Graph, dict]:
@@ -28,7 +26,7 @@ def shrink(graph: Graph, cfg: ExportConfig, train, train_labels, progress=None) 
 
 def shrink_stages(graph: Graph, cfg: ExportConfig, train, train_labels, progress=None):
     """``shrink`` and the float graph after each step, {"pruned": ..., "clustered": ...} (for the size
-    ladder). The structural passes (separable, low rank, pruning) are distilled first; clustering comes
+    ladder). The structural passes (separable, pruning) are distilled first; clustering comes
     after them and its centroids are distilled with the weights kept shared (Deep Compression's order)."""
     from .exporter.passes import run_passes
     from .pipeline import build_pipeline, stage
@@ -39,13 +37,12 @@ def shrink_stages(graph: Graph, cfg: ExportConfig, train, train_labels, progress
         raise ConfigError("--finetune-epochs needs --train data (or calibration data to reuse)",
                           "finetune_epochs")
     before = summarize(graph)["totals"]
-    passes = stage(build_pipeline(cfg, train), "shrink")  # separable, low rank, pruning, clustering
+    passes = stage(build_pipeline(cfg, train), "shrink")  # separable, pruning, clustering
     structural = [p for p in passes if p.pass_name != "cluster_weights"]
     clustering = next((p for p in passes if p.pass_name == "cluster_weights"), None)
     student = run_passes(graph, structural) if structural else graph
     separable = next((p.replaced for p in passes if p.pass_name == "separable_convs"), [])
     plan = next((p.plan for p in passes if p.pass_name == "prune_channels"), None)
-    low_rank = next((p.factorised for p in passes if p.pass_name == "low_rank"), None)
     if cfg.separable == "auto" and not separable:
         log.warning("--separable auto found no conv worth replacing")
     history, stages = None, {}
@@ -63,16 +60,12 @@ def shrink_stages(graph: Graph, cfg: ExportConfig, train, train_labels, progress
                "macs_ratio": before["macs"] / max(after["macs"], 1),
                "params_ratio": before["params"] / max(after["params"], 1),
                "separable_nodes": separable, "distillation": history}
-    if low_rank is not None:
-        section["low_rank"] = low_rank
     if cluster is not None:
         section["cluster"] = cluster
     plan_json = plan.to_json() if plan is not None else {"separable_nodes": separable}
     plan_json["totals"] = {"before": section["before"], "after": section["after"]}
     if cluster is not None:
         plan_json["cluster"] = {"k": cluster["k"], "layers": cluster["layers"]}
-    if low_rank is not None:
-        plan_json["low_rank"] = low_rank
     section["plan"] = plan_json
     return student, section, stages
 
