@@ -10,7 +10,7 @@ import numpy as np
 from . import artifacts
 from .config import ExportConfig
 from .errors import BudgetExceeded, ConfigError, ModelLoadError
-from .input_files import MAX_MODEL_BYTES, check_file, read_bytes, read_text
+from .input_files import MAX_MODEL_BYTES, check_file, read_bytes
 from .ir import Graph, verify
 from .report import Report
 
@@ -131,212 +131,21 @@ def export(model, calib=None, out="edgepack_out", *, val=None, val_labels=None, 
 
 def _export_into(out: Path, model, calib, val, val_labels, train, train_labels, cfg: ExportConfig,
                  example_input, progress, custom_objects):
-    """The work of ``export``, writing into the (staging) folder ``out``: (Report, target profile)."""
-    from .exporter.emit_onnx import to_onnx
-    from .exporter.emit_tflite import to_tflite
-    from .ir.summary import summarize
-    from .shrink import plan_bytes, shrink_stages, wants_shrink
+    """The work of ``export`` in the (staging) folder ``out``: its stages in order (export_stages.py),
+    each taking and returning the plain-data ExportState. Returns (Report, target profile)."""
+    from . import export_stages as st
 
-    quantize = calib is not None or cfg.calibration_file is not None
-    paths = {kind: out / name for kind, name in artifacts.EXPORT_FILES.items()}
-    profile = _profile(cfg.target)
-
-    graph = load(model, config=cfg, example_input=example_input, custom_objects=custom_objects)
-    checks = []
-    if cfg.equalize:
-        graph, calib, checks = _equalize(graph, calib, cfg)
-    files, original, stages = {}, graph, {}
-    if wants_shrink(cfg):
-        x_train, y_train = _training_data(train, train_labels, calib, graph, cfg)
-        graph, section, stages = shrink_stages(graph, cfg, x_train, y_train, progress)
-        files["plan"] = plan_bytes(section)
-        section["original_float_tflite_bytes"] = len(to_tflite(original, int8=False))
-    report = Report(model=model_name(model), target=profile.name,
-                    inputs={n: list(graph.tensors[n].shape) for n in graph.inputs},
-                    outputs={n: list(graph.tensors[n].shape) for n in graph.outputs},
-                    summary=summarize(graph)["totals"])
-    if wants_shrink(cfg):
-        report.shrink = {k: v for k, v in section.items() if k != "plan"}
-    files.update(float_onnx=to_onnx(graph).SerializeToString(), float_tflite=to_tflite(graph, int8=False))
-    qgraph = None
-    if quantize:
-        quant_files, qgraph, samples = _quantize(graph, calib, cfg, report, progress)
-        files.update(quant_files)
-        report.calibration["rewrites"] = [c.to_json() for c in checks]
-        report.notes += [c.note for c in checks]
-        if cfg.lint:
-            from .calibration.lint import lint_graph
-
-            sample_x = samples.as_array()[:64] if samples is not None else None
-            report.lint = [f.to_json() for f in lint_graph(graph, sample_x)]
-    # Written into the staging folder: a failure later (validation) still leaves --out as it was.
-    for kind, data in files.items():
-        artifacts.write_bytes(paths[kind], data)
-        report.artifacts[kind] = {"path": str(paths[kind]), "bytes": len(data)}
-    if quantize and cfg.validate:
-        data = _validation_data(val, val_labels, samples, graph, cfg)
-        _prove(report, qgraph, paths, data, profile, progress)
-        if report.shrink and data[0] is not None:
-            _compare_with_original(report, original, data)
-        if data[0] is not None:
-            from .ladder import size_ladder
-
-            report.ladder = size_ladder(original, stages, files["int8_tflite"], data[0], data[1], cfg.cluster)
-    return report, profile
-
-
-def _equalize(graph: Graph, calib, cfg: ExportConfig):
-    """--equalize, kept only when the int8 output error on the calibration samples does not grow.
-    Returns (graph, calib as a SampleSet read once, [the check])."""
-    from .calibration import load_samples
-    from .calibration.rewrite_check import keep_if_not_worse
-    from .exporter.passes import run_passes
-    from .pipeline import build_pipeline, stage
-
-    new = run_passes(graph, stage(build_pipeline(cfg), "equalize"))
-    if calib is None:
-        return new, calib, []
-    calib = load_samples(calib, graph.tensors[graph.inputs[0]].shape, input_name=graph.inputs[0],
-                         mean=cfg.mean, std=cfg.std, limit=cfg.calib_limit)
-    opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
-    method = "minmax" if cfg.calibration == "auto" else cfg.calibration  # the check compares like with like
-    graph, check = keep_if_not_worse(graph, new, calib.as_array(), "equalize", method, **opts)
-    return graph, calib, [check]
-
-
-def _training_data(train, train_labels, calib, graph: Graph, cfg: ExportConfig):
-    """(x, labels) for distillation and taylor importance: ``train`` if given, else the calibration data."""
-    from .calibration import load_labels, load_samples
-
-    source = train if train is not None else calib
-    if source is None:
-        return None, None
-    s = load_samples(source, graph.tensors[graph.inputs[0]].shape, input_name=graph.inputs[0],
-                     mean=cfg.mean, std=cfg.std)
-    labels = load_labels(train_labels) if isinstance(train_labels, (str, Path)) else train_labels
-    if labels is None:
-        labels = s.labels
-    return s.as_array(), (None if labels is None else np.asarray(labels))
-
-
-def _compare_with_original(report: Report, original: Graph, data) -> None:
-    """After shrinking: how the final artifacts compare with the ORIGINAL float model (not the shrunk one)."""
-    from .ir.torch_exec import run
-    from .targets.metrics import compare
-    from .targets.validate import run_artifact
-
-    x, labels, _ = data
-    ref = run(original, [x])[original.outputs[0]]
-    int8, _ = run_artifact(Path(report.artifacts["int8_tflite"]["path"]).read_bytes(), "tflite", "litert-ref", x,
-                           ref.shape)
-    report.shrink["int8_tflite_vs_original_float"] = compare(ref, int8.reshape(ref.shape), labels)
+    given = st.ExportInputs(model, calib, val, val_labels, train, train_labels, example_input, custom_objects)
+    state = st.ExportState(given, cfg, out, _profile(cfg.target), progress)
+    for stage in (st.load, st.passes, st.shrink, st.calibrate, st.fix, st.emit, st.prove):
+        state = stage(state)
+    return state.report, state.profile
 
 
 def _profile(target):
     from .targets.profile import load_profile
 
     return load_profile(target)
-
-
-def _validation_data(val, val_labels, calib_samples, graph: Graph, cfg: ExportConfig):
-    """(samples array, labels or None, where they came from)."""
-    from .calibration import load_labels, load_samples
-
-    if val is None:
-        s = calib_samples
-        where = "the calibration samples (pass val= / --val for held-out data)"
-    else:
-        s = load_samples(val, graph.tensors[graph.inputs[0]].shape, input_name=graph.inputs[0],
-                         mean=cfg.mean, std=cfg.std, limit=cfg.val_limit)
-        where = "the validation data"
-    labels = load_labels(val_labels) if isinstance(val_labels, (str, Path)) else val_labels
-    if labels is None and s is not None:
-        labels = s.labels
-    x = s.as_array()[: cfg.val_limit] if s is not None else None
-    return x, (None if labels is None else np.asarray(labels)[: cfg.val_limit]), where
-
-
-def _prove(report: Report, qgraph: Graph, paths: dict, data, profile, progress) -> None:
-    from .prove import check_accuracy, check_layers, check_target, reference_outputs
-
-    x, labels, where = data
-    check_target(report, paths["int8_tflite"], profile, qgraph)
-    if x is None:
-        report.notes.append("no validation data: accuracy and per-layer error were not measured")
-        return
-    if labels is not None and len(labels) != len(x):
-        raise ConfigError(f"{len(labels)} labels for {len(x)} validation samples")
-    reference = reference_outputs(paths["float_onnx"], x)
-    check_accuracy(report, {k: paths[k] for k in ("int8_tflite", "int8_onnx", "float_tflite")}, x, labels,
-                   reference, profile.runtime, progress)
-    check_layers(report, paths["int8_tflite"], paths["float_tflite"], x[:32])
-    report.notes.append(f"validated on {len(x)} samples of {where}")
-
-
-def _quantize(graph: Graph, calib, cfg: ExportConfig, report: Report, progress):
-    from .calibration import calibrate, load_samples
-    from .calibration.fc_weights import choose_fc_weights
-    from .calibration.quantize import (QuantRules, load_bias_deltas, load_calibration, load_per_channel_nodes,
-                                       save_calibration)
-    from .exporter.emit_onnx_qdq import to_onnx_qdq
-    from .exporter.emit_tflite import to_tflite
-
-    if len(graph.inputs) != 1:
-        raise ConfigError(f"int8 export handles single-input models; this one has {len(graph.inputs)} "
-                          f"inputs ({', '.join(graph.inputs)})")
-    input_shape = graph.tensors[graph.inputs[0]].shape
-    ranges, samples, bias_deltas = None, None, None
-    if cfg.calibration_file:
-        path = Path(cfg.calibration_file)
-        if not path.exists():
-            raise ConfigError(f"calibration file not found: {path}", "calibration_file")
-        text = read_text(path, "calibration file", error=ConfigError)
-        ranges, bias_deltas = load_calibration(text, str(path)), load_bias_deltas(text)
-    else:
-        samples = load_samples(calib, input_shape, input_name=graph.inputs[0], mean=cfg.mean, std=cfg.std,
-                               limit=cfg.calib_limit)
-        _warn_raw_bytes(graph, samples, cfg, report)
-    total = len(samples) if samples is not None else 0
-    tick = (lambda n: progress("calibrating", n, total)) if progress else None
-    opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
-    fc = choose_fc_weights(graph, samples.as_array()[:64] if samples is not None else None)
-    per_channel = fc.per_channel
-    if cfg.calibration_file:  # the file's own choice, so that reusing it gives the same model
-        saved = load_per_channel_nodes(Path(cfg.calibration_file).read_text())
-        per_channel = per_channel if saved is None else saved
-    cal = calibrate(graph, samples, cfg.calibration, progress=tick, ranges=ranges,
-                    rules=QuantRules(per_channel_nodes=per_channel), bias_correction=cfg.bias_correction,
-                    bias_deltas=bias_deltas, **opts)
-    qgraph, ranges = cal.qgraph, cal.ranges
-    report.calibration = {"method": cfg.calibration, "samples": total,
-                          "from_file": cfg.calibration_file, "fc_weights": fc.to_json(), **cal.section}
-    report.notes.append(f"calibrated {len(ranges)} tensors with {cfg.calibration}"
-                        + (f" on {total} samples" if total else f" from {cfg.calibration_file}"))
-    report.notes += cal.notes
-    files = {"int8_onnx": to_onnx_qdq(qgraph, activations=cfg.onnx_activations).SerializeToString(),
-             "int8_tflite": to_tflite(qgraph, int8=True, io=cfg.io),
-             "calibration": save_calibration(qgraph, ranges, cfg.calibration, per_channel, cal.methods,
-                                             cal.bias_deltas).encode()}
-    return files, qgraph, samples
-
-
-def _warn_raw_bytes(graph: Graph, samples, cfg: ExportConfig, report: Report) -> None:
-    """A note (and a log warning) when the samples look like raw 0-255 pixels for a model whose first
-    layer takes them as they are: most models are trained on [0, 1] or normalised inputs."""
-    from .calibration.data import looks_like_raw_bytes
-
-    if cfg.mean is not None or cfg.std is not None:
-        return
-    first = [n.op for n in graph.nodes if graph.inputs[0] in n.inputs]
-    if not first or first[0] not in ("Conv", "Gemm", "MatMul", "ConvTranspose"):
-        return  # the model does its own preprocessing first (Sub, Mul, Div, ...)
-    x = np.concatenate([samples[i] for i in range(min(64, len(samples)))])  # a folder is read lazily
-    if looks_like_raw_bytes(x):
-        note = (f"the calibration samples look like raw 0-255 values (max {float(x.max()):g}, all integers) "
-                "but the model's first layer takes its input as is: if it was trained on [0, 1] or "
-                "normalised inputs, scale the samples or give --mean/--std")
-        log.warning(note)
-        report.notes.append(note)
 
 
 def lint(model, calib=None, *, config: ExportConfig | None = None, example_input=None, **settings):
@@ -369,15 +178,19 @@ def _is_float_artifact(path: Path) -> bool:
     return info.tensors[info.inputs[0]].dtype == "float32" and "QUANTIZE" not in info.op_counts()
 
 
-def validate_artifacts(artifacts, data, *, labels=None, reference=None, target="stm32l4r5", limit: int = 300,
-                       progress: Progress | None = None, trust_pickle: bool = False,
-                       trust_code: bool = False) -> Report:
+def validate_artifacts(artifacts, data, *, labels=None, reference=None, config: ExportConfig | None = None,
+                       progress: Progress | None = None, **settings) -> Report:
     """`edgepack validate`: run .tflite/.onnx files on the target's runtimes and compare them with the float
-    ``reference`` (a model file; default: a float artifact among those given). ``trust_pickle`` /
-    ``trust_code``: as for export, for a reference model file whose loading runs code."""
+    ``reference`` (a model file; default: a float artifact among those given). Settings are the ExportConfig
+    keys that apply (``target``, ``val_limit`` (alias ``limit``), ``trust_pickle`` / ``trust_code`` for a
+    reference model file whose loading runs code), as keywords or as ``config``."""
     from .calibration import load_labels, load_samples
     from .prove import check_accuracy, check_layers, check_target, reference_outputs
 
+    if "limit" in settings:
+        settings["val_limit"] = settings.pop("limit")
+    cfg = (config or ExportConfig()).replace(**settings)
+    target, limit = cfg.target, cfg.val_limit
     profile = _profile(target)
     paths = [Path(a) for a in artifacts]
     for p in paths:
@@ -406,8 +219,7 @@ def validate_artifacts(artifacts, data, *, labels=None, reference=None, target="
             from .exporter.emit_onnx import to_onnx
             from .targets.validate import run_artifact
 
-            trust = ExportConfig(trust_pickle=trust_pickle, trust_code=trust_code)
-            onnx_bytes = to_onnx(load(ref_path, config=trust)).SerializeToString()
+            onnx_bytes = to_onnx(load(ref_path, config=cfg)).SerializeToString()
             ref_out, _ = run_artifact(onnx_bytes, "onnx", "onnxruntime", x)
         report.notes.append(f"reference: {ref_path}")
     tested = {p.name: p for p in paths if p != ref_path}

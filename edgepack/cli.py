@@ -15,7 +15,6 @@ import sys
 import threading
 import warnings
 
-from .config import BIAS_CORRECTIONS, CALIBRATIONS
 from .errors import EdgepackError
 
 
@@ -25,21 +24,39 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _add_model_args(p):
+def _add_model_args(p, command: str):
     p.add_argument("model", help="model: .onnx, TorchScript .pt, torch.export .pt2, Keras .keras/.h5 or "
                                  "SavedModel folder (inspect: .tflite too)")
-    p.add_argument("--input-shape", help="model input shape incl. batch, e.g. 1,3,32,32")
-    p.add_argument("--exporter", choices=["auto", "legacy", "dynamo"], default="auto",
-                   help="torch.onnx exporter for PyTorch models (default: auto)")
-    _add_trust_args(p)
+    _add_config_flags(p, command)
 
 
-def _add_trust_args(p):
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="PyTorch: allow files whose loading runs code from them (a pickled whole module, "
-                        "a .pt2 with pickles or guard code, TorchScript that writes files)")
-    p.add_argument("--trust-code", action="store_true",
-                   help="Keras: allow Lambda layers' Python code stored in the file (safe_mode off)")
+def _add_config_flags(p, command: str, aliases: dict | None = None) -> None:
+    """One flag per ExportConfig field the command takes, named like the field (``--calib-limit`` for
+    calib_limit); help, allowed values and default from the field (config.py). Defaults stay None so that
+    only what is given overrides a --config file."""
+    from dataclasses import MISSING, fields
+    from typing import get_args, get_type_hints
+
+    from .config import ExportConfig
+
+    hints = get_type_hints(ExportConfig)
+    for f in fields(ExportConfig):
+        meta = f.metadata
+        if command not in meta["commands"]:
+            continue
+        names = ["--" + f.name.replace("_", "-"), *(aliases or {}).get(f.name, ())]
+        default = None if f.default is MISSING else f.default
+        shown = "" if default in (None, "") else f" (default: {default})"
+        kind = next((t for t in get_args(hints[f.name]) or (hints[f.name],) if t is not type(None)), str)
+        if kind is bool:
+            p.add_argument(*names, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"{meta['help']} (default: {'on' if default else 'off'})")
+        elif f.name == "layers":
+            p.add_argument("--layer", *names, dest="layers", action="append", metavar="NAME:KEY=VALUE",
+                           help=meta["flag_help"])
+        else:
+            p.add_argument(*names, dest=f.name, type=kind if kind in (int, float) else str,
+                           choices=meta["choices"], help=meta["help"] + shown)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,45 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("export", help="convert a model and write its artifacts")
-    _add_model_args(p)
+    _add_model_args(p, "export")
     p.add_argument("--out", default="edgepack_out", help="output folder (default: edgepack_out)")
     p.add_argument("--calib", help="calibration samples: .npy, .npz, a folder of .npy or of images")
-    p.add_argument("--calibration", choices=list(CALIBRATIONS),
-                   help="activation range method (default: auto, the range with the lowest measured int8 "
-                        "error per tensor)")
-    p.add_argument("--bias-correction", choices=list(BIAS_CORRECTIONS),
-                   help="fold the mean int8 error of each conv/FC channel into its bias where it helps "
-                        "(default: auto)")
-    p.add_argument("--percentile", type=float, help="percentile for --calibration percentile (default 99.99)")
-    p.add_argument("--calibration-file", help="reuse a calibration.json instead of running --calib")
-    p.add_argument("--calib-limit", type=int, help="use at most this many calibration samples")
-    p.add_argument("--mean", help="image folders: per-channel mean, after scaling pixels to [0, 1]")
-    p.add_argument("--std", help="image folders: per-channel std")
-    p.add_argument("--onnx-activations", choices=["uint8", "int8"],
-                   help="int8 ONNX activation storage (default uint8: same values, faster onnxruntime)")
-    p.add_argument("--equalize", action="store_true",
-                   help="cross-layer equalisation of conv/gemm pairs before calibration (exact in float)")
-    p.add_argument("--prune", type=float, help="remove this fraction of channels (e.g. 0.5)")
-    p.add_argument("--prune-importance", choices=["l1", "l2", "taylor"], help="channel importance (default l1)")
-    p.add_argument("--round-to", type=int, help="keep channel counts a multiple of N (default 8)")
-    p.add_argument("--separable", help="auto | none | NODE,NODE: replace convs by depthwise + pointwise")
-    p.add_argument("--cluster", type=int, help="share weights: K values per Conv/Gemm layer by k-means (2..128)")
-    p.add_argument("--finetune-epochs", type=int, help="distil the shrunk model from the original (epochs)")
     p.add_argument("--train", help="training samples for distillation (default: --calib)")
     p.add_argument("--train-labels", help="labels of --train (.npy or .txt)")
-    p.add_argument("--target", help="target profile name, alias or .toml (default stm32l4r5; see `edgepack targets`)")
     p.add_argument("--val", help="held-out validation samples (default: the calibration samples)")
     p.add_argument("--val-labels", help="labels of --val (.npy or .txt), for accuracy")
-    p.add_argument("--no-validate", action="store_true", help="skip running the artifacts and report.html")
-    p.add_argument("--fail-on-budget", action="store_true",
-                   help="exit with code 3 when the model does not fit the target (for CI)")
-    p.add_argument("--io", choices=["int8", "float"],
-                   help="int8 .tflite input/output type (default int8; float adds QUANTIZE/DEQUANTIZE)")
-    p.add_argument("--config", help="TOML file with the same keys as these flags")
-    p.add_argument("--force", action="store_true", help="overwrite existing artifacts")
+    p.add_argument("--config", help="TOML file with the same keys as these flags (flags given win)")
 
     p = sub.add_parser("inspect", help="show a model's inputs, outputs, nodes, params and MACs")
-    _add_model_args(p)
+    _add_model_args(p, "inspect")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--missing", action="store_true",
                    help="only list the ops edgepack cannot take (op, count, nodes; one line each): "
@@ -98,14 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="samples: .npy, .npz, a folder of .npy or of images")
     p.add_argument("--labels", help="labels (.npy or .txt) for accuracy")
     p.add_argument("--reference", help="the float model to compare with (default: a float artifact given)")
-    _add_trust_args(p)  # for a --reference model file
-    p.add_argument("--target", default="stm32l4r5", help="target profile (default stm32l4r5)")
-    p.add_argument("--limit", type=int, default=300, help="use at most this many samples (default 300)")
+    _add_config_flags(p, "validate", aliases={"val_limit": ("--limit",)})  # trust flags: for --reference
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--fail-on-budget", action="store_true", help="exit 3 when an artifact does not fit")
 
     p = sub.add_parser("lint", help="flag patterns that hurt int8 accuracy, with the node and a fix")
-    _add_model_args(p)
+    _add_model_args(p, "lint")
     p.add_argument("--calib", help="sample data: enables the range-based checks (outliers, concat ranges)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--fail-on-warn", action="store_true", help="exit with code 1 when a warning is found")
@@ -120,27 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args):
-    from .config import ExportConfig
+    """The ExportConfig of a command: the --config file (if any), then every config flag given."""
+    from dataclasses import fields
+
+    from .config import ExportConfig, merge_layers
 
     cfg = ExportConfig.from_toml(args.config) if getattr(args, "config", None) else ExportConfig()
-    flags = {"exporter": args.exporter, "trust_pickle": args.trust_pickle or cfg.trust_pickle,
-             "trust_code": args.trust_code or cfg.trust_code}
-    if args.input_shape:
-        flags["input_shape"] = args.input_shape
-    if getattr(args, "force", False):
-        flags["force"] = True
-    if getattr(args, "equalize", False):
-        flags["equalize"] = True
-    if getattr(args, "no_validate", False):
-        flags["validate"] = False
-    if getattr(args, "fail_on_budget", False):
-        flags["fail_on_budget"] = True
-    for key in ("calibration", "bias_correction", "percentile", "calibration_file", "calib_limit", "mean", "std",
-                "onnx_activations", "io", "target", "prune",
-                "prune_importance", "round_to", "separable", "cluster", "finetune_epochs"):
-        if getattr(args, key, None) is not None:
-            flags[key] = getattr(args, key)
-    return cfg.replace(**flags)
+    given = {f.name: getattr(args, f.name) for f in fields(ExportConfig) if getattr(args, f.name, None) is not None}
+    if "layers" in given:
+        given["layers"] = merge_layers(cfg.layers, given["layers"])
+    return cfg.replace(**given)
 
 
 class _ProgressBar:
@@ -293,7 +268,7 @@ def cmd_validate(args) -> int:
 
     with _ProgressBar() as progress:
         report = validate_artifacts(args.artifacts, args.data, labels=args.labels, reference=args.reference,
-                                    target=args.target, trust_pickle=args.trust_pickle, trust_code=args.trust_code, limit=args.limit, progress=progress)
+                                    config=_config(args), progress=progress)
     if args.json:
         print(report.to_json())
     else:

@@ -5,12 +5,13 @@ Unknown keys are an error listing the valid ones; values outside the allowed set
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import numbers
 import re
 import tomllib
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from .errors import ConfigError
 from .input_files import read_text
@@ -84,61 +85,202 @@ def _check_types(cfg) -> None:
             raise ConfigError(f"setting '{f.name}' must be a finite number, got {value!r}", f.name)
 
 
+def _check_percentile(value, key: str) -> float:
+    if not 50.0 < float(value) <= 100.0:
+        raise ConfigError(f"{key} must be in (50, 100], got {value}", key)
+    return float(value)
+
+
+def _bool(value, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "on"):
+        return True
+    if text in ("false", "no", "0", "off"):
+        return False
+    raise ConfigError(f"{key} '{value}' is not true or false", key)
+
+
+@dataclass(frozen=True)
+class LayerSettings:
+    """What one layer (a node, or every node of an op type) may set; None: the next level decides."""
+    calibration: str | None = None  # range method of the layer's output
+    percentile: float | None = None  # for calibration percentile
+    per_channel: bool | None = None  # weights per output channel (Conv: yes; Gemm: chosen from data)
+    precision: str | None = None  # int8 (int16 and float: not supported yet)
+    prune: bool | None = None  # false: pruning leaves this layer's channels alone
+
+    def given(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+LAYER_KEYS = tuple(f.name for f in fields(LayerSettings))
+PRECISIONS = ("int8",)  # int16 and float layers are planned: refused with a clear message until then
+
+
+def _layer_settings(name: str, values) -> LayerSettings:
+    values = values.given() if isinstance(values, LayerSettings) else values
+    if not isinstance(values, dict):
+        raise ConfigError(f"layers '{name}' must be a table of settings, got {values!r}", "layers", LAYER_KEYS)
+    for key in values:
+        if key not in LAYER_KEYS:
+            raise ConfigError(f"unknown key '{key}' for layer '{name}'", "layers", LAYER_KEYS)
+    v = dict(values)
+    where = f"layers '{name}'"
+    if "calibration" in v and v["calibration"] not in CALIBRATIONS:
+        raise ConfigError(f"unknown calibration '{v['calibration']}' for layer '{name}'", "layers", CALIBRATIONS)
+    if "percentile" in v:
+        try:
+            v["percentile"] = _check_percentile(v["percentile"], f"{where} percentile")
+        except ValueError:
+            raise ConfigError(f"{where} percentile '{v['percentile']}' is not a number", "layers") from None
+    for key in ("per_channel", "prune"):
+        if key in v:
+            v[key] = _bool(v[key], f"{where} {key}")
+    if "precision" in v and v["precision"] not in PRECISIONS:
+        planned = v["precision"] in ("int16", "float")
+        raise ConfigError(f"precision '{v['precision']}' for layer '{name}' is "
+                          + ("not supported yet" if planned else "unknown"), "layers", PRECISIONS)
+    return LayerSettings(**v)
+
+
+def parse_layers(value) -> dict[str, LayerSettings]:
+    """``layers`` from Python or TOML ({name: {key: value}}) or from the CLI (["NAME:KEY=VALUE", ...])."""
+    if value is None:
+        return {}
+    if isinstance(value, (list, tuple)):
+        merged: dict[str, dict] = {}
+        for item in value:
+            head, eq, text = str(item).partition("=")
+            name, colon, key = head.rpartition(":")
+            if not (eq and colon and name and key):
+                raise ConfigError(f"layer setting '{item}' is not NAME:KEY=VALUE "
+                                  "(example: conv1:calibration=percentile)", "layers", LAYER_KEYS)
+            merged.setdefault(name, {})[key.strip()] = text.strip()
+        value = merged
+    if not isinstance(value, dict):
+        raise ConfigError(f"layers must be a table keyed by node name or op:TYPE, got {value!r}", "layers")
+    layers = {}
+    for name, values in value.items():
+        if name.startswith("op:"):
+            from .ir.ops import OPS
+
+            if name[3:] not in OPS:
+                raise ConfigError(f"unknown op type '{name[3:]}' in layers key '{name}'", "layers", sorted(OPS))
+        layers[str(name)] = _layer_settings(name, values)
+    return layers
+
+
+def merge_layers(base: dict[str, LayerSettings], items) -> dict[str, LayerSettings]:
+    """``base`` (e.g. from a TOML file) with the CLI's NAME:KEY=VALUE items on top, key by key."""
+    merged = {name: s.given() for name, s in base.items()}
+    for name, s in parse_layers(items).items():
+        merged.setdefault(name, {}).update(s.given())
+    return parse_layers(merged)
+
+
+def bind_layers(cfg: "ExportConfig", graph) -> "ExportConfig":
+    """``cfg`` with its per-layer keys checked against the loaded graph; a key naming an output tensor (as
+    the report's per-layer rows do) is rewritten to the node that produces it."""
+    if not cfg.layers:
+        return cfg
+    nodes = {n.name for n in graph.nodes}
+    bound = {}
+    for key, settings in cfg.layers.items():
+        if not key.startswith("op:") and key not in nodes:
+            producer = graph.producer(key) if key in graph.tensors else None
+            if producer is None:
+                close = difflib.get_close_matches(key, sorted(nodes | set(graph.tensors)), n=3, cutoff=0.5)
+                hint = f"close matches: {', '.join(close)}" if close else "`edgepack inspect` lists the nodes"
+                raise ConfigError(f"layers: '{key}' is not a node or tensor of this model ({hint})", "layers")
+            key = producer.name
+        bound[key] = LayerSettings(**{**bound[key].given(), **settings.given()}) if key in bound else settings
+    return cfg.replace(layers=bound)
+
+
+def setting(default, help: str, *, choices=None, commands=("export",), flag_help: str | None = None):
+    """A field of ExportConfig with what its CLI flag needs: help text, allowed values and the commands that
+    take it (the flag of the same name is generated from this, cli.py)."""
+    meta = {"help": help, "choices": tuple(choices) if choices else None, "commands": tuple(commands)}
+    if flag_help:
+        meta["flag_help"] = flag_help
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+LOADING = ("export", "inspect", "lint")  # the commands that load a model
+DATA = ("export", "lint")  # ... and read sample data
+
+
 @dataclass(frozen=True)
 class ExportConfig:
-    input_shape: tuple[int, ...] | None = None  # model input incl. batch (PyTorch without example)
-    exporter: str = "auto"  # torch.onnx exporter: auto | legacy | dynamo
-    opset: int | None = None  # ONNX opset used by torch.onnx.export
-    trust_pickle: bool = False  # allow torch.load of whole pickled modules (runs code)
-    trust_code: bool = False  # Keras: load Lambda layers' Python code (safe_mode=False)
-    force: bool = False  # overwrite existing artifacts
-    calibration: str = "auto"  # auto (per tensor, by measured error) | minmax | percentile | mse | entropy
-    bias_correction: str = "auto"  # auto: per conv/FC layer where it lowers the measured int8 error | off
-    percentile: float = 99.99  # for calibration="percentile"
-    calibration_file: str | None = None  # reuse a calibration.json instead of running the samples
-    calib_limit: int | None = None  # use at most this many calibration samples
-    mean: tuple[float, ...] | None = None  # image folders: (x - mean) / std per channel, after scaling to [0, 1]
-    std: tuple[float, ...] | None = None
-    equalize: bool = False  # cross-layer equalisation of conv/gemm pairs before calibration
-    lint: bool = True  # run the quantization-friendliness check and put its findings in the report
-    prune: float = 0.0  # fraction of channels to remove per coupled group (0 = no pruning)
-    prune_importance: str = "l1"  # l1 | l2 | taylor (taylor needs --train data)
-    round_to: int = 8  # keep channel counts a multiple of this (SIMD-friendly kernels)
-    separable: str = "none"  # none | auto | NODE,NODE: convs to replace by depthwise + pointwise
-    cluster: int = 0  # weight sharing: K values per Conv/Gemm weight, by k-means (0 = off; 2..128)
-    finetune_epochs: int = 0  # distillation epochs from the original model (needs --train data)
-    finetune_lr: float = 3e-3  # Adam learning rate of the distillation
-    target: str = "stm32l4r5"  # target profile name, alias or .toml path (see `edgepack targets`)
-    validate: bool = True  # run the artifacts on the target's runtimes and write report.html
-    val_limit: int = 300  # validate on at most this many samples
-    fail_on_budget: bool = False  # exit code 3 when the model does not fit the target
-    io: str = "int8"  # int8 .tflite input/output: int8, or float with QUANTIZE/DEQUANTIZE at the edges
-    onnx_activations: str = "uint8"  # int8 ONNX activation storage (uint8: same values, faster on x86 ORT)
+    input_shape: tuple[int, ...] | None = setting(
+        None, "model input shape incl. batch, e.g. 1,3,32,32 (PyTorch without an example input)", commands=LOADING)
+    exporter: str = setting("auto", "torch.onnx exporter for PyTorch models", choices=EXPORTERS, commands=LOADING)
+    opset: int | None = setting(None, "ONNX opset of the PyTorch/Keras conversion", commands=LOADING)
+    trust_pickle: bool = setting(
+        False, "PyTorch: allow files whose loading runs code from them (a pickled whole module, a .pt2 with "
+        "pickles or guard code, TorchScript that writes files)", commands=LOADING + ("validate",))
+    trust_code: bool = setting(False, "Keras: allow Lambda layers' Python code stored in the file (safe_mode off)",
+                               commands=LOADING + ("validate",))
+    force: bool = setting(False, "overwrite existing artifacts")
+    calibration: str = setting("auto", "activation range method (auto: per tensor, the range with the lowest "
+                               "measured int8 error)", choices=CALIBRATIONS)
+    bias_correction: str = setting("auto", "fold the mean int8 error of each conv/FC channel into its bias "
+                                   "where it lowers the measured error", choices=BIAS_CORRECTIONS)
+    percentile: float = setting(99.99, "percentile for calibration percentile, in (50, 100]")
+    calibration_file: str | None = setting(None, "reuse a calibration.json instead of running the samples")
+    calib_limit: int | None = setting(None, "use at most this many calibration samples", commands=DATA)
+    mean: tuple[float, ...] | None = setting(
+        None, "image folders: per-channel mean, after scaling pixels to [0, 1]", commands=DATA)
+    std: tuple[float, ...] | None = setting(None, "image folders: per-channel std", commands=DATA)
+    equalize: bool = setting(False, "cross-layer equalisation of conv/gemm pairs before calibration "
+                                    "(exact in float; kept only when int8 does not get worse)")
+    lint: bool = setting(True, "run the quantization-friendliness check and put its findings in the report")
+    prune: float = setting(0.0, "fraction of channels to remove per coupled group, in [0, 1) (0: no pruning)")
+    prune_importance: str = setting("l1", "channel importance (taylor needs --train data)",
+                                    choices=("l1", "l2", "taylor"))
+    round_to: int = setting(8, "keep channel counts a multiple of this (SIMD-friendly kernels)")
+    separable: str = setting("none", "none | auto | NODE,NODE: convs to replace by depthwise + pointwise")
+    cluster: int = setting(0, "share weights: K values per Conv/Gemm layer by k-means, exactly K distinct int8 "
+                                 "values in the file (0: off; 2..128)")
+    finetune_epochs: int = setting(0, "distil the shrunk model from the original for this many epochs "
+                                      "(on --train data, else the calibration samples)")
+    finetune_lr: float = setting(3e-3, "Adam learning rate of the distillations (finetune and QAT)")
+    qat_epochs: int = setting(0, "quantization-aware distillation after calibration: epochs of training "
+                                 "through int8 rounding (on --train data, else the calibration samples)")
+    layers: dict = setting(
+        {}, "per-layer settings, keyed by node name (or the tensor the report names) or op:TYPE; "
+        "resolved node > op type > global", flag_help="per-layer setting NAME:KEY=VALUE (repeatable; NAME is a "
+        "node, a tensor of the report's per-layer rows, or op:TYPE; keys: " + ", ".join(LAYER_KEYS) + ")")
+    target: str = setting("stm32l4r5", "target profile name, alias or .toml path (see `edgepack targets`)",
+                          commands=("export", "validate"))
+    validate: bool = setting(True, "run the artifacts on the target's runtimes and write report.html")
+    val_limit: int = setting(300, "validate on at most this many samples", commands=("export", "validate"))
+    fail_on_budget: bool = setting(False, "exit with code 3 when the model does not fit the target (for CI)",
+                                   commands=("export", "validate"))
+    io: str = setting("int8", "int8 .tflite input/output type (float adds QUANTIZE/DEQUANTIZE at the edges)",
+                      choices=("int8", "float"))
+    onnx_activations: str = setting("uint8", "int8 ONNX activation storage (uint8: same values, faster on "
+                                             "x86 onnxruntime)", choices=ONNX_ACTIVATIONS)
 
     def __post_init__(self):
         _check_types(self)
         if self.input_shape is not None:
             object.__setattr__(self, "input_shape", parse_shape(self.input_shape))
-        if self.exporter not in EXPORTERS:
-            raise ConfigError(f"unknown exporter '{self.exporter}'", "exporter", EXPORTERS)
-        if self.calibration not in CALIBRATIONS:
-            raise ConfigError(f"unknown calibration method '{self.calibration}'", "calibration", CALIBRATIONS)
-        if self.bias_correction not in BIAS_CORRECTIONS:
-            raise ConfigError(f"unknown bias_correction '{self.bias_correction}'", "bias_correction",
-                              BIAS_CORRECTIONS)
-        if self.onnx_activations not in ONNX_ACTIVATIONS:
-            raise ConfigError(f"unknown onnx_activations '{self.onnx_activations}'", "onnx_activations",
-                              ONNX_ACTIVATIONS)
+        for f in fields(self):
+            allowed = f.metadata.get("choices")
+            if allowed and getattr(self, f.name) not in allowed:
+                raise ConfigError(f"unknown {f.name} '{getattr(self, f.name)}'", f.name, allowed)
         if not 0.0 <= float(self.prune) < 1.0:
             raise ConfigError(f"prune ratio must be in [0, 1), got {self.prune}", "prune")
-        if self.prune_importance not in ("l1", "l2", "taylor"):
-            raise ConfigError(f"unknown prune importance '{self.prune_importance}'", "prune_importance",
-                              ("l1", "l2", "taylor"))
         if self.cluster and not 2 <= int(self.cluster) <= 128:
             raise ConfigError(f"cluster must be 0 (off) or a number of shared values in 2..128, got {self.cluster}",
                               "cluster")
-        if int(self.round_to) < 1 or int(self.finetune_epochs) < 0:
-            raise ConfigError("round_to must be >= 1 and finetune_epochs >= 0")
+        if int(self.round_to) < 1 or int(self.finetune_epochs) < 0 or int(self.qat_epochs) < 0:
+            raise ConfigError("round_to must be >= 1, finetune_epochs and qat_epochs >= 0")
         for key in ("calib_limit", "val_limit"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be a positive number of samples, got {getattr(self, key)}", key)
@@ -146,14 +288,20 @@ class ExportConfig:
             raise ConfigError(f"finetune_lr must be in (0, 1], got {self.finetune_lr}", "finetune_lr")
         if self.opset is not None and not 11 <= self.opset <= 21:
             raise ConfigError(f"opset {self.opset} is not supported", "opset", range(11, 22))
-        if self.io not in ("int8", "float"):
-            raise ConfigError(f"unknown io '{self.io}'", "io", ("int8", "float"))
-        if not 50.0 < float(self.percentile) <= 100.0:
-            raise ConfigError(f"percentile must be in (50, 100], got {self.percentile}", "percentile")
+        _check_percentile(self.percentile, "percentile")
         for key in ("mean", "std"):
             value = getattr(self, key)
             if value is not None:
                 object.__setattr__(self, key, _floats(value, key))
+        object.__setattr__(self, "layers", parse_layers(self.layers))
+
+    def layer(self, node: str, op: str) -> "LayerSettings":
+        """The settings of one node, resolved node > op:TYPE > global."""
+        values = {"calibration": self.calibration, "percentile": self.percentile}
+        for key in (f"op:{op}", node):
+            if key in self.layers:
+                values.update(self.layers[key].given())
+        return LayerSettings(**values)
 
     @classmethod
     def keys(cls) -> list[str]:

@@ -51,10 +51,17 @@ def build_pipeline(cfg: ExportConfig, train=None) -> list[Step]:
     if cfg.prune:
         samples = train[:256] if train is not None else None
         steps.append(Step("shrink", PrunePass(cfg.prune, importance=cfg.prune_importance,
-                                              round_to=cfg.round_to, samples=samples)))
+                                              round_to=cfg.round_to, samples=samples, keep=_kept(cfg))))
     if cfg.cluster:
         steps.append(Step("shrink", ClusterPass(cfg.cluster)))
     return steps
+
+
+def _kept(cfg: ExportConfig):
+    """``keep(node, op)`` for pruning: the layers whose settings say ``prune = false`` (None: no such layer)."""
+    if not any(s.prune is False for s in cfg.layers.values()):
+        return None
+    return lambda node, op: cfg.layer(node, op).prune is False
 
 
 def stage(steps: list[Step], name: str) -> list[Pass]:

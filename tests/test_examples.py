@@ -18,7 +18,7 @@ def run_example(name, tmp_path, *args):
 
 def test_every_example_has_a_test():
     tested = {"pytorch_to_mcu", "onnx_to_phone", "prune_and_distill", "validate_tflite", "keras_to_mcu",
-              "compression_ladder"}
+              "fix_a_layer", "compression_ladder"}
     assert {p.stem for p in EXAMPLES.glob("*.py")} <= tested
 
 
@@ -55,6 +55,16 @@ def test_validate_tflite(tmp_path):
     tflm = report["validation"]["keras.int8.tflite@tflm"]
     assert tflm["top1_agreement"] >= 0.95 and tflm["vs_litert_reference"]["max_lsb"] <= 1
     assert report["per_layer"]["layers"] and report["verdict"]["fits"]
+
+
+def test_fix_a_layer(tmp_path):
+    out, stdout = run_example("fix_a_layer", tmp_path)
+    rows = json.loads((out / "minmax" / "report.json").read_text())["per_layer"]["layers"]
+    before = next(r for r in rows if r["op"] != "INPUT" and r["sqnr_db"] < 25)
+    after = json.loads((out / "fixed" / "report.json").read_text())
+    row = next(r for r in after["per_layer"]["layers"] if r["tensor"] == before["tensor"])
+    assert row["sqnr_db"] > before["sqnr_db"] + 10 and "percentile" in str(after["calibration"]["layers"])
+    assert "with percentile on that layer" in stdout
 
 
 def test_compression_ladder(tmp_path):

@@ -188,6 +188,10 @@ OP_CASES = {  # op -> (attrs, extra inputs as consts, numpy reference of X)
                            * BN[0][:3].repeat(2) + BN[1][:3].repeat(2)),
     "Gelu": (dict(approximate="none"), [], lambda x: x * 0.5 * (1 + np.vectorize(math.erf)(x / np.sqrt(2)))),
     "Rsqrt": ({}, [], lambda x: np.where(x > 0, 1 / np.sqrt(np.abs(x)), np.nan)),  # nan where x <= 0
+    "Max": ({}, [BN[0].reshape(1, 4, 1, 1) - 1.0], lambda x: np.maximum(x, BN[0].reshape(1, 4, 1, 1) - 1.0)),
+    "Min": ({}, [BN[0].reshape(1, 4, 1, 1) - 1.0], lambda x: np.minimum(x, BN[0].reshape(1, 4, 1, 1) - 1.0)),
+    "Pow": (dict(exponent=3.0), [], lambda x: x ** 3),
+    "Slice": (dict(starts=[0, 1, 2, 0], sizes=[2, 2, 3, 6], axes=[1, 2]), [], lambda x: x[:, 1:3, 2:5, :]),
     "BatchNormalization": (dict(epsilon=1e-3), BN, lambda x: (x - BN[2].reshape(1, 4, 1, 1))
                            / np.sqrt(BN[3].reshape(1, 4, 1, 1) + 1e-3) * BN[0].reshape(1, 4, 1, 1)
                            + BN[1].reshape(1, 4, 1, 1)),

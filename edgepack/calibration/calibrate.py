@@ -20,17 +20,20 @@ Progress = Callable[[int], None]  # called with the number of samples just proce
 
 
 def collect_ranges(graph: Graph, batches: Iterable[np.ndarray], method: str = "minmax",
-                   progress: Progress | None = None, **observer_opts):
+                   progress: Progress | None = None, *, per_tensor: dict | None = None, **observer_opts):
     """Returns ({activation tensor: (min, max)}, {tensor: observer}) after streaming all batches.
 
-    ``batches`` yields arrays shaped like the graph input with any batch size."""
+    ``batches`` yields arrays shaped like the graph input with any batch size. ``per_tensor``:
+    {tensor: (method, observer options)} for the tensors a per-layer setting observes otherwise."""
     import torch
 
     from ..ir.torch_exec import to_module
 
     module = to_module(graph)
     names = set(graph.activations())
-    observers = {name: make_observer(method, **observer_opts) for name in sorted(names)}
+    per_tensor = per_tensor or {}
+    observers = {name: make_observer(per_tensor[name][0], **per_tensor[name][1]) if name in per_tensor
+                 else make_observer(method, **observer_opts) for name in sorted(names)}
 
     def observe(name, value):
         if name in observers:
@@ -82,13 +85,14 @@ def split_for_scoring(samples, n: int = 64, min_fit: int = 24, in_sample: bool =
 
 def calibrate(graph: Graph, samples, method: str = "auto", *, rules=None, batch_size: int = 32,
               progress: Progress | None = None, ranges: dict | None = None, bias_correction: str = "off",
-              bias_deltas: dict | None = None, **observer_opts) -> Calibration:
+              bias_deltas: dict | None = None, per_tensor: dict | None = None, **observer_opts) -> Calibration:
     """Float graph + samples (a SampleSet) -> Calibration. ``method`` "auto" picks a range per tensor
     (auto.py); any other method is applied everywhere and tensors it collapses are flagged.
     ``bias_correction`` "auto": per-channel bias correction where it measurably helps (bias_correction.py).
-    With ``ranges`` given (from a calibration.json, with its ``bias_deltas``) the samples are not run again."""
+    With ``ranges`` given (from a calibration.json, with its ``bias_deltas``) the samples are not run again.
+    ``per_tensor``: {tensor: (method, options)} from the per-layer settings, which win over ``method``."""
     cal = _calibrate_ranges(graph, samples, method, rules=rules, batch_size=batch_size, progress=progress,
-                            ranges=ranges, **observer_opts)
+                            ranges=ranges, per_tensor=per_tensor, **observer_opts)
     if ranges is not None and bias_deltas:  # a calibration file's recorded corrections: same model bytes
         from .bias_correction import apply_bias_deltas
         from .quantize import QuantRules, quantize_graph
@@ -110,7 +114,7 @@ def calibrate(graph: Graph, samples, method: str = "auto", *, rules=None, batch_
 
 
 def _calibrate_ranges(graph: Graph, samples, method: str, *, rules, batch_size: int, progress, ranges,
-                      **observer_opts) -> Calibration:
+                      per_tensor: dict | None = None, **observer_opts) -> Calibration:
     from .auto import CLIP_WARN_ENERGY, COLLAPSE_ENERGY, STREAM_METHOD, choose_ranges, clipping_tensors
     from .quantize import QuantRules, quantize_graph
 
@@ -121,13 +125,18 @@ def _calibrate_ranges(graph: Graph, samples, method: str, *, rules, batch_size: 
         fit, x_score = samples, split_for_scoring(samples, n=SCORING_SAMPLES, in_sample=True)[1]
         _, observers = collect_ranges(graph, fit.batches(batch_size), STREAM_METHOD, progress)
         choice = choose_ranges(graph, observers, x_score, rules, held_out=fit is not samples)
+        if per_tensor:  # a layer's own method wins over the auto choice
+            forced, _ = collect_ranges(graph, samples.batches(batch_size), "minmax", per_tensor=per_tensor)
+            for t, (m, _opts) in per_tensor.items():
+                choice.ranges[t], choice.methods[t] = forced[t], f"{m} (layer setting)"
         if progress and fit is not samples:
             progress(len(x_score))
         return Calibration(quantize_graph(graph, choice.ranges, rules), choice.ranges, choice.methods,
                            {"auto": choice.to_json()},
                            [f"auto calibration ({choice.scope}): " + ", ".join(f"{k} {v}" for k, v in
                                                                                 choice.counts().items())])
-    ranges, observers = collect_ranges(graph, samples.batches(batch_size), method, progress, **observer_opts)
+    ranges, observers = collect_ranges(graph, samples.batches(batch_size), method, progress, per_tensor=per_tensor,
+                                       **observer_opts)
     cal = Calibration(quantize_graph(graph, ranges, rules), ranges, {t: method for t in ranges})
     clipping = clipping_tensors(graph, observers, ranges)
     if clipping:
@@ -141,7 +150,8 @@ def _calibrate_ranges(graph: Graph, samples, method: str, *, rules, batch_size: 
 
 
 def calibrate_graph(graph: Graph, samples, method: str = "minmax", *, batch_size: int = 32,
-                    progress: Progress | None = None, ranges: dict | None = None, rules=None, **observer_opts):
+                    progress: Progress | None = None, ranges: dict | None = None, rules=None,
+                    per_tensor: dict | None = None, **observer_opts):
     """Float graph + samples (a SampleSet) -> (graph with QuantParams on every tensor, ranges).
 
     With ``ranges`` given (from a calibration.json) the samples are not run again."""
@@ -151,5 +161,6 @@ def calibrate_graph(graph: Graph, samples, method: str = "minmax", *, batch_size
         cal = calibrate(graph, samples, method, rules=rules, batch_size=batch_size, progress=progress)
         return cal.qgraph, cal.ranges
     if ranges is None:
-        ranges, _ = collect_ranges(graph, samples.batches(batch_size), method, progress, **observer_opts)
+        ranges, _ = collect_ranges(graph, samples.batches(batch_size), method, progress, per_tensor=per_tensor,
+                                   **observer_opts)
     return quantize_graph(graph, ranges, rules or QuantRules()), ranges

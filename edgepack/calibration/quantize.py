@@ -37,6 +37,7 @@ class QuantRules:
     per_channel_conv: bool = True
     per_channel_gemm: bool = False
     per_channel_nodes: frozenset[str] = frozenset()  # Gemm nodes with per-channel weights (fc_weights.py)
+    per_tensor_nodes: frozenset[str] = frozenset()  # Conv nodes kept per-tensor (a per-layer setting)
 
 
 class _Groups:
@@ -113,7 +114,8 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]],
                 continue
             if node.op in WEIGHT_AXIS and pos == 1:
                 per_channel = (rules.per_channel_gemm or node.name in rules.per_channel_nodes
-                               if node.op == "Gemm" else rules.per_channel_conv)
+                               if node.op == "Gemm" else rules.per_channel_conv
+                               and node.name not in rules.per_tensor_nodes)
                 if node.op == "ConvTranspose" and int(node.attrs.get("group", 1)) != 1:
                     per_channel = False  # axis 1 holds Cout/group channels only
                 t.quant = weight_params(g, node, per_channel)

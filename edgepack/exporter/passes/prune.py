@@ -186,11 +186,14 @@ def _keep_counts(groups: list[ChannelGroup], scores: dict[int, np.ndarray], rati
 
 
 def plan_pruning(graph: Graph, ratio: float, importance: str = "l1", round_to: int = 8,
-                 scope: str = "uniform", samples=None, protect_first_last: bool = True) -> PruningPlan:
+                 scope: str = "uniform", samples=None, protect_first_last: bool = True, keep=None) -> PruningPlan:
     """Decide which channels go. ``ratio``: fraction of each group's channels to remove (uniform) or of all
-    prunable channels (global). ``samples``: input array(s) for taylor importance."""
+    prunable channels (global). ``samples``: input array(s) for taylor importance. ``keep(node, op)``: true
+    for a layer whose channels stay (a per-layer ``prune = false``): its groups are protected."""
     _check_settings(ratio, importance, round_to, scope, samples)
     analysis = analyse_channels(graph, protect_first_last)
+    if keep is not None:
+        _protect_kept(graph, analysis.groups, keep)
     prunable = [g for g in analysis.groups if not g.protected]
     if importance == "taylor":
         scores = taylor_importance(graph, prunable, samples)
@@ -212,6 +215,14 @@ def plan_pruning(graph: Graph, ratio: float, importance: str = "l1", round_to: i
              sum(g.channels for g in plans if not g.protected), plan.before["totals"]["macs"],
              plan.after["totals"]["macs"])
     return plan
+
+
+def _protect_kept(graph: Graph, groups: list[ChannelGroup], keep) -> None:
+    ops = {n.name: n.op for n in graph.nodes}
+    for g in groups:
+        held = sorted(n for n in {*g.key, *(r.node for r in g.consumers)} if keep(n, ops[n]))
+        if held and not g.protected:
+            g.protected, g.reason = True, f"kept by the per-layer setting prune = false ({', '.join(held)})"
 
 
 # ---- applying ------------------------------------------------------------------------------------------
@@ -268,9 +279,9 @@ class PrunePass:
     in_place, pass_name = True, "prune_channels"
 
     def __init__(self, ratio: float, importance: str = "l1", round_to: int = 8, scope: str = "uniform",
-                 samples=None, protect_first_last: bool = True):
+                 samples=None, protect_first_last: bool = True, keep=None):
         self.kwargs = dict(ratio=ratio, importance=importance, round_to=round_to, scope=scope,
-                           samples=samples, protect_first_last=protect_first_last)
+                           samples=samples, protect_first_last=protect_first_last, keep=keep)
         self.plan: PruningPlan | None = None
         self.__name__ = self.pass_name
 

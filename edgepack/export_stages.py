@@ -1,0 +1,349 @@
+"""The stages of ``api.export``, in order: load -> passes -> shrink -> calibrate -> fix -> emit -> prove.
+
+Each stage is a function ``(ExportState) -> ExportState``. The state is plain data (graphs, sample sets,
+the Report being filled in, the bytes of every file), so a stage reads and tests on its own. Calibration
+(ranges and QuantParams) and emission (the files) are separate stages: ``fix`` rewrites the int8 graph in
+between, and both artifacts are written from what it leaves.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import artifacts
+from .config import ExportConfig
+from .errors import ConfigError
+from .ir import Graph
+from .report import Report
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]  # (stage, samples just done, total samples)
+
+
+@dataclass(frozen=True)
+class ExportInputs:
+    """What the caller gave: the model and where its data comes from (paths, arrays or iterables)."""
+    model: Any
+    calib: Any = None
+    val: Any = None
+    val_labels: Any = None
+    train: Any = None
+    train_labels: Any = None
+    example_input: Any = None
+    custom_objects: dict | None = None
+
+
+@dataclass
+class ExportState:
+    """What the stages hand each other; each stage fills in its part."""
+    given: ExportInputs
+    cfg: ExportConfig
+    out: Path  # the (staging) folder the files are written into
+    profile: Any  # the target profile (targets.profile.TargetProfile)
+    progress: Progress | None = None
+    calib: Any = None  # the calibration source, a SampleSet once read (equalize reads it first)
+    graph: Graph | None = None  # the float graph being exported
+    original: Graph | None = None  # the float graph before shrinking
+    checks: list = field(default_factory=list)  # rewrite checks (equalize) for the report
+    shrink: dict | None = None  # the shrink section of the report, with plan.json's content
+    stages: dict = field(default_factory=dict)  # float graph after each shrink step (size ladder)
+    report: Report | None = None
+    samples: Any = None  # the calibration SampleSet (None with a calibration file)
+    ranges: dict | None = None  # activation tensor -> (min, max)
+    rules: Any = None  # calibration.quantize.QuantRules used for the weights
+    qgraph: Graph | None = None  # the int8 graph: QuantParams on every tensor
+    calibration: Any = None  # calibration.Calibration: the method of each tensor, bias corrections
+    paths: dict[str, Path] = field(default_factory=dict)  # kind -> written file
+
+    @property
+    def quantize(self) -> bool:
+        return self.given.calib is not None or self.cfg.calibration_file is not None
+
+
+def load(s: ExportState) -> ExportState:
+    """The model -> the float IR graph, cleaned up (``api.load``); per-layer keys checked against it."""
+    from .api import load as load_model
+    from .config import bind_layers
+
+    s.calib = s.given.calib
+    s.graph = load_model(s.given.model, config=s.cfg, example_input=s.given.example_input,
+                         custom_objects=s.given.custom_objects)
+    s.cfg = bind_layers(s.cfg, s.graph)
+    return s
+
+
+def passes(s: ExportState) -> ExportState:
+    """--equalize, kept only when the int8 output error on the calibration samples does not grow."""
+    if not s.cfg.equalize:
+        return s
+    from .calibration.rewrite_check import keep_if_not_worse
+    from .exporter.passes import run_passes
+    from .pipeline import build_pipeline, stage
+
+    graph, cfg = s.graph, s.cfg
+    new = run_passes(graph, stage(build_pipeline(cfg), "equalize"))
+    if s.calib is None:
+        s.graph = new
+        return s
+    s.calib = _samples(s.calib, graph, cfg, limit=cfg.calib_limit)
+    opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
+    method = "minmax" if cfg.calibration == "auto" else cfg.calibration  # the check compares like with like
+    s.graph, check = keep_if_not_worse(graph, new, s.calib.as_array(), "equalize", method, **opts)
+    s.checks.append(check)
+    return s
+
+
+def shrink(s: ExportState) -> ExportState:
+    """--prune / --separable (then distillation from the original); the report describes the result."""
+    from .exporter.emit_tflite import to_tflite
+    from .ir.summary import summarize
+    from .shrink import shrink_stages, wants_shrink
+
+    s.original = s.graph
+    if wants_shrink(s.cfg):
+        x_train, y_train = training_data(s, s.graph)
+        s.graph, s.shrink, s.stages = shrink_stages(s.graph, s.cfg, x_train, y_train, s.progress)
+        s.shrink["original_float_tflite_bytes"] = len(to_tflite(s.original, int8=False))
+    graph = s.graph
+    from .api import model_name
+
+    s.report = Report(model=model_name(s.given.model), target=s.profile.name,
+                      inputs={n: list(graph.tensors[n].shape) for n in graph.inputs},
+                      outputs={n: list(graph.tensors[n].shape) for n in graph.outputs},
+                      summary=summarize(graph)["totals"])
+    if s.shrink:
+        s.report.shrink = {k: v for k, v in s.shrink.items() if k != "plan"}
+    return s
+
+
+def calibrate(s: ExportState) -> ExportState:
+    """Sample data (or a calibration.json) -> ranges -> QuantParams on every tensor (``s.qgraph``)."""
+    if not s.quantize:
+        return s
+    from .calibration import calibrate as calibrate_samples
+    from .calibration.fc_weights import choose_fc_weights
+    from .calibration.quantize import load_bias_deltas, load_calibration, load_per_channel_nodes
+    from .input_files import read_text
+
+    graph, cfg, report = s.graph, s.cfg, s.report
+    if len(graph.inputs) != 1:
+        raise ConfigError(f"int8 export handles single-input models; this one has {len(graph.inputs)} "
+                          f"inputs ({', '.join(graph.inputs)})")
+    ranges = bias_deltas = None
+    if cfg.calibration_file:
+        path = Path(cfg.calibration_file)
+        if not path.exists():
+            raise ConfigError(f"calibration file not found: {path}", "calibration_file")
+        text = read_text(path, "calibration file", error=ConfigError)
+        ranges, bias_deltas = load_calibration(text, str(path)), load_bias_deltas(text)
+    else:
+        s.samples = _samples(s.calib, graph, cfg, limit=cfg.calib_limit)
+        _warn_raw_bytes(graph, s.samples, cfg, report)
+    total = len(s.samples) if s.samples is not None else 0
+    tick = (lambda n: s.progress("calibrating", n, total)) if s.progress else None
+    opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
+    fc = choose_fc_weights(graph, s.samples.as_array()[:64] if s.samples is not None else None)
+    per_channel = fc.per_channel
+    if cfg.calibration_file:  # the file's own choice, so that reusing it gives the same model
+        saved = load_per_channel_nodes(Path(cfg.calibration_file).read_text())
+        per_channel = per_channel if saved is None else saved
+    per_tensor, s.rules = layer_rules(graph, cfg, per_channel)
+    cal = calibrate_samples(graph, s.samples, cfg.calibration, progress=tick, ranges=ranges, rules=s.rules,
+                            bias_correction=cfg.bias_correction, bias_deltas=bias_deltas, per_tensor=per_tensor,
+                            **opts)
+    s.qgraph, s.ranges, s.calibration = cal.qgraph, cal.ranges, cal
+    report.calibration = {"method": cfg.calibration, "samples": total,
+                          "from_file": cfg.calibration_file, "fc_weights": fc.to_json(), **cal.section}
+    if cfg.layers:
+        report.calibration["layers"] = {k: v.given() for k, v in cfg.layers.items()}
+    report.notes.append(f"calibrated {len(s.ranges)} tensors with {cfg.calibration}"
+                        + (f" on {total} samples" if total else f" from {cfg.calibration_file}"))
+    report.notes += cal.notes
+    report.calibration["rewrites"] = [c.to_json() for c in s.checks]
+    report.notes += [c.note for c in s.checks]
+    if cfg.lint:
+        from .calibration.lint import lint_graph
+
+        sample_x = s.samples.as_array()[:64] if s.samples is not None else None
+        report.lint = [f.to_json() for f in lint_graph(graph, sample_x)]
+    return s
+
+
+def fix(s: ExportState) -> ExportState:
+    """--qat-epochs: fake-quant distillation of the int8 graph from the float one (weights retrained
+    through int8 rounding, activation ranges kept); weight QuantParams are then derived again."""
+    if not s.cfg.qat_epochs:
+        return s
+    if s.qgraph is None:
+        raise ConfigError("--qat-epochs needs calibration data (--calib or --calibration-file)", "qat_epochs")
+    from .calibration.quantize import quantize_graph
+    from .exporter.finetune import distill
+
+    x, labels = training_data(s, s.graph)
+    if x is None:
+        raise ConfigError("--qat-epochs needs --train data (or --calib samples to reuse)", "qat_epochs")
+    trained, history = distill(s.qgraph, s.graph, x, labels, epochs=s.cfg.qat_epochs, lr=s.cfg.finetune_lr,
+                               fake_quant=True, progress=s.progress)
+    for t in trained.tensors.values():
+        t.quant = None  # the weights moved: their scales are derived again, activation ranges kept
+    s.qgraph = quantize_graph(trained, s.ranges, s.rules)
+    s.report.calibration["qat"] = history
+    s.report.notes.append(f"quantization-aware distillation: {history['epochs_run']} epochs on {len(x)} samples "
+                          f"(best epoch {history['best_epoch']}; 0 keeps the calibrated weights)")
+    return s
+
+
+def emit(s: ExportState) -> ExportState:
+    """The files: plan.json, the float .onnx/.tflite, and from the int8 graph the int8 .onnx/.tflite and
+    calibration.json; written into the staging folder (a later failure still leaves --out as it was)."""
+    from .exporter.emit_onnx import to_onnx
+    from .exporter.emit_tflite import to_tflite
+
+    files = {"plan": _plan_bytes(s.shrink)} if s.shrink else {}
+    files.update(float_onnx=to_onnx(s.graph).SerializeToString(), float_tflite=to_tflite(s.graph, int8=False))
+    if s.qgraph is not None:
+        from .calibration.quantize import save_calibration
+        from .exporter.emit_onnx_qdq import to_onnx_qdq
+
+        files.update(int8_onnx=to_onnx_qdq(s.qgraph, activations=s.cfg.onnx_activations).SerializeToString(),
+                     int8_tflite=to_tflite(s.qgraph, int8=True, io=s.cfg.io),
+                     calibration=save_calibration(s.qgraph, s.ranges, s.cfg.calibration,
+                                                  s.rules.per_channel_nodes, s.calibration.methods,
+                                                  s.calibration.bias_deltas).encode())
+    for kind, data in files.items():
+        s.paths[kind] = s.out / artifacts.EXPORT_FILES[kind]
+        artifacts.write_bytes(s.paths[kind], data)
+        s.report.artifacts[kind] = {"path": str(s.paths[kind]), "bytes": len(data)}
+    return s
+
+
+def prove(s: ExportState) -> ExportState:
+    """Run the artifacts on the target's runtimes: accuracy, per-layer error, memory, latency, verdict."""
+    if s.qgraph is None or not s.cfg.validate:
+        return s
+    from .prove import check_accuracy, check_layers, check_target, reference_outputs
+
+    x, labels, where = validation_data(s)
+    report, paths = s.report, s.paths
+    check_target(report, paths["int8_tflite"], s.profile, s.qgraph)
+    if x is None:
+        report.notes.append("no validation data: accuracy and per-layer error were not measured")
+        return s
+    if labels is not None and len(labels) != len(x):
+        raise ConfigError(f"{len(labels)} labels for {len(x)} validation samples")
+    reference = reference_outputs(paths["float_onnx"], x)
+    check_accuracy(report, {k: paths[k] for k in ("int8_tflite", "int8_onnx", "float_tflite")}, x, labels,
+                   reference, s.profile.runtime, s.progress)
+    check_layers(report, paths["int8_tflite"], paths["float_tflite"], x[:32])
+    report.notes.append(f"validated on {len(x)} samples of {where}")
+    if report.shrink:
+        _compare_with_original(report, s.original, x, labels)
+    from .ladder import size_ladder
+
+    report.ladder = size_ladder(s.original, s.stages, paths["int8_tflite"].read_bytes(), x, labels, s.cfg.cluster)
+    return s
+
+
+STAGES = (load, passes, shrink, calibrate, fix, emit, prove)
+
+
+def layer_rules(graph: Graph, cfg: ExportConfig, fc_per_channel: frozenset):
+    """The per-layer settings as calibration takes them: ({output tensor: (method, observer options)} of the
+    nodes observed otherwise than globally, QuantRules with the per-channel choices)."""
+    from .calibration.quantize import QuantRules
+
+    per_tensor, on, off = {}, set(), set()
+    for node in graph.nodes if cfg.layers else ():
+        layer = cfg.layer(node.name, node.op)
+        if (layer.calibration, layer.percentile) != (cfg.calibration, cfg.percentile):
+            opts = {"percentile": layer.percentile} if layer.calibration == "percentile" else {}
+            per_tensor.update({out: (layer.calibration, opts) for out in node.outputs})
+        if layer.per_channel is not None:
+            (on if layer.per_channel else off).add(node.name)
+    ops = {n.name: n.op for n in graph.nodes}
+    gemm = frozenset((set(fc_per_channel) | {n for n in on if ops[n] == "Gemm"}) - off)
+    conv_off = frozenset(n for n in off if ops[n] != "Gemm")
+    return per_tensor, QuantRules(per_channel_nodes=gemm, per_tensor_nodes=conv_off)
+
+
+# ---- the data the stages read -----------------------------------------------------------------------
+def _samples(source, graph: Graph, cfg: ExportConfig, limit=None):
+    from .calibration import load_samples
+
+    return load_samples(source, graph.tensors[graph.inputs[0]].shape, input_name=graph.inputs[0],
+                        mean=cfg.mean, std=cfg.std, limit=limit)
+
+
+def training_data(s: ExportState, graph: Graph):
+    """(x, labels) for distillation and taylor importance: --train if given, else the calibration data."""
+    from .calibration import load_labels
+
+    source = s.given.train if s.given.train is not None else s.calib
+    if source is None:
+        return None, None
+    samples = _samples(source, graph, s.cfg)
+    labels = s.given.train_labels
+    labels = load_labels(labels) if isinstance(labels, (str, Path)) else labels
+    if labels is None:
+        labels = samples.labels
+    return samples.as_array(), (None if labels is None else np.asarray(labels))
+
+
+def validation_data(s: ExportState):
+    """(samples array, labels or None, where they came from): --val, else the calibration samples."""
+    from .calibration import load_labels
+
+    cfg, val, val_labels = s.cfg, s.given.val, s.given.val_labels
+    if val is None:
+        samples = s.samples
+        where = "the calibration samples (pass val= / --val for held-out data)"
+    else:
+        samples = _samples(val, s.graph, cfg, limit=cfg.val_limit)
+        where = "the validation data"
+    labels = load_labels(val_labels) if isinstance(val_labels, (str, Path)) else val_labels
+    if labels is None and samples is not None:
+        labels = samples.labels
+    x = samples.as_array()[: cfg.val_limit] if samples is not None else None
+    return x, (None if labels is None else np.asarray(labels)[: cfg.val_limit]), where
+
+
+def _warn_raw_bytes(graph: Graph, samples, cfg: ExportConfig, report: Report) -> None:
+    """A note (and a log warning) when the samples look like raw 0-255 pixels for a model whose first
+    layer takes them as they are: most models are trained on [0, 1] or normalised inputs."""
+    from .calibration.data import looks_like_raw_bytes
+
+    if cfg.mean is not None or cfg.std is not None:
+        return
+    first = [n.op for n in graph.nodes if graph.inputs[0] in n.inputs]
+    if not first or first[0] not in ("Conv", "Gemm", "MatMul", "ConvTranspose"):
+        return  # the model does its own preprocessing first (Sub, Mul, Div, ...)
+    x = np.concatenate([samples[i] for i in range(min(64, len(samples)))])  # a folder is read lazily
+    if looks_like_raw_bytes(x):
+        note = (f"the calibration samples look like raw 0-255 values (max {float(x.max()):g}, all integers) "
+                "but the model's first layer takes its input as is: if it was trained on [0, 1] or "
+                "normalised inputs, scale the samples or give --mean/--std")
+        log.warning(note)
+        report.notes.append(note)
+
+
+def _plan_bytes(section: dict) -> bytes:
+    from .shrink import plan_bytes
+
+    return plan_bytes(section)
+
+
+def _compare_with_original(report: Report, original: Graph, x, labels) -> None:
+    """After shrinking: how the final artifacts compare with the ORIGINAL float model (not the shrunk one)."""
+    from .ir.torch_exec import run
+    from .targets.metrics import compare
+    from .targets.validate import run_artifact
+
+    ref = run(original, [x])[original.outputs[0]]
+    int8, _ = run_artifact(Path(report.artifacts["int8_tflite"]["path"]).read_bytes(), "tflite", "litert-ref", x,
+                           ref.shape)
+    report.shrink["int8_tflite_vs_original_float"] = compare(ref, int8.reshape(ref.shape), labels)
