@@ -244,6 +244,8 @@ class ExportConfig:
                                     choices=("l1", "l2", "taylor"))
     round_to: int = setting(8, "keep channel counts a multiple of this (SIMD-friendly kernels)")
     separable: str = setting("none", "none | auto | NODE,NODE: convs to replace by depthwise + pointwise")
+    cluster: int = setting(0, "share weights: K values per Conv/Gemm layer by k-means, exactly K distinct int8 "
+                                 "values in the file (0: off; 2..128)")
     finetune_epochs: int = setting(0, "distil the shrunk model from the original for this many epochs "
                                       "(on --train data, else the calibration samples)")
     finetune_lr: float = setting(3e-3, "Adam learning rate of the distillations (finetune and QAT)")
@@ -277,6 +279,9 @@ class ExportConfig:
                 raise ConfigError(f"unknown {f.name} '{getattr(self, f.name)}'", f.name, allowed)
         if not 0.0 <= float(self.prune) < 1.0:
             raise ConfigError(f"prune ratio must be in [0, 1), got {self.prune}", "prune")
+        if self.cluster and not 2 <= int(self.cluster) <= 128:
+            raise ConfigError(f"cluster must be 0 (off) or a number of shared values in 2..128, got {self.cluster}",
+                              "cluster")
         if int(self.round_to) < 1 or int(self.finetune_epochs) < 0 or int(self.qat_epochs) < 0:
             raise ConfigError("round_to must be >= 1, finetune_epochs and qat_epochs >= 0")
         for key in ("calib_limit", "val_limit"):

@@ -51,6 +51,7 @@ class ExportState:
     original: Graph | None = None  # the float graph before shrinking
     checks: list = field(default_factory=list)  # rewrite checks (equalize) for the report
     shrink: dict | None = None  # the shrink section of the report, with plan.json's content
+    stages: dict = field(default_factory=dict)  # float graph after each shrink step (size ladder)
     report: Report | None = None
     samples: Any = None  # the calibration SampleSet (None with a calibration file)
     ranges: dict | None = None  # activation tensor -> (min, max)
@@ -101,12 +102,12 @@ def shrink(s: ExportState) -> ExportState:
     """--prune / --separable (then distillation from the original); the report describes the result."""
     from .exporter.emit_tflite import to_tflite
     from .ir.summary import summarize
-    from .shrink import shrink as shrink_graph, wants_shrink
+    from .shrink import shrink_stages, wants_shrink
 
     s.original = s.graph
     if wants_shrink(s.cfg):
         x_train, y_train = training_data(s, s.graph)
-        s.graph, s.shrink = shrink_graph(s.graph, s.cfg, x_train, y_train, s.progress)
+        s.graph, s.shrink, s.stages = shrink_stages(s.graph, s.cfg, x_train, y_train, s.progress)
         s.shrink["original_float_tflite_bytes"] = len(to_tflite(s.original, int8=False))
     graph = s.graph
     from .loading import model_name
@@ -242,6 +243,9 @@ def prove(s: ExportState) -> ExportState:
     report.notes.append(f"validated on {len(x)} samples of {where}")
     if report.shrink:
         _compare_with_original(report, s.original, x, labels)
+    from .ladder import size_ladder
+
+    report.ladder = size_ladder(s.original, s.stages, paths["int8_tflite"].read_bytes(), x, labels, s.cfg.cluster)
     return s
 
 

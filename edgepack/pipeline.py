@@ -6,8 +6,10 @@ declared in place or copying, checked by ``run_passes``) and the stage that runs
   tidying only on tf2onnx files); listed here so that the order is read in one place;
 - cleanup: ``exporter.passes.DEFAULT_PASSES``, run by ``api.load``;
 - equalize: run by ``api.export`` and kept only when the fake-quant int8 check says it does not hurt;
-- shrink: separable replacement then channel pruning, run by ``shrink.shrink`` (the passes keep what they
-  did, ``.replaced`` and ``.plan``, for plan.json).
+- shrink: separable replacement, channel pruning, then weight clustering, run by ``shrink.shrink`` (the
+  passes keep what they did, ``.replaced``, ``.plan`` and ``.assignments``, for plan.json and for the
+  centroid fine-tuning); the structural passes are distilled first, clustering after them (Deep
+  Compression's order).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ class Step:
 def build_pipeline(cfg: ExportConfig, train=None) -> list[Step]:
     """The passes ``cfg`` asks for, in the order they run. ``train``: samples for taylor importance."""
     from .exporter.passes import DEFAULT_PASSES
+    from .exporter.passes.cluster import ClusterPass
     from .exporter.passes.equalize import equalize
     from .exporter.passes.prune import PrunePass
     from .exporter.passes.separable import AUTO_ERROR_THRESHOLD, SEPARABLE_ERROR_WITH_FINETUNE, SeparablePass
@@ -49,6 +52,8 @@ def build_pipeline(cfg: ExportConfig, train=None) -> list[Step]:
         samples = train[:256] if train is not None else None
         steps.append(Step("shrink", PrunePass(cfg.prune, importance=cfg.prune_importance,
                                               round_to=cfg.round_to, samples=samples, keep=_kept(cfg))))
+    if cfg.cluster:
+        steps.append(Step("shrink", ClusterPass(cfg.cluster)))
     return steps
 
 

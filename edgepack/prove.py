@@ -95,6 +95,17 @@ def check_target(report: Report, int8_tflite: Path, profile, graph=None, measure
 
         report.latency["measured_here_ms"] = measure_litert_ms(data, profile.threads)
         report.latency["not_taken_by_xnnpack"] = LiteRT(data, threads=profile.threads).undelegated_ops()
+    if profile.energy is not None:
+        from .targets.energy import estimate_energy
+        from .targets.tflite_file import op_macs
+
+        macs = sum(op_macs(o, info.tensors) for o in info.ops)
+        from .targets.profile import list_profiles
+
+        report.energy = {"target": profile.name, **estimate_energy(info, macs, profile.energy),
+                         "latency_ms": lat.total_ms,
+                         "by_target_uj": {p.name: estimate_energy(info, macs, p.energy)["total_uj"]
+                                          for p in list_profiles() if p.energy is not None}}
     report.compatibility = {"target": profile.name, "unsupported": unsupported}
     report.verdict = verdict(memory, unsupported, profile)
 

@@ -25,6 +25,8 @@ class Report:
     per_layer: dict[str, Any] = field(default_factory=dict)  # {"layers": [...], "worst": [...]}
     memory: dict[str, Any] = field(default_factory=dict)
     latency: dict[str, Any] = field(default_factory=dict)
+    ladder: dict[str, Any] = field(default_factory=dict)  # bytes and accuracy per compression step (ladder.py)
+    energy: dict[str, Any] = field(default_factory=dict)  # estimated energy per inference, with its sources
     compatibility: dict[str, Any] = field(default_factory=dict)  # unsupported ops with their nodes
     verdict: dict[str, Any] = field(default_factory=dict)  # fits, margins, what overflows
     notes: list[str] = field(default_factory=list)

@@ -140,6 +140,22 @@ def render_html(r: dict) -> str:
         parts.append("<h2>Latency</h2>" + plot_latency(lat) +
                      _table([{"what": k, "value": v} for k, v in lat.items() if not isinstance(v, dict)],
                             ["what", "value"]))
+    energy = r.get("energy") or {}
+    if energy:
+        parts.append(f"<h2>Energy per inference (estimate, beside {(lat or {}).get('total_ms', 0):.3g} ms)</h2>"
+                     + _table([{"what": k, "value": energy.get(k)} for k in
+                               ("total_uj", "weights_from_flash_uj", "activations_in_sram_uj", "macs_uj",
+                                "weight_bytes", "activation_bytes", "macs")], ["what", "value"])
+                     + f"<p>{html.escape(energy.get('model', ''))}. Per access: "
+                     + html.escape(", ".join(f"{k} {v}" for k, v in (energy.get("per_access") or {}).items()))
+                     + "</p>")
+    ladder = r.get("ladder") or {}
+    if ladder.get("rungs"):
+        parts.append("<h2>Size ladder (vs " + html.escape(ladder.get("reference", "")) + ")</h2>"
+                     + _table([_ladder_row(x) for x in ladder["rungs"]], ["rung", "what", "bytes", "x_smaller",
+                                                                          "accuracy", "sqnr_db"]))
+        if ladder.get("notes"):
+            parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in ladder["notes"]) + "</ul>")
     comp = r.get("compatibility") or {}
     if comp:
         parts.append("<h2>What the target cannot run</h2>" +
@@ -157,3 +173,12 @@ def _tflm_vs_ref(exact: dict | None) -> str:
         return "bit-exact"
     pct = 100 * exact["identical_fraction"]
     return f"{min(pct, 99.99):.2f}% equal, max {exact['max_lsb']} LSB"
+
+
+def _ladder_row(rung: dict) -> dict:
+    runs = rung.get("runs")
+    if not isinstance(runs, dict):
+        return {**rung, "accuracy": runs}
+    acc = ", ".join(f"{rt} {m['accuracy']:.4g}" for rt, m in runs.items() if m.get("accuracy") is not None)
+    sqnr = ", ".join(f"{rt} {m['sqnr_db']:.3g}" for rt, m in runs.items() if m.get("sqnr_db") is not None)
+    return {**rung, "accuracy": acc, "sqnr_db": sqnr}

@@ -132,6 +132,10 @@ def weight_params(g: Graph, node, per_channel: bool) -> QuantParams:
     int32 bias fits (dead channels: weights ~1e-30, bias != 0; see ir.quant.bias_safe_weight_scales)."""
     w = g.tensors[node.inputs[1]].data
     qp = symmetric_weight_params(w, WEIGHT_AXIS[node.op] if per_channel else None)
+    if on_int8_grid(w):  # e.g. clustered weights: one layer scale keeps them exact (K values stay K)
+        shared = symmetric_weight_params(w, None).scale[0]
+        qp = QuantParams.per_channel([shared] * len(qp.scale), qp.axis) if qp.axis is not None else \
+            QuantParams.per_tensor(shared, 0)
     bias = g.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
     in_q = g.tensors[node.inputs[0]].quant
     if bias is None or in_q is None:
@@ -143,6 +147,19 @@ def weight_params(g: Graph, node, per_channel: bool) -> QuantParams:
     if qp.axis is None:
         return QuantParams.per_tensor(float(scales[0]), 0)
     return QuantParams.per_channel(scales, qp.axis)
+
+
+def on_int8_grid(w: np.ndarray) -> bool:
+    """True when every weight is an integer multiple of max|w| / 127 and the layer has at most 255 distinct
+    values: int8 with that one scale is lossless (a trained float layer is never on such a grid)."""
+    w = np.asarray(w, np.float64)
+    amax = float(np.max(np.abs(w))) if w.size else 0.0
+    if w.size < 2 or amax == 0.0:
+        return False
+    q = w.ravel() / (amax / 127.0)
+    if np.any(np.abs(q[:256] - np.round(q[:256])) >= 1e-3):  # cheap rejection of ordinary float weights
+        return False
+    return bool(np.all(np.abs(q - np.round(q)) < 1e-3)) and np.unique(q.round()).size <= 255
 
 
 def _bias_params(g: Graph, node) -> QuantParams:

@@ -92,11 +92,13 @@ def _loss(student: Graph, out_s: dict, out_t: dict, y, temperature: float, alpha
 def distill(student: Graph, teacher: Graph, train: np.ndarray, labels: np.ndarray | None = None,
             epochs: int = 10, temperature: float = 4.0, alpha: float = 0.5, lr: float = 1e-3,
             batch_size: int = 64, fake_quant: bool = False, val_fraction: float = 0.1, patience: int = 3,
-            progress: Progress | None = None, seed: int = 0) -> tuple[Graph, dict]:
+            progress: Progress | None = None, seed: int = 0,
+            after_step: Callable | None = None) -> tuple[Graph, dict]:
     """Train ``student`` to mimic ``teacher`` on ``train``; return (a trained copy of student, history).
 
     history: train_loss and val_loss per epoch (and val_accuracy with labels), best_epoch (0 = the
-    weights before training), epochs_run, stopped_early."""
+    weights before training), epochs_run, stopped_early. ``after_step(module)`` runs after every optimizer
+    step (e.g. to keep clustered weights shared: exporter/passes/cluster.py ``share_weights``)."""
     import torch
 
     from edgepack.ir.torch_exec import run, to_module, write_back
@@ -148,6 +150,8 @@ def distill(student: Graph, teacher: Graph, train: np.ndarray, labels: np.ndarra
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if after_step is not None:
+                after_step(module)
             total, seen = total + loss.item() * len(idx), seen + len(idx)
         val_loss, val_acc = evaluate()
         history["train_loss"].append(total / max(seen, 1))

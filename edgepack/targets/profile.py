@@ -16,6 +16,7 @@ from typing import Mapping
 
 from ..errors import ConfigError
 from ..input_files import read_text
+from .energy import EnergyCosts
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
@@ -28,7 +29,7 @@ COST_KINDS = ("conv", "pointwise", "depthwise", "fully_connected", "elementwise"
 ALL_OPS = "*"  # in supported_ops: every builtin of the runtime (LiteRT's builtin resolver)
 
 _TOP_KEYS = ("name", "description", "kind", "runtime", "core", "clock_mhz", "ram_bytes", "flash_bytes",
-             "threads", "aliases", "dtypes", "supported_ops", "cost")  # name defaults to the file name
+             "threads", "aliases", "dtypes", "supported_ops", "cost", "energy")  # name defaults to the file name
 _REQUIRED = ("kind", "runtime", "core", "clock_mhz", "ram_bytes", "flash_bytes", "supported_ops", "cost")
 _COST_FIELDS = ("cycles_per_mac", "cycles_per_output", "overhead_cycles")
 
@@ -62,6 +63,7 @@ class TargetProfile:
     cost: Mapping[str, OpCost] = field(repr=False, hash=False)  # per COST_KINDS entry
     cost_status: str = "rough"  # fitted | derived | rough
     path: str = ""  # the .toml the profile was read from
+    energy: EnergyCosts | None = None  # per-access energies with their source (energy.py); None: not given
 
     def supports(self, builtin: str) -> bool:
         """True when the target's op resolver registers the TFLite builtin op ``builtin``."""
@@ -73,7 +75,8 @@ class TargetProfile:
                 "ram_bytes": self.ram_bytes, "flash_bytes": self.flash_bytes, "threads": self.threads,
                 "aliases": list(self.aliases), "dtypes": list(self.dtypes),
                 "supported_ops": list(self.supported_ops), "cost_status": self.cost_status,
-                "cost": {k: vars(c).copy() for k, c in self.cost.items()}}
+                "cost": {k: vars(c).copy() for k, c in self.cost.items()},
+                "energy": self.energy.to_dict() if self.energy else None}
 
 
 # ---- parsing --------------------------------------------------------------------------------
@@ -132,6 +135,32 @@ def _parse_cost(table, where: str) -> tuple[dict[str, OpCost], str]:
     return costs, status
 
 
+_ENERGY_FIELDS = ("pj_per_mac", "pj_per_flash_byte", "pj_per_sram_byte")
+MAX_PJ = 1e6  # pJ per access: far past any memory; a larger value is a typo
+
+
+def _parse_energy(table, where: str) -> EnergyCosts | None:
+    if table is None:
+        return None
+    here = f"{where} [energy]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: 'energy' must be a table of {', '.join(_ENERGY_FIELDS)} and source", "energy")
+    _unknown_keys(table, _ENERGY_FIELDS + ("source",), here)
+    missing = [k for k in _ENERGY_FIELDS + ("source",) if k not in table]
+    if missing:
+        raise ConfigError(f"{here}: '{missing[0]}' is missing (each figure needs its value and a source)",
+                          missing[0], _ENERGY_FIELDS + ("source",))
+    values = {}
+    for k in _ENERGY_FIELDS:
+        v = table[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v <= MAX_PJ:
+            raise ConfigError(f"{here}: '{k}' must be a number > 0 and at most {MAX_PJ:g} (pJ), got {v!r}", k)
+        values[k] = float(v)
+    if not isinstance(table["source"], str) or not table["source"].strip():
+        raise ConfigError(f"{here}: 'source' must say where the figures come from (a non-empty string)", "source")
+    return EnergyCosts(**values, source=table["source"].strip())
+
+
 def parse_profile(data: dict, name: str, path: str = "") -> TargetProfile:
     """Build a TargetProfile from the parsed TOML ``data``; ``name`` is used when it has no 'name'."""
     where = path or name
@@ -153,7 +182,8 @@ def parse_profile(data: dict, name: str, path: str = "") -> TargetProfile:
         flash_bytes=_number(data["flash_bytes"], "flash_bytes", where, integer=True),
         threads=_number(data.get("threads", 1), "threads", where, integer=True),
         aliases=tuple(a.lower() for a in _strings(data.get("aliases", []), "aliases", where)),
-        dtypes=dtypes, supported_ops=ops, cost=MappingProxyType(cost), cost_status=status, path=path)
+        dtypes=dtypes, supported_ops=ops, cost=MappingProxyType(cost), cost_status=status, path=path,
+        energy=_parse_energy(data.get("energy"), where))
 
 
 def read_profile(path) -> TargetProfile:
