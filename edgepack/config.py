@@ -85,6 +85,16 @@ def _check_types(cfg) -> None:
             raise ConfigError(f"setting '{f.name}' must be a finite number, got {value!r}", f.name)
 
 
+def _check_shrink(cfg) -> None:
+    if not 0.0 <= float(cfg.prune) < 1.0:
+        raise ConfigError(f"prune ratio must be in [0, 1), got {cfg.prune}", "prune")
+    if cfg.cluster and not 2 <= int(cfg.cluster) <= 128:
+        raise ConfigError(f"cluster must be 0 (off) or a number of shared values in 2..128, got {cfg.cluster}",
+                          "cluster")
+    if int(cfg.round_to) < 1 or int(cfg.finetune_epochs) < 0 or int(cfg.qat_epochs) < 0:
+        raise ConfigError("round_to must be >= 1, finetune_epochs and qat_epochs >= 0")
+
+
 def _check_percentile(value, key: str) -> float:
     if not 50.0 < float(value) <= 100.0:
         raise ConfigError(f"{key} must be in (50, 100], got {value}", key)
@@ -246,6 +256,8 @@ class ExportConfig:
     separable: str = setting("none", "none | auto | NODE,NODE: convs to replace by depthwise + pointwise")
     cluster: int = setting(0, "share weights: K values per Conv/Gemm layer by k-means, exactly K distinct int8 "
                                  "values in the file (0: off; 2..128)")
+    size_ladder: bool = setting(False, "report the Deep Compression size ladder (float, pruned, clustered, int8, "
+                                       "Huffman/zlib/lzma bytes, each rung run); on with --cluster")
     finetune_epochs: int = setting(0, "distil the shrunk model from the original for this many epochs "
                                       "(on --train data, else the calibration samples)")
     finetune_lr: float = setting(3e-3, "Adam learning rate of the distillations (finetune and QAT)")
@@ -277,13 +289,7 @@ class ExportConfig:
             allowed = f.metadata.get("choices")
             if allowed and getattr(self, f.name) not in allowed:
                 raise ConfigError(f"unknown {f.name} '{getattr(self, f.name)}'", f.name, allowed)
-        if not 0.0 <= float(self.prune) < 1.0:
-            raise ConfigError(f"prune ratio must be in [0, 1), got {self.prune}", "prune")
-        if self.cluster and not 2 <= int(self.cluster) <= 128:
-            raise ConfigError(f"cluster must be 0 (off) or a number of shared values in 2..128, got {self.cluster}",
-                              "cluster")
-        if int(self.round_to) < 1 or int(self.finetune_epochs) < 0 or int(self.qat_epochs) < 0:
-            raise ConfigError("round_to must be >= 1, finetune_epochs and qat_epochs >= 0")
+        _check_shrink(self)
         for key in ("calib_limit", "val_limit"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be a positive number of samples, got {getattr(self, key)}", key)

@@ -95,14 +95,33 @@ table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;
 th{background:#f2f4f4}.ok{color:#1e8449;font-weight:bold}.bad{color:#c0392b;font-weight:bold}img{max-width:100%}"""
 
 
-def render_html(r: dict) -> str:
-    parts = [f"<h1>edgepack report: {html.escape(r['model'])}</h1>"]
+def _verdict_html(r: dict) -> list[str]:
     verdict = r.get("verdict") or {}
-    if verdict:
-        ok = verdict.get("fits")
-        parts.append(f"<h2>Verdict for {html.escape(str(r.get('target')))}: "
-                     f"<span class='{'ok' if ok else 'bad'}'>{'fits' if ok else 'does not fit'}</span></h2>")
-        parts.append("<ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in verdict.get("messages", [])) + "</ul>")
+    if not verdict:
+        return []
+    ok = verdict.get("fits")
+    return [f"<h2>Verdict for {html.escape(str(r.get('target')))}: "
+            f"<span class='{'ok' if ok else 'bad'}'>{'fits' if ok else 'does not fit'}</span></h2>",
+            "<ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in verdict.get("messages", [])) + "</ul>"]
+
+
+def _validation_html(val: dict) -> list[str]:
+    cols = ["run", "accuracy", "top1_agreement", "per_position_agreement", "cosine", "sqnr_db", "rmse", "mae",
+            "l2r", "tflm_vs_ref"]
+    if any("not_run" in v for v in val.values()):
+        cols.append("not_run")
+    rows = [{"run": k, **v, "tflm_vs_ref": _tflm_vs_ref(v.get("vs_litert_reference"))} for k, v in val.items()]
+    parts = ["<h2>Accuracy and agreement with the float model</h2>" + _table(rows, cols)]
+    notes = sorted({v[k] if k == "metrics_used" else v[k]["why"] for v in val.values()
+                    for k in ("metrics_used", "vs_litert_reference")
+                    if k in v and (k == "metrics_used" or "why" in (v[k] or {}))})
+    if notes:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+    return parts
+
+
+def render_html(r: dict) -> str:
+    parts = [f"<h1>edgepack report: {html.escape(r['model'])}</h1>"] + _verdict_html(r)
     s = r.get("summary") or {}
     parts.append(f"<p>{s.get('nodes', 0)} nodes, {s.get('params', 0):,} parameters, {s.get('macs', 0):,} MACs; "
                  f"inputs {html.escape(str(r.get('inputs')))}, outputs {html.escape(str(r.get('outputs')))}</p>")
@@ -110,17 +129,7 @@ def render_html(r: dict) -> str:
                                                ["kind", "path", "bytes"]))
     val = r.get("validation") or {}
     if val:
-        cols = ["run", "accuracy", "top1_agreement", "per_position_agreement", "cosine", "sqnr_db", "rmse", "mae",
-                "l2r", "tflm_vs_ref"]
-        if any("not_run" in v for v in val.values()):
-            cols.append("not_run")
-        rows = [{"run": k, **v, "tflm_vs_ref": _tflm_vs_ref(v.get("vs_litert_reference"))} for k, v in val.items()]
-        parts.append("<h2>Accuracy and agreement with the float model</h2>" + _table(rows, cols))
-        notes = sorted({v[k] if k == "metrics_used" else v[k]["why"] for v in val.values()
-                        for k in ("metrics_used", "vs_litert_reference")
-                        if k in v and (k == "metrics_used" or "why" in (v[k] or {}))})
-        if notes:
-            parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+        parts += _validation_html(val)
     pl = r.get("per_layer") or {}
     if pl.get("layers"):
         parts.append("<h2>Where int8 loses accuracy: per-layer SQNR</h2>" + plot_sqnr(pl["layers"]))
