@@ -164,18 +164,6 @@ def _io_counts(model: bytes) -> tuple[int, int]:
     return sub.InputsLength(), sub.OutputsLength()
 
 
-def tflm_loads(model: bytes, arena_size: int) -> bool:
-    """Whether TFLM allocates the model in ``arena_size`` bytes (its complaints are swallowed)."""
-    import tflite_micro
-
-    with _captured_stderr():
-        try:
-            tflite_micro.runtime.Interpreter.from_bytes(bytes(model), arena_size=int(arena_size))
-            return True
-        except Exception:
-            return False
-
-
 class OnnxRuntime:
     """An .onnx on onnxruntime's CPU provider."""
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import ModelLoadError
 
-_DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16",
+DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16",
            9: "int8", 10: "float64"}
 
 
@@ -63,15 +63,12 @@ class TfliteModel:
         return dict(sorted(counts.items()))
 
 
-def _op_names() -> dict[int, str]:
-    from ai_edge_litert import schema_py_generated as schema
-
-    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-
-
 def read_tflite(source) -> TfliteModel:
-    """Parse a .tflite file (path or bytes). A file that is not a TFLite model -> ModelLoadError."""
+    """Parse a .tflite file (path or bytes). A file that is not a well-formed TFLite model (see
+    tflite_check.py) -> ModelLoadError naming the field at fault."""
     from ai_edge_litert import schema_py_generated as schema
+
+    from .tflite_check import builtin_names, check_tflite
 
     where = str(source) if isinstance(source, (str, Path)) else None
     if where:
@@ -80,15 +77,12 @@ def read_tflite(source) -> TfliteModel:
         data = Path(source).read_bytes()
     else:
         data = bytes(source)
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise ModelLoadError("not a TFLite model (no TFL3 identifier)", where)
+    check_tflite(data, where)
     try:
         model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(data, 0))
     except Exception as exc:
         raise ModelLoadError(f"not a valid TFLite model: {exc}", where) from None
-    if not model.subgraphs:
-        raise ModelLoadError("TFLite model has no subgraph", where)
-    names = _op_names()
+    names = builtin_names()
     sub = model.subgraphs[0]
     tensors = []
     for i, t in enumerate(sub.tensors):
@@ -99,7 +93,7 @@ def read_tflite(source) -> TfliteModel:
             nbytes = int(buf.size)
         tensors.append(TfliteTensor(
             i, t.name.decode() if isinstance(t.name, bytes) else str(t.name),
-            tuple(int(d) for d in (t.shape if t.shape is not None else [])), _DTYPES.get(t.type, str(t.type)),
+            tuple(int(d) for d in (t.shape if t.shape is not None else [])), DTYPES.get(t.type, str(t.type)),
             tuple(float(s) for s in (q.scale if q is not None and q.scale is not None else [])),
             tuple(int(z) for z in (q.zeroPoint if q is not None and q.zeroPoint is not None else [])),
             int(q.quantizedDimension) if q is not None else 0, nbytes))
