@@ -44,16 +44,22 @@ class _Refused(Exception):
     pass
 
 
-def check_tflite(data: bytes, where: str | None = None) -> None:
-    """Raise ModelLoadError naming the first field of ``data`` that a runtime could not safely use."""
+def check_tflite(data: bytes, where: str | None = None):
+    """Raise ModelLoadError naming the first field of ``data`` that a runtime could not safely use;
+    return the whole model unpacked (schema.ModelT): unpacking reads every field of every table, so
+    nothing points outside the file."""
+    from ai_edge_litert import schema_py_generated as schema
+
     checker = _Checker(bytes(data))
     try:
         checker.run()
+        checker.field = "a table or vector (some field points outside the file)"
+        return schema.ModelT.InitFromObj(schema.Model.GetRootAs(checker.data, 0))
     except _Refused as exc:
         raise ModelLoadError(str(exc), where) from None
     except _READ_ERRORS as exc:
-        raise ModelLoadError(f"not a valid TFLite model: {checker.field} cannot be read "
-                             f"({type(exc).__name__})", where) from None
+        raise ModelLoadError(f"not a valid TFLite model: {checker.field} cannot be read (the file is "
+                             "truncated or corrupt)", where) from None
 
 
 class _Checker:
@@ -87,16 +93,18 @@ class _Checker:
         self.field = "subgraph 0"
         sub = model.Subgraphs(0)
         self.tensors = self.check_tensors(sub)
-        self.check_operators(sub, schema)
         n = len(self.tensors)
+        graph_io = {}
         for kind, vec, count in (("input", sub.InputsAsNumpy, sub.InputsLength),
                                  ("output", sub.OutputsAsNumpy, sub.OutputsLength)):
             self.field = f"subgraph 0 {kind}s"
             if self.length(f"subgraph 0 {kind}s", count()) == 0:
                 self.refuse(f"subgraph 0 has no {kind}s")
-            for i in np.asarray(vec()).tolist():
+            graph_io[kind] = np.asarray(vec()).tolist()
+            for i in graph_io[kind]:
                 if not 0 <= i < n:
                     self.refuse(f"subgraph 0 {kind} index {i} out of range ({n} tensors)")
+        self.check_operators(sub, schema, set(graph_io["input"]))
         self.check_signatures(model)
         self.check_metadata(model)
 
@@ -128,8 +136,8 @@ class _Checker:
             codes.append(names[builtin])
         return codes
 
-    def check_tensors(self, sub) -> list[tuple[str, int, bool]]:
-        """(dtype, elements, constant) of each tensor."""
+    def check_tensors(self, sub) -> list[tuple[str, int, bool, bool]]:
+        """(dtype, elements, constant, variable) of each tensor."""
         from .tflite_file import DTYPES
 
         out, activations = [], 0
@@ -158,7 +166,7 @@ class _Checker:
             if not stored:
                 activations += nbytes
             self.check_quantization(name, tensor.Quantization(), dtype, shape)
-            out.append((dtype, elements, bool(stored)))
+            out.append((dtype, elements, bool(stored), bool(tensor.IsVariable())))
         if activations > MAX_ACTIVATION_BYTES:
             self.refuse(f"its non-constant tensors need {activations} bytes (at most {MAX_ACTIVATION_BYTES})")
         return out
@@ -176,9 +184,13 @@ class _Checker:
         return shape
 
     def check_quantization(self, name: str, q, dtype: str, shape: tuple[int, ...]) -> None:
-        if q is None or q.ScaleIsNone() or q.ScaleLength() == 0:
+        if q is None:
             return
         n = self.length(f"{name} scales", q.ScaleLength())
+        if n == 0:
+            if q.ZeroPointLength():
+                self.refuse(f"{name} has {q.ZeroPointLength()} zero points and no scale")
+            return
         scales = np.asarray(q.ScaleAsNumpy(), np.float64)
         zero_points = np.asarray(q.ZeroPointAsNumpy(), np.int64) if not q.ZeroPointIsNone() else np.zeros(0, np.int64)
         if zero_points.size != n:
@@ -196,8 +208,11 @@ class _Checker:
         if n > 1 and (not shape or shape[axis] != n):
             self.refuse(f"{name} has {n} per-channel scales but dim {axis} of its shape {shape} differs")
 
-    def check_operators(self, sub, schema) -> None:
+    def check_operators(self, sub, schema, graph_inputs: set[int]) -> None:
+        """Indices in range, and in execution order: an operator reads only constants, graph inputs,
+        variables and what earlier operators wrote; each tensor has one writer at most."""
         n = len(self.tensors)
+        written: dict[int, int] = {i: -1 for i in graph_inputs}
         for k in range(self.length("subgraph 0 operators", sub.OperatorsLength())):
             self.field = f"operator {k}"
             op = sub.Operators(k)
@@ -212,8 +227,16 @@ class _Checker:
                 for i in np.asarray(getattr(op, f"{kind}AsNumpy")()).tolist():
                     if not lowest <= i < n:
                         self.refuse(f"{what} {kind.lower()[:-1]} index {i} out of range ({n} tensors)")
-                    if kind == "Outputs" and self.tensors[i][2]:
-                        self.refuse(f"{what} writes tensor {i}, which is a constant")
+                    dtype, _, const, variable = self.tensors[i] if i >= 0 else (None, 0, True, True)
+                    if kind == "Inputs" and not (const or variable or i in written):
+                        self.refuse(f"{what} reads tensor {i} before any operator writes it")
+                    if kind == "Outputs":
+                        if const:
+                            self.refuse(f"{what} writes tensor {i}, which is a constant")
+                        if i in written:
+                            self.refuse(f"{what} writes tensor {i}, already written by "
+                                        + ("the graph input" if written[i] < 0 else f"operator {written[i]}"))
+                        written[i] = k
             self.check_options(what, op, schema)
 
     def check_options(self, what: str, op, schema) -> None:

@@ -66,8 +66,6 @@ class TfliteModel:
 def read_tflite(source) -> TfliteModel:
     """Parse a .tflite file (path or bytes). A file that is not a well-formed TFLite model (see
     tflite_check.py) -> ModelLoadError naming the field at fault."""
-    from ai_edge_litert import schema_py_generated as schema
-
     from .tflite_check import builtin_names, check_tflite
 
     where = str(source) if isinstance(source, (str, Path)) else None
@@ -77,11 +75,7 @@ def read_tflite(source) -> TfliteModel:
         data = Path(source).read_bytes()
     else:
         data = bytes(source)
-    check_tflite(data, where)
-    try:
-        model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(data, 0))
-    except Exception as exc:
-        raise ModelLoadError(f"not a valid TFLite model: {exc}", where) from None
+    model = check_tflite(data, where)  # refuses what a runtime could not safely read, then unpacks it
     names = builtin_names()
     sub = model.subgraphs[0]
     tensors = []

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import ConfigError, UnsupportedOpError
 from . import isolated
 from .metrics import compare
-from .runtimes import OnnxRuntime
+from .runtimes import OnnxRuntime, RuntimeFailure
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ def validate(artifacts: dict[str, str], samples: np.ndarray, *, labels=None, ref
                                 "missing_op": exc.op, "node": exc.node}
                 log.warning("%s not run on %s: %s", label, runtime, exc)
                 continue
+            outs = _per_sample(outs, len(samples), reference, f"{path} on {isolated.NAMES.get(runtime, runtime)}")
             results[key] = {"artifact": str(path), "runtime": runtime,
                             **(compare(reference, outs.reshape(reference.shape), labels)
                                if reference is not None else _accuracy_only(outs, labels))}
@@ -72,10 +73,23 @@ def validate(artifacts: dict[str, str], samples: np.ndarray, *, labels=None, ref
                 raws[runtime] = raw
         if "tflm" in raws and "litert-ref" in raws:
             a, b = raws["tflm"].astype(np.int64), raws["litert-ref"].astype(np.int64)
+            if a.shape != b.shape:  # the file's shapes are inconsistent and the runtimes resolve them apart
+                raise RuntimeFailure(f"{path}: TFLite Micro and LiteRT give outputs of different shapes "
+                                     f"({list(a.shape[1:])} and {list(b.shape[1:])} per sample)")
             results[f"{label}@tflm"]["vs_litert_reference"] = {
                 "identical_fraction": float(np.mean(a == b)), "max_lsb": int(np.max(np.abs(a - b))),
                 "bit_exact": bool(np.array_equal(a, b))}
     return results
+
+
+def _per_sample(outs: np.ndarray, n: int, reference, what: str) -> np.ndarray:
+    """Outputs as (n, values per sample); an artifact whose output does not match that (or the
+    reference's size) was not made for this model: say so."""
+    if outs.size % n or (reference is not None and outs.size != reference.size):
+        expected = f"the reference has {reference.size // n}" if reference is not None else f"for {n} samples"
+        raise RuntimeFailure(f"{what}: {outs.size} output values ({expected} per sample): "
+                             "its output shape does not match")
+    return outs.reshape(n, -1)
 
 
 def _accuracy_only(outs: np.ndarray, labels) -> dict:
