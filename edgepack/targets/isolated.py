@@ -24,13 +24,14 @@ import numpy as np
 
 from ..errors import EdgepackError, ModelLoadError, UnsupportedOpError
 from . import frames
+from .runtime_jobs import OUT_OF_MEMORY
 from .runtimes import RuntimeFailure
 from .tflite_check import check_tflite
 
 log = logging.getLogger(__name__)
 
 STALL_SECONDS = 120.0
-MEMORY_LIMIT = 8 << 30
+MEMORY_LIMIT = 4 << 30  # the child peaks near 200 MB on the zoo (address space, XNNPACK threads included)
 NAMES = {"tflm": "TFLite Micro", "litert": "LiteRT", "litert-ref": "LiteRT (reference kernels)"}
 
 
@@ -168,6 +169,8 @@ class _Worker:
             code = self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             code = None
+        if code == OUT_OF_MEMORY:
+            return RuntimeCrash(f"{where}: {runtime} ran out of memory (limit {_memory_limit() >> 20} MiB)", "memory")
         name = signal.Signals(-code).name if code is not None and code < 0 else f"exit code {code}"
         return RuntimeCrash(f"{where}: {runtime} crashed ({name}); the file is malformed or hits a bug in "
                             "that runtime (edgepack ran it in a separate process)", name)

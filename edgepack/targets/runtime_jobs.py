@@ -19,6 +19,7 @@ from .tflite_file import read_tflite
 PASS_THROUGH = {"INPUT", "RESHAPE", "PAD", "PADV2", "TRANSPOSE", "MAX_POOL_2D", "CONCATENATION", "QUANTIZE",
                 "DEQUANTIZE", "RESIZE_NEAREST_NEIGHBOR"}
 PROGRESS_EVERY = 16  # samples between two progress messages (each also tells the parent we are alive)
+OUT_OF_MEMORY = 3  # exit code when even a request does not fit in the memory limit
 
 
 def _runner(data: bytes, runtime: str, arena_size: int | None = None):
@@ -182,9 +183,11 @@ def serve(limit: int, parent: int = 0) -> None:
             meta, arrays = frames.decode(read_exact)
         except EOFError:
             return
+        except MemoryError:  # the rest of the request is still in the pipe: no way to answer it
+            os._exit(OUT_OF_MEMORY)
         try:
             result, result_arrays = _job(meta, arrays, lambda n: send({"progress": n}))
-        except (Exception, MemoryError) as exc:
+        except Exception as exc:
             send({"error": _describe(exc)})
             continue
         send({"result": result}, result_arrays)
