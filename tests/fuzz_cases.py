@@ -21,7 +21,8 @@ SAMPLES = 6  # validation samples per case
 def write_seeds(folder: Path) -> dict[str, Path]:
     """Seed files (int8 .tflite, float .tflite, float .onnx of small IR models) and the samples
     (NCHW float .npy) each one takes: name -> path; samples at ``<name>.npy`` beside."""
-    from tflite_models import calibrated, conv_stack, flatten_gemm, matmul_attention, misc_activations, pools_and_pads
+    from tflite_helpers import calibrate
+    from tflite_models import conv_stack, flatten_gemm, matmul_attention, misc_activations, pools_and_pads, random_feeds
 
     from edgepack.exporter.emit_onnx import to_onnx
     from edgepack.exporter.emit_tflite import to_tflite
@@ -29,8 +30,10 @@ def write_seeds(folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     seeds = {}
     for build in (conv_stack, flatten_gemm, misc_activations, pools_and_pads, matmul_attention):
-        name, g, _, samples = calibrated(build)
-        x = np.concatenate([s[g.inputs[0]] for s in samples[:SAMPLES]])
+        name, (g, _) = build.__name__, build()
+        samples = random_feeds(g, n=SAMPLES)
+        calibrate(g, samples)
+        x = np.concatenate([s[g.inputs[0]] for s in samples])
         for kind, data in (("int8.tflite", to_tflite(g, int8=True)), ("float.tflite", to_tflite(g, int8=False)),
                            ("float.onnx", to_onnx(g).SerializeToString())):
             path = folder / f"{name}.{kind}"
