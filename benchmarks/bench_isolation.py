@@ -80,7 +80,8 @@ def _overhead(data: bytes, x, repeats: int) -> dict:
             run_tflite(data, runtime, x)
             here.append(time.perf_counter() - t)
         out[f"one {runtime} run of {len(x)} samples"] = {
-            "child_median_s": round(statistics.median(child), 4), "in_process_median_s": round(statistics.median(here), 4)}
+            "child_median_s": round(statistics.median(child), 4),
+            "in_process_median_s": round(statistics.median(here), 4)}
     starts = []
     for _ in range(repeats):
         isolated.shutdown()

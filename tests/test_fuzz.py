@@ -11,9 +11,8 @@ import subprocess
 import sys
 from collections import Counter
 
-import pytest
-
 import fuzz_cases
+import pytest
 
 TFLITE_CASES = 400
 ONNX_CASES = 200

@@ -167,7 +167,7 @@ def main(argv=None) -> int:
                 r = driver.run(case, kind, seed, samples)
             r.update(kind=kind, seed=seed.name)
             results.append(r)
-            if args.only is not None or not r["outcome"] in ("exit 0", "exit 2"):
+            if args.only is not None or r["outcome"] not in ("exit 0", "exit 2"):
                 print(json.dumps(r), flush=True)
         driver.close()
     summary = {"cases": len(results), "seconds": round(time.monotonic() - t0, 1), "edgepack": str(args.edgepack)}

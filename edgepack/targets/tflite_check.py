@@ -57,7 +57,7 @@ def check_tflite(data: bytes, where: str | None = None):
         return schema.ModelT.InitFromObj(schema.Model.GetRootAs(checker.data, 0))
     except _Refused as exc:
         raise ModelLoadError(str(exc), where) from None
-    except _READ_ERRORS as exc:
+    except _READ_ERRORS:
         raise ModelLoadError(f"not a valid TFLite model: {checker.field} cannot be read (the file is "
                              "truncated or corrupt)", where) from None
 
