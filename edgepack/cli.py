@@ -6,9 +6,14 @@ a traceback only with --debug.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
+import signal
 import sys
+import threading
+import warnings
 
 from .errors import EdgepackError
 
@@ -25,8 +30,13 @@ def _add_model_args(p):
     p.add_argument("--input-shape", help="model input shape incl. batch, e.g. 1,3,32,32")
     p.add_argument("--exporter", choices=["auto", "legacy", "dynamo"], default="auto",
                    help="torch.onnx exporter for PyTorch models (default: auto)")
+    _add_trust_args(p)
+
+
+def _add_trust_args(p):
     p.add_argument("--trust-pickle", action="store_true",
-                   help="allow loading a pickled whole PyTorch module (runs code from the file)")
+                   help="PyTorch: allow files whose loading runs code from them (a pickled whole module, "
+                        "a .pt2 with pickles or guard code, TorchScript that writes files)")
     p.add_argument("--trust-code", action="store_true",
                    help="Keras: allow Lambda layers' Python code stored in the file (safe_mode off)")
 
@@ -79,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="samples: .npy, .npz, a folder of .npy or of images")
     p.add_argument("--labels", help="labels (.npy or .txt) for accuracy")
     p.add_argument("--reference", help="the float model to compare with (default: a float artifact given)")
+    _add_trust_args(p)  # for a --reference model file
     p.add_argument("--target", default="stm32l4r5", help="target profile (default stm32l4r5)")
     p.add_argument("--limit", type=int, default=300, help="use at most this many samples (default 300)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -145,6 +156,44 @@ class _ProgressBar:
         self.bar.advance(self.tasks[stage], done)
 
 
+# Path arguments checked before any work: missing, special (FIFO, device) or not-a-file inputs are
+# known up front, before a long calibration or training. (dest, what, a folder is allowed)
+INPUT_PATHS = (("model", "model", True), ("calib", "calibration data", True), ("val", "validation data", True),
+               ("val_labels", "labels", False), ("train", "training data", True),
+               ("train_labels", "training labels", False), ("config", "config file", False),
+               ("calibration_file", "calibration file", False), ("data", "sample data", True),
+               ("labels", "labels", False), ("reference", "reference model", True))
+
+
+def check_arguments(args) -> None:
+    """Every text argument is valid UTF-8 (it is printed and written into reports) and every input
+    path is an existing regular file (or folder where one is allowed)."""
+    from .input_files import check_file, check_utf8
+
+    for key, value in sorted(vars(args).items()):
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                check_utf8(text, {"model": "model", "artifacts": "artifact"}.get(key, "--" + key.replace("_", "-")))
+    for key, what, allow_dir in INPUT_PATHS:
+        if getattr(args, key, None) is not None:
+            check_file(getattr(args, key), what, allow_dir=allow_dir)
+    for path in getattr(args, "artifacts", None) or []:
+        check_file(path, "artifact")
+
+
+@contextlib.contextmanager
+def library_noise(verbose: bool):
+    """Without -v, warnings (numpy, torch, ...) and native runtime logs stay off stderr: a user error is one
+    line, a success is edgepack's own output."""
+    if verbose:
+        yield
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow / LiteRT C++ logs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def cmd_export(args) -> int:
     from .api import export
 
@@ -157,6 +206,19 @@ def cmd_export(args) -> int:
         print(f"wrote {art['path']} ({art['bytes']:,} bytes)")
     print_checks(report)
     return 0
+
+
+def _agreement(m: dict) -> str:
+    for key in ("top1_agreement", "per_position_agreement"):
+        if key in m:
+            return f"{m[key]:.1%}"
+    return ""
+
+
+def _equal_pct(fraction: float) -> str:
+    """A percentage that reads 100% only when it is: 99.98% stays 99.98%."""
+    text = f"{100 * fraction:.1f}%"
+    return f"{int(10000 * fraction) / 100:.2f}%" if fraction < 1 and text == "100.0%" else text
 
 
 def print_checks(report) -> None:
@@ -177,11 +239,16 @@ def print_checks(report) -> None:
             exact = m.get("vs_litert_reference")
             table.add_row(run.replace("@", " @ "),
                           f"{m['accuracy']:.1%}" if "accuracy" in m else "",
-                          f"{m['top1_agreement']:.1%}" if "top1_agreement" in m else "",
-                          f"{m['sqnr_db']:.1f}" if "sqnr_db" in m else "",
+                          _agreement(m), f"{m['sqnr_db']:.1f}" if "sqnr_db" in m else "",
                           "" if not exact else ("bit-exact" if exact["bit_exact"] else
-                                                f"{exact['identical_fraction']:.1%} equal, max {exact['max_lsb']} LSB"))
+                                                f"{_equal_pct(exact['identical_fraction'])} equal, "
+                                                f"max {exact['max_lsb']} LSB"))
         console.print(table)
+        used = sorted({m["metrics_used"] for m in report.validation.values() if "metrics_used" in m})
+        why = sorted({m["vs_litert_reference"]["why"] for m in report.validation.values()
+                      if "why" in (m.get("vs_litert_reference") or {})})
+        for line in [f"agree = {u}" for u in used] + [f"TFLM != ref: {w}" for w in why]:
+            console.print(line)
     for finding in [f for f in report.lint if f["severity"] == "warn"][:5]:
         console.print(f"lint: {finding['rule']} at '{finding['node']}': {finding['message']}")
     worst = (report.per_layer or {}).get("worst", [])
@@ -217,7 +284,7 @@ def cmd_validate(args) -> int:
 
     with _ProgressBar() as progress:
         report = validate_artifacts(args.artifacts, args.data, labels=args.labels, reference=args.reference,
-                                    target=args.target, limit=args.limit, progress=progress)
+                                    target=args.target, trust_pickle=args.trust_pickle, trust_code=args.trust_code, limit=args.limit, progress=progress)
     if args.json:
         print(report.to_json())
     else:
@@ -266,14 +333,9 @@ def cmd_targets(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from .api import load
-    from .ir.summary import summarize
+    from .api import inspect
 
-    if str(args.model).lower().endswith(".tflite"):
-        from .targets.tflite_file import read_tflite, summarize_tflite
-        summary = summarize_tflite(read_tflite(args.model))
-    else:
-        summary = summarize(load(args.model, config=_config(args)))
+    summary = inspect(args.model, config=_config(args))
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
@@ -325,12 +387,24 @@ COMMANDS = {"export": cmd_export, "inspect": cmd_inspect, "validate": cmd_valida
             "demo": cmd_demo}
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised like Ctrl-C so that clean-up runs (an unfinished output is deleted, --out untouched)."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous_sigterm = signal.signal(signal.SIGTERM, _on_sigterm) if on_main_thread else None
     try:
-        return COMMANDS[args.command](args)
+        with library_noise(args.verbose):
+            check_arguments(args)
+            return COMMANDS[args.command](args)
     except EdgepackError as exc:
         if args.debug:
             raise
@@ -339,6 +413,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("edgepack: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("edgepack: terminated", file=sys.stderr)
+        return 143
     except Exception as exc:  # a bug in edgepack: say so in one line, traceback with --debug
         if args.debug:
             raise
@@ -346,6 +423,9 @@ def main(argv=None) -> int:
         print(f"edgepack: internal error: {type(exc).__name__}: {first} "
               "(re-run with --debug for the traceback and please report it)", file=sys.stderr)
         return 1
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 if __name__ == "__main__":

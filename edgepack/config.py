@@ -5,12 +5,15 @@ Unknown keys are an error listing the valid ones; values outside the allowed set
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import re
 import tomllib
+import typing
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 from .errors import ConfigError
+from .input_files import read_text
 
 EXPORTERS = ("auto", "legacy", "dynamo")
 CALIBRATIONS = ("minmax", "percentile", "mse", "entropy")
@@ -31,15 +34,53 @@ def parse_shape(text) -> tuple[int, ...]:
     if not shape or any(d <= 0 for d in shape):
         raise ConfigError(f"input shape '{text}' is not a list of positive integers "
                           "(example: 1,3,32,32)", "input_shape")
+    if math.prod(shape) > MAX_ELEMENTS:  # each dim and the element count must fit int32 (ONNX, TFLite)
+        raise ConfigError(f"input shape '{text}' has {math.prod(shape):,} elements, more than the "
+                          f"{MAX_ELEMENTS:,} a model input may hold", "input_shape")
     return shape
 
 
 def _floats(value, key: str) -> tuple[float, ...]:
     parts = value if isinstance(value, (list, tuple)) else str(value).split(",")
     try:
-        return tuple(float(p) for p in parts)
+        values = tuple(float(p) for p in parts if not isinstance(p, bool))
     except (TypeError, ValueError):
-        raise ConfigError(f"{key} '{value}' is not a list of numbers (example: 0.5,0.5,0.5)", key) from None
+        values = ()
+    if not values or len(values) != len(parts):
+        raise ConfigError(f"{key} '{value}' is not a list of numbers (example: 0.5,0.5,0.5)", key)
+    # mean/std are applied to samples in float32: a value outside its range, or a std near 0, makes inf
+    lo = 1e-12 if key == "std" else -MAX_NORM
+    if not all(lo <= v <= MAX_NORM for v in values):
+        allowed = "finite numbers in [1e-12, 1e12]" if key == "std" else "finite numbers in [-1e12, 1e12]"
+        raise ConfigError(f"{key} '{value}' is not allowed ({key} values must be {allowed})", key)
+    return values
+
+
+MAX_ELEMENTS = 2**31 - 1
+MAX_NORM = 1e12
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _check_types(cfg) -> None:
+    """Each setting has the type its field declares (a TOML file can hold anything)."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in fields(cfg):
+        value, args = getattr(cfg, f.name), typing.get_args(hints[f.name])
+        if value is None and type(None) in args:
+            continue
+        kind = next(t for t in (args or (hints[f.name],)) if t is not type(None))
+        if kind not in _TYPE_NAMES:
+            continue  # tuples (input_shape, mean, std) are parsed from text or lists in __post_init__
+        if kind is str:  # a path or a profile object is fine from Python; what TOML holds besides text is not
+            ok = not isinstance(value, (numbers.Number, list, tuple, dict))
+        elif kind is bool:
+            ok = isinstance(value, bool)
+        else:
+            ok = isinstance(value, {int: numbers.Integral, float: numbers.Real}[kind]) and not isinstance(value, bool)
+        if not ok:
+            raise ConfigError(f"setting '{f.name}' must be {_TYPE_NAMES[kind]}, got {value!r}", f.name)
+        if kind is float and not math.isfinite(value):
+            raise ConfigError(f"setting '{f.name}' must be a finite number, got {value!r}", f.name)
 
 
 @dataclass(frozen=True)
@@ -72,6 +113,7 @@ class ExportConfig:
     onnx_activations: str = "uint8"  # int8 ONNX activation storage (uint8: same values, faster on x86 ORT)
 
     def __post_init__(self):
+        _check_types(self)
         if self.input_shape is not None:
             object.__setattr__(self, "input_shape", parse_shape(self.input_shape))
         if self.exporter not in EXPORTERS:
@@ -88,13 +130,20 @@ class ExportConfig:
                               ("l1", "l2", "taylor"))
         if int(self.round_to) < 1 or int(self.finetune_epochs) < 0:
             raise ConfigError("round_to must be >= 1 and finetune_epochs >= 0")
+        for key in ("calib_limit", "val_limit"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be a positive number of samples, got {getattr(self, key)}", key)
+        if not 0.0 < self.finetune_lr <= 1.0:
+            raise ConfigError(f"finetune_lr must be in (0, 1], got {self.finetune_lr}", "finetune_lr")
+        if self.opset is not None and not 11 <= self.opset <= 21:
+            raise ConfigError(f"opset {self.opset} is not supported", "opset", range(11, 22))
         if self.io not in ("int8", "float"):
             raise ConfigError(f"unknown io '{self.io}'", "io", ("int8", "float"))
         if not 50.0 < float(self.percentile) <= 100.0:
             raise ConfigError(f"percentile must be in (50, 100], got {self.percentile}", "percentile")
         for key in ("mean", "std"):
             value = getattr(self, key)
-            if value is not None and not isinstance(value, tuple):
+            if value is not None:
                 object.__setattr__(self, key, _floats(value, key))
 
     @classmethod
@@ -108,9 +157,7 @@ class ExportConfig:
     @classmethod
     def from_toml(cls, path) -> "ExportConfig":
         try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
+            data = tomllib.loads(read_text(path, "config file", error=ConfigError))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
         return cls.from_dict(data)

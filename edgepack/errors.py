@@ -58,6 +58,10 @@ class OutputExistsError(EdgepackError):
     """An output would overwrite an existing file without --force."""
 
 
+class OutputBusyError(EdgepackError):
+    """Another edgepack run is writing the same output folder."""
+
+
 class BudgetExceeded(EdgepackError):
     """The model does not fit the target's flash or RAM budget (with --fail-on-budget)."""
 

@@ -36,14 +36,21 @@ def check_accuracy(report: Report, artifacts: dict[str, Path], samples: np.ndarr
 def check_layers(report: Report, int8_tflite: Path, float_tflite: Path, samples: np.ndarray) -> None:
     from .targets.validate import per_layer_sqnr
 
-    result = per_layer_sqnr(int8_tflite.read_bytes(), float_tflite.read_bytes(), samples,
+    from .targets.diagnose import const_arrays, diagnose
+    from .targets.tflite_file import read_tflite
+
+    data = int8_tflite.read_bytes()
+    result = per_layer_sqnr(data, float_tflite.read_bytes(), samples,
                             where=f"{int8_tflite} (per-layer error against {float_tflite})")
+    info, consts = read_tflite(data), const_arrays(data)
+    producers = {o: op for op in info.ops for o in op.outputs}
+    index = {t.name: t.index for t in info.tensors}
     advice = []
     for row in result["worst"]:
-        if row["sqnr_db"] < SQNR_WARN_DB:
-            advice.append(f"{row['op']} '{row['tensor']}' has {row['sqnr_db']:.1f} dB SQNR: try "
-                          "--calibration percentile or mse (outliers stretch its range), or check the "
-                          "layer with `edgepack lint`")
+        if row["sqnr_db"] < SQNR_WARN_DB:  # a diagnosis from the file and the data, with the fix to apply
+            row["diagnosis"] = diagnose(row, producers.get(index.get(row["tensor"])), info, consts)
+            advice.append(f"{row['op']} '{row['tensor']}' has {row['sqnr_db']:.1f} dB SQNR: "
+                          + "; ".join(f"{d['cause']} ({d['detail']}): {d['fix']}" for d in row["diagnosis"]))
     result["advice"] = advice
     report.per_layer = result
 

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from .artifacts import write_text
@@ -26,6 +28,22 @@ class Report:
     compatibility: dict[str, Any] = field(default_factory=dict)  # unsupported ops with their nodes
     verdict: dict[str, Any] = field(default_factory=dict)  # fits, margins, what overflows
     notes: list[str] = field(default_factory=list)
+
+    def relocate(self, old_folder, new_folder) -> None:
+        """Name the files under ``old_folder`` (a staging folder) where they are moved, ``new_folder``."""
+        old, new = (os.path.join(str(Path(f)), "") for f in (old_folder, new_folder))  # with a final slash
+
+        def moved(value):
+            if isinstance(value, str):
+                return value.replace(old, new)
+            if isinstance(value, dict):
+                return {k: moved(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [moved(v) for v in value]
+            return value
+
+        for f in fields(self):
+            setattr(self, f.name, moved(getattr(self, f.name)))
 
     def to_dict(self) -> dict:
         return asdict(self)

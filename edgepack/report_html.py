@@ -110,12 +110,17 @@ def render_html(r: dict) -> str:
                                                ["kind", "path", "bytes"]))
     val = r.get("validation") or {}
     if val:
-        cols = ["run", "accuracy", "top1_agreement", "cosine", "sqnr_db", "rmse", "mae", "l2r", "bit_exact_vs_ref"]
+        cols = ["run", "accuracy", "top1_agreement", "per_position_agreement", "cosine", "sqnr_db", "rmse", "mae",
+                "l2r", "tflm_vs_ref"]
         if any("not_run" in v for v in val.values()):
             cols.append("not_run")
-        rows = [{"run": k, **v, "bit_exact_vs_ref": (v.get("vs_litert_reference") or {}).get("bit_exact")}
-                for k, v in val.items()]
+        rows = [{"run": k, **v, "tflm_vs_ref": _tflm_vs_ref(v.get("vs_litert_reference"))} for k, v in val.items()]
         parts.append("<h2>Accuracy and agreement with the float model</h2>" + _table(rows, cols))
+        notes = sorted({v[k] if k == "metrics_used" else v[k]["why"] for v in val.values()
+                        for k in ("metrics_used", "vs_litert_reference")
+                        if k in v and (k == "metrics_used" or "why" in (v[k] or {}))})
+        if notes:
+            parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
     pl = r.get("per_layer") or {}
     if pl.get("layers"):
         parts.append("<h2>Where int8 loses accuracy: per-layer SQNR</h2>" + plot_sqnr(pl["layers"]))
@@ -143,3 +148,12 @@ def render_html(r: dict) -> str:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in r["notes"]) + "</ul>")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>edgepack report</title>"
             f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def _tflm_vs_ref(exact: dict | None) -> str:
+    if not exact:
+        return ""
+    if exact["bit_exact"]:
+        return "bit-exact"
+    pct = 100 * exact["identical_fraction"]
+    return f"{min(pct, 99.99):.2f}% equal, max {exact['max_lsb']} LSB"

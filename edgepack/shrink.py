@@ -25,26 +25,18 @@ def wants_shrink(cfg: ExportConfig) -> bool:
 
 def shrink(graph: Graph, cfg: ExportConfig, train, train_labels, progress=None) -> tuple[Graph, dict]:
     """(student graph, shrink section of the report incl. plan.json content). ``train``: (N, ...) array."""
-    from .exporter.passes.prune import apply_pruning, plan_pruning
-    from .exporter.passes.separable import AUTO_ERROR_THRESHOLD, apply_separable, resolve_nodes
+    from .exporter.passes import run_passes
+    from .pipeline import build_pipeline, stage
 
+    if cfg.prune and cfg.prune_importance == "taylor" and train is None:
+        raise ConfigError("--prune-importance taylor needs --train data", "prune_importance")
     before = summarize(graph)["totals"]
-    student, plan = graph, None
-    if cfg.separable not in (None, "none"):
-        threshold = SEPARABLE_ERROR_WITH_FINETUNE if cfg.finetune_epochs else AUTO_ERROR_THRESHOLD
-        nodes = resolve_nodes(student, cfg.separable, error_threshold=threshold)
-        if cfg.separable == "auto" and not nodes:
-            log.warning("--separable auto found no conv worth replacing")
-        student = apply_separable(student, nodes)
-        separable = nodes
-    else:
-        separable = []
-    if cfg.prune:
-        if cfg.prune_importance == "taylor" and train is None:
-            raise ConfigError("--prune-importance taylor needs --train data", "prune_importance")
-        plan = plan_pruning(student, cfg.prune, importance=cfg.prune_importance, round_to=cfg.round_to,
-                            samples=train[:256] if train is not None else None)
-        student = apply_pruning(student, plan)
+    passes = stage(build_pipeline(cfg, train), "shrink")  # separable replacement, then pruning
+    student = run_passes(graph, passes) if passes else graph
+    separable = next((p.replaced for p in passes if p.pass_name == "separable_convs"), [])
+    plan = next((p.plan for p in passes if p.pass_name == "prune_channels"), None)
+    if cfg.separable == "auto" and not separable:
+        log.warning("--separable auto found no conv worth replacing")
     history = None
     if cfg.finetune_epochs:
         if train is None:

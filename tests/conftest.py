@@ -6,6 +6,24 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Tests that train must give the same numbers on every machine: one thread (no core-count- or load-
+# dependent reduction order) and deterministic kernels, also in the child processes that examples run in.
+# What is left (the CPU's float kernels) is measured by benchmarks/threshold_spread.py.
+for _key, _value in (("OMP_NUM_THREADS", "1"), ("TF_NUM_INTRAOP_THREADS", "1"), ("TF_NUM_INTEROP_THREADS", "1"),
+                     ("TF_DETERMINISTIC_OPS", "1")):
+    os.environ.setdefault(_key, _value)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def deterministic_torch():
+    import torch
+
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(deterministic)
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -22,16 +40,11 @@ _TRAINED = {}
 @pytest.fixture(scope="session")
 def trained(digits):
     """trained(name) -> a zoo model trained on 8x8 digits (trained once per test session)."""
-    import torch
-
     import zoo
-    from edgepack.demo import train_classifier
 
     def get(name: str):
         if name not in _TRAINED:
-            torch.manual_seed(0)
-            model, _ = zoo.build(name)
-            _TRAINED[name] = train_classifier(model, digits[0], digits[1], epochs=8, lr=5e-3)
+            _TRAINED[name] = zoo.trained_on_digits(name, digits)
         return _TRAINED[name]
 
     return get

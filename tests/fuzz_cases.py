@@ -237,14 +237,21 @@ def _mutate_onnx(m, rng) -> str:
 
 
 # ---- running a case ---------------------------------------------------------------------------------
-def run_validate(path: Path, samples: Path, target: str = "stm32l4r5") -> tuple[int, str]:
-    """What `edgepack validate FILE --data SAMPLES` ends with, through the library function the CLI
-    calls: (0, "") on success, (exit code, message) for an EdgepackError. Anything else propagates."""
+def reference_for(seed: Path) -> Path | None:
+    """The model a mutated float .tflite is compared with (its seed's .onnx twin): validate refuses a
+    lone float file, there being nothing to compare."""
+    return seed.with_name(seed.name.replace(".float.tflite", ".float.onnx")) if ".float." in seed.name else None
+
+
+def run_validate(path: Path, samples: Path, target: str = "stm32l4r5", reference: Path | None = None):
+    """What `edgepack validate FILE --data SAMPLES [--reference MODEL]` ends with, through the library
+    function the CLI calls: (0, "") on success, (exit code, message) for an EdgepackError. Anything
+    else propagates."""
     from edgepack.api import validate_artifacts
     from edgepack.errors import EdgepackError
 
     try:
-        validate_artifacts([path], samples, target=target, limit=SAMPLES)
+        validate_artifacts([path], samples, target=target, limit=SAMPLES, reference=reference)
     except EdgepackError as exc:
         return exc.exit_code, str(exc)
     return 0, ""

@@ -37,14 +37,32 @@ def test_npz_picks_input_array_and_labels(tmp_path):
     ss = load_samples(tmp_path / "named.npz", SHAPE, input_name="image")
     np.testing.assert_array_equal(ss.as_array(), x)
     np.testing.assert_array_equal(ss.labels, y)
-    np.savez(tmp_path / "one.npz", whatever=x)
-    assert len(load_samples(tmp_path / "one.npz", SHAPE)) == 20
+    np.savez(tmp_path / "unnamed.npz", x[:7])  # np.savez names a positional array arr_0
+    assert len(load_samples(tmp_path / "unnamed.npz", SHAPE)) == 7
 
 
-def test_npz_with_several_unmatched_arrays_lists_names(tmp_path):
-    np.savez(tmp_path / "d.npz", a=_data(), b=_data())
-    with pytest.raises(DataError, match=r"several arrays \(a, b\) and none is named 'img' or 'x'"):
+def test_npz_array_picked_by_name_after_a_colon(tmp_path):
+    x, y = _data(), np.arange(20) % 3
+    np.savez(tmp_path / "d.npz", x=x[::-1], images=x, labels=y)
+    ss = load_samples(f"{tmp_path / 'd.npz'}:images", SHAPE)
+    np.testing.assert_array_equal(ss.as_array(), x)
+    np.testing.assert_array_equal(ss.labels, y)
+    np.testing.assert_array_equal(load_samples(tmp_path / "d.npz", SHAPE).as_array(), x[::-1])  # no key: x
+    with pytest.raises(DataError) as err:
+        load_samples(f"{tmp_path / 'd.npz'}:imgs", SHAPE)
+    assert str(err.value).endswith("has no array 'imgs' (it has: images, labels, x)")
+
+
+@pytest.mark.parametrize("arrays", [{"whatever": 20}, {"a": 20, "b": 20}, {"y": 20}],
+                         ids=["one_unknown", "two_unknown", "labels_only"])
+def test_npz_without_a_known_array_name_is_refused_with_its_names(tmp_path, arrays):
+    """An array is never used just because it is the only one: a wrong key would calibrate on labels."""
+    np.savez(tmp_path / "d.npz", **{k: _data(n) for k, n in arrays.items()})
+    with pytest.raises(DataError) as err:
         load_samples(tmp_path / "d.npz", SHAPE, input_name="img")
+    text = str(err.value)
+    assert f"holds no array named 'img' or 'x' or 'inputs' or 'input' or 'arr_0' (it has: {', '.join(sorted(arrays))})" in text
+    assert text.endswith(f"pick one with {tmp_path / 'd.npz'}:NAME") and "\n" not in text
 
 
 def test_folder_of_npy_is_sorted_and_lazy(tmp_path):

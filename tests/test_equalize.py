@@ -151,4 +151,6 @@ def test_export_equalize_flag_keeps_the_float_model_exact(tmp_path):
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-4, atol=1e-5)
     a = open(plain.artifacts["float_onnx"]["path"], "rb").read()
     b = open(eq.artifacts["float_onnx"]["path"], "rb").read()
-    assert a != b  # the weights were rescaled
+    check = eq.calibration["rewrites"][0]  # kept only when int8 does not get worse on the calibration data
+    assert check["rewrite"] == "equalize" and (a != b) == check["kept"]
+    assert check["kept"] == (check["sqnr_with_db"] >= check["sqnr_without_db"])

@@ -18,25 +18,19 @@ from ir_build import make_graph, rand
 _CACHE = {}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models train faster on one thread, and do not stall when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def pruned_cnn(digits, seed: int = 0):
+    """(teacher graph, student = teacher pruned by half, plan) for a small CNN trained on 8x8 digits."""
+    torch.manual_seed(seed)
+    model = train_classifier(digits_cnn(), digits[0], digits[1], epochs=8, lr=5e-3, seed=seed)
+    teacher = edgepack.load(model, input_shape=(1, 1, 8, 8))
+    plan = plan_pruning(teacher, 0.5, round_to=4, protect_first_last=False)
+    return teacher, apply_pruning(teacher, plan), plan
 
 
 @pytest.fixture(scope="module")
 def pruned_digits(digits):
-    """(teacher graph, student = teacher pruned by half) for a small CNN trained on 8x8 digits."""
     if not _CACHE:
-        x_train, y_train = digits[0], digits[1]
-        torch.manual_seed(0)
-        model = train_classifier(digits_cnn(), x_train, y_train, epochs=8, lr=5e-3)
-        teacher = edgepack.load(model, input_shape=(1, 1, 8, 8))
-        plan = plan_pruning(teacher, 0.5, round_to=4, protect_first_last=False)
-        _CACHE.update(teacher=teacher, student=apply_pruning(teacher, plan), plan=plan)
+        _CACHE.update(zip(("teacher", "student", "plan"), pruned_cnn(digits)))
     return _CACHE["teacher"], _CACHE["student"]
 
 
@@ -44,26 +38,40 @@ def acc(graph, x, y, fake_quant=False):
     return accuracy(run(graph, [x], fake_quant=fake_quant)[graph.outputs[0]], y)
 
 
+def label_free_recovery(teacher, student, digits, seed: int = 0, progress=None):
+    """(test accuracy of the original, the pruned and the distilled student, distill history)."""
+    x_train, _, x_test, y_test = digits
+    recovered, history = distill(student, teacher, x_train, epochs=8, lr=3e-3, progress=progress, seed=seed)
+    return ({"original": acc(teacher, x_test, y_test), "pruned": acc(student, x_test, y_test),
+             "distilled": acc(recovered, x_test, y_test)}, recovered, history)
+
+
+def fake_quant_recovery(teacher, student, digits, seed: int = 0):
+    """(fake-quant test accuracy of the calibrated student before and after fake-quant distillation,
+    the student, the result)."""
+    x_train, _, x_test, y_test = digits
+    ranges, _ = collect_ranges(student, [x_train[:200]])
+    qstudent = quantize_graph(student, ranges)
+    result, _ = distill(qstudent, teacher, x_train[:600], epochs=4, lr=5e-3, fake_quant=True, seed=seed)
+    return (acc(qstudent, x_test, y_test, fake_quant=True), acc(result, x_test, y_test, fake_quant=True),
+            qstudent, result)
+
+
 def test_distillation_recovers_accuracy_after_pruning(pruned_digits, digits):
     teacher, student = pruned_digits
-    x_train, _, x_test, y_test = digits
-    original, pruned = acc(teacher, x_test, y_test), acc(student, x_test, y_test)
     macs = _CACHE["plan"].to_json()["totals"]
     assert macs["macs_after"] < 0.4 * macs["macs_before"]
     ticks = []
-    recovered, history = distill(student, teacher, x_train, epochs=8, lr=3e-3,
-                                 progress=lambda *a: ticks.append(a))  # label-free
-    after = acc(recovered, x_test, y_test)
-    print(f"digits accuracy: original {original:.3f}, pruned {pruned:.3f}, distilled {after:.3f}; "
-          f"MACs {macs['macs_before']} -> {macs['macs_after']}")
-    assert original > 0.93
-    assert pruned < original - 0.1  # pruning by half really hurt
-    assert after > pruned + 0.1 and after >= original - 0.04
+    got, recovered, history = label_free_recovery(teacher, student, digits, progress=lambda *a: ticks.append(a))
+    print(f"digits accuracy: {got}; MACs {macs['macs_before']} -> {macs['macs_after']}")
+    assert got["original"] > 0.93
+    assert got["pruned"] < got["original"] - 0.1  # pruning by half really hurt
+    assert got["distilled"] > got["pruned"] + 0.1 and got["distilled"] >= got["original"] - 0.04
     assert len(history["train_loss"]) == history["epochs_run"] == len(ticks)
     assert ticks[0] == ("distilling", 1, 8)
     assert history["val_loss"][-1] < history["val_loss"][0]
     # The weights live in the returned graph; the student given is untouched.
-    assert acc(student, x_test, y_test) == pruned
+    assert acc(student, digits[2], digits[3]) == got["pruned"]
     assert all(recovered.tensors[k].shape == student.tensors[k].shape for k in student.tensors)
 
 
@@ -117,14 +125,10 @@ def test_non_classifier_output_falls_back_to_mse():
 
 def test_fake_quant_distillation_recovers_the_int8_model(pruned_digits, digits):
     teacher, student = pruned_digits
-    x_train, _, x_test, y_test = digits
     with pytest.raises(ConfigError, match="calibrated student"):
-        distill(student, teacher, x_train, fake_quant=True)
-    ranges, _ = collect_ranges(student, [x_train[:200]])
-    qstudent = quantize_graph(student, ranges)
-    before = acc(qstudent, x_test, y_test, fake_quant=True)
-    result, _ = distill(qstudent, teacher, x_train[:600], epochs=4, lr=5e-3, fake_quant=True)
-    assert acc(result, x_test, y_test, fake_quant=True) > before + 0.1
+        distill(student, teacher, digits[0], fake_quant=True)
+    before, after, qstudent, result = fake_quant_recovery(teacher, student, digits)
+    assert after > before + 0.1
     assert result.tensors[result.nodes[0].inputs[1]].quant == qstudent.tensors[qstudent.nodes[0].inputs[1]].quant
 
 

@@ -59,7 +59,8 @@ def _run(kind: str, seeds, cases: int, tmp_path) -> Counter:
         path.write_bytes(data)
         try:
             with deadline(DEADLINE_S):
-                code, message = (fuzz_cases.run_validate(path, f"{seed}.npy") if kind == "tflite"
+                code, message = (fuzz_cases.run_validate(path, f"{seed}.npy", reference=fuzz_cases.reference_for(seed))
+                                 if kind == "tflite"
                                  else fuzz_cases.run_load(path))
         except Hang:
             code, message = "hang", ""
@@ -93,8 +94,10 @@ def test_mutated_tflite_files_through_the_cli_exit_0_or_2_with_one_line(seeds, t
         data, what = fuzz_cases.tflite_case(seed.read_bytes(), 10_000 + case)
         path = tmp_path / f"cli{case}.tflite"
         path.write_bytes(data)
+        reference = fuzz_cases.reference_for(seed)
+        flags = ["--limit", str(fuzz_cases.SAMPLES), *(["--reference", str(reference)] if reference else [])]
         p = subprocess.run([sys.executable, "-m", "edgepack.cli", "validate", str(path), "--data", f"{seed}.npy",
-                            "--limit", str(fuzz_cases.SAMPLES)], capture_output=True, text=True, timeout=300)
+                            *flags], capture_output=True, text=True, timeout=300)
         lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
         assert p.returncode in (0, 2), f"{what}: exit {p.returncode}: {p.stderr[-500:]}"
         if p.returncode == 2:

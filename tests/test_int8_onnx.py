@@ -24,26 +24,27 @@ def _ort_accuracy(path_or_bytes, x, y):
         accuracy(np.concatenate([sess.run(None, {name: s[None]})[0] for s in x]), y)
 
 
+def export_digits_cnn(model, digits, method, out):
+    return edgepack.export(model, calib=digits[0][:300], out=out, input_shape=(1, 1, 8, 8), calibration=method)
+
+
+def float_and_int8_accuracy(report, digits):
+    """Accuracy on the 359 held-out digits of the float and the int8 .onnx of an export (onnxruntime)."""
+    _, _, x_te, y_te = digits
+    return tuple(_ort_accuracy(report.artifacts[kind]["path"], x_te, y_te) for kind in ("float_onnx", "int8_onnx"))
+
+
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory, digits, trained):
-    x_tr, _, _, _ = digits
-    out = {}
-    for name in ("mobilenet_v2", "resnet"):
-        for method in METHODS:
-            d = tmp_path_factory.mktemp(f"{name}_{method}")
-            rep = edgepack.export(trained(name), calib=x_tr[:300], out=d, input_shape=(1, 1, 8, 8),
-                                  calibration=method)
-            out[name, method] = rep
-    return out
+    return {(name, method): export_digits_cnn(trained(name), digits, method,
+                                              tmp_path_factory.mktemp(f"{name}_{method}"))
+            for name in ("mobilenet_v2", "resnet") for method in METHODS}
 
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("name", ["mobilenet_v2", "resnet"])
 def test_int8_accuracy_within_one_point_of_float(exports, digits, name, method):
-    _, _, x_te, y_te = digits
-    rep = exports[name, method]
-    float_acc = _ort_accuracy(rep.artifacts["float_onnx"]["path"], x_te, y_te)
-    int8_acc = _ort_accuracy(rep.artifacts["int8_onnx"]["path"], x_te, y_te)
+    float_acc, int8_acc = float_and_int8_accuracy(exports[name, method], digits)
     assert float_acc > 0.9
     assert int8_acc >= float_acc - 0.01, f"{name}/{method}: float {float_acc:.3f} int8 {int8_acc:.3f}"
 
@@ -148,14 +149,22 @@ def test_uint8_activations_are_the_int8_values_shifted(digits, trained):
     assert np.max(np.abs(a - b)) <= out_scale * 1.01
 
 
-def test_fake_quant_in_torch_matches_onnxruntime_int8(digits, trained):
-    graph = edgepack.load(trained("mobilenet_v2"), input_shape=(1, 1, 8, 8))
+def fake_quant_vs_onnxruntime(model, digits) -> dict:
+    """Torch fake-quant simulation vs onnxruntime's int8 QDQ model on the held-out digits: top-1 agreement,
+    accuracy gap, and whether the simulation is closer to the int8 outputs than float is."""
+    graph = edgepack.load(model, input_shape=(1, 1, 8, 8))
     qgraph, _ = calibrate_graph(graph, load_samples(digits[0][:200], (1, 1, 8, 8)), "minmax")
     x_te, y_te = digits[2], digits[3]
     sim = torch_exec.run(qgraph, [x_te], fake_quant=True)[qgraph.outputs[0]]
     flt = torch_exec.run(qgraph, [x_te])[qgraph.outputs[0]]
     sess = ort.InferenceSession(to_onnx_qdq(qgraph).SerializeToString(), providers=["CPUExecutionProvider"])
     real = np.concatenate([sess.run(None, {"input": s[None]})[0] for s in x_te])
-    assert np.mean(sim.argmax(1) == real.argmax(1)) >= 0.98
-    assert abs(accuracy(sim, y_te) - accuracy(real, y_te)) <= 0.01
-    assert np.mean(np.abs(sim - real)) < np.mean(np.abs(flt - real))  # simulation is closer than float
+    return {"top1_agreement": float(np.mean(sim.argmax(1) == real.argmax(1))),
+            "accuracy_gap": abs(accuracy(sim, y_te) - accuracy(real, y_te)),
+            "sim_closer_than_float": bool(np.mean(np.abs(sim - real)) < np.mean(np.abs(flt - real)))}
+
+
+def test_fake_quant_in_torch_matches_onnxruntime_int8(digits, trained):
+    got = fake_quant_vs_onnxruntime(trained("mobilenet_v2"), digits)
+    assert got["top1_agreement"] >= 0.98 and got["accuracy_gap"] <= 0.01, got
+    assert got["sim_closer_than_float"]

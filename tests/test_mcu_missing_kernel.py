@@ -30,8 +30,10 @@ def test_export_for_an_mcu_runs_on_litert_and_names_the_missing_op(model_and_dat
                              target="stm32l4r5")
     tflm = report.validation["int8_tflite@tflm"]
     assert tflm["missing_op"] == OP and f"unsupported op '{OP}' at node '{tflm['node']}'" in tflm["not_run"]
-    assert report.validation["int8_tflite@litert-ref"]["top1_agreement"] >= 0.95
-    assert report.validation["int8_onnx@onnxruntime"]["top1_agreement"] >= 0.95
+    # Untrained, so its logits sit close together and top-1 flips on 1-2 of 32 samples: judge by SQNR
+    # (measured 42.0 dB on LiteRT and 41.9 dB on onnxruntime with per-channel FC weights).
+    assert report.validation["int8_tflite@litert-ref"]["sqnr_db"] >= 30
+    assert report.validation["int8_onnx@onnxruntime"]["sqnr_db"] >= 30
     assert report.compatibility["unsupported"] == [
         {"op": OP, "node": tflm["node"], "reason": "not in the stm32l4r5 op resolver (tflm)"}]
     assert not report.verdict["fits"] and report.verdict["overflows"] == []

@@ -153,7 +153,7 @@ def test_run_passes_default_pipeline(caplog):
     g = _net()
     original_ops = ops(g)
     x = rand(1, 3, 8, 8, seed=19)
-    with caplog.at_level(logging.INFO, logger="edgepack.exporter.passes"):
+    with caplog.at_level(logging.INFO, logger="edgepack.ir.passes"):
         new = run_passes(g)
     assert ops(g) == original_ops  # the caller's graph is untouched
     assert ops(new) == ["Conv", "Conv", "GlobalAveragePool", "Reshape", "Gemm"]

@@ -18,21 +18,28 @@ from edgepack.targets.metrics import sqnr_db
 from edgepack.targets.runtimes import LiteRT, OnnxRuntime
 from edgepack.targets.tflite_file import read_tflite
 
-DENSE = {"decoder": 35.0, "unet": 35.0, "autoencoder": 35.0}  # image-like outputs: min SQNR (dB) vs float
+# Image-like outputs: min SQNR (dB) vs float; measured 44.5 (autoencoder) to 52.3 dB (threshold_spread.md).
+DENSE = {"decoder": 35.0, "unet": 35.0, "autoencoder": 35.0}
 # Models that do not learn digits in the few steps given (a random head predicts one class for every
 # input, which makes agreement trivial): squeezenet's ReLU before its pooled classifier starts dead.
 NOT_LEARNING = {"squeezenet"}
 STEPS = 80
+TRAIN = 1000  # the first TRAIN digits of the training split train; the next HELD_OUT test
+# All 437 left (was 100: one sample = 1 point, and gap_head read 0.93 on an AVX512-FP16/AMX Xeon).
+HELD_OUT = 437
+# benchmarks/results/threshold_spread.md, so far seed 0 only (one thread, default kernels): worst model and
+# runtime 0.970 at 437 samples (0.97 at 100); margin 0.02. The 5-seed x kernel study is still to run.
+MIN_TOP1 = 0.95
 
 
-def trained(name: str):
+def trained(name: str, seed: int = 0):
     """The zoo model after a few Adam steps on digits (a random model predicts the same class for every
     input, which would make top-1 agreement meaningless). Dense-output models stay random."""
-    model, shape = zoo.build(name)
+    model, shape = zoo.build(name, seed)
     if name in DENSE:
         return model, shape
-    x, y = torch.from_numpy(zoo.digits_like(shape, 1000)), torch.from_numpy(digits_split()[1][:1000])
-    torch.manual_seed(0)
+    x, y = torch.from_numpy(zoo.digits_like(shape, TRAIN)), torch.from_numpy(digits_split()[1][:TRAIN])
+    torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.train()
     for _ in range(STEPS):
@@ -43,6 +50,42 @@ def trained(name: str):
     return model.eval(), shape
 
 
+def float_and_int8_outputs(name: str, seed: int = 0, held_out: int = HELD_OUT):
+    """(float ONNX, int8 .tflite on LiteRT's reference kernels, int8 QDQ ONNX) outputs for `held_out`
+    training-split digits the model was not trained on."""
+    model, shape = trained(name, seed)
+    graph = edgepack.load(model, input_shape=shape)
+    qgraph, _ = calibrate_graph(graph, load_samples(zoo.digits_like(shape, 64), shape), "minmax")
+    data = to_tflite(qgraph, int8=True)
+    info = read_tflite(data)
+    tin, tout = info.tensors[info.inputs[0]], info.tensors[info.outputs[0]]
+    lite = LiteRT(data, reference=True)
+    flt, qdq = (OnnxRuntime(m.SerializeToString()) for m in (to_onnx(graph), to_onnx_qdq(qgraph)))
+    xs = zoo.digits_like(shape, TRAIN + held_out)[TRAIN:]
+    want = np.concatenate([flt.run(x[None])[0] for x in xs])
+    onnx_int8 = np.concatenate([qdq.run(x[None])[0] for x in xs])
+    tfl_int8 = np.concatenate([
+        from_file_layout(dequantize_output(lite.run(quantize_input(to_file_layout(x[None], tin.shape), np.int8,
+                                                                    tin.scale[0], tin.zero_point[0]))[0],
+                                           tout.scale[0], tout.zero_point[0]), (1, *want.shape[1:]))
+        for x in xs])
+    return want, tfl_int8, onnx_int8
+
+
+def agreement(name: str, seed: int = 0, held_out: int = HELD_OUT) -> dict:
+    return agreement_of(name, *float_and_int8_outputs(name, seed, held_out))
+
+
+def agreement_of(name: str, want, tfl_int8, onnx_int8) -> dict:
+    """What the test asserts: SQNR (dB) of each int8 model vs float for dense outputs, else top-1
+    agreement with float and the number of classes the float model predicts."""
+    if name in DENSE:
+        return {"tflite_sqnr_db": sqnr_db(want, tfl_int8), "onnx_sqnr_db": sqnr_db(want, onnx_int8)}
+    top1 = want.argmax(1)
+    return {"tflite_top1": float(np.mean(tfl_int8.argmax(1) == top1)),
+            "onnx_top1": float(np.mean(onnx_int8.argmax(1) == top1)), "classes": len(np.unique(top1))}
+
+
 def test_the_zoo_has_at_least_twenty_architectures():
     assert len(zoo.ZOO_NAMES) >= 20
     assert {"mobilenet_v1", "efficientnet_lite", "shufflenet", "ds_cnn", "unet", "audio_conv1d",
@@ -51,26 +94,9 @@ def test_the_zoo_has_at_least_twenty_architectures():
 
 @pytest.mark.parametrize("name", zoo.ZOO_NAMES)
 def test_int8_tflite_and_onnx_agree_with_float(name):
-    model, shape = trained(name)
-    graph = edgepack.load(model, input_shape=shape)
-    qgraph, _ = calibrate_graph(graph, load_samples(zoo.digits_like(shape, 64), shape), "minmax")
-    data = to_tflite(qgraph, int8=True)
-    info = read_tflite(data)
-    tin, tout = info.tensors[info.inputs[0]], info.tensors[info.outputs[0]]
-    lite = LiteRT(data, reference=True)
-    flt, qdq = (OnnxRuntime(m.SerializeToString()) for m in (to_onnx(graph), to_onnx_qdq(qgraph)))
-    xs = zoo.digits_like(shape, 1100)[1000:]  # not trained on
-    want = np.concatenate([flt.run(x[None])[0] for x in xs])
-    onnx_int8 = np.concatenate([qdq.run(x[None])[0] for x in xs])
-    tfl_int8 = np.concatenate([
-        from_file_layout(dequantize_output(lite.run(quantize_input(to_file_layout(x[None], tin.shape), np.int8,
-                                                                    tin.scale[0], tin.zero_point[0]))[0],
-                                           tout.scale[0], tout.zero_point[0]), (1, *want.shape[1:]))
-        for x in xs])
+    got = agreement(name)
     if name in DENSE:
-        assert sqnr_db(want, tfl_int8) >= DENSE[name] and sqnr_db(want, onnx_int8) >= DENSE[name]
+        assert got["tflite_sqnr_db"] >= DENSE[name] and got["onnx_sqnr_db"] >= DENSE[name], got
         return
-    top1 = want.argmax(1)
-    assert name in NOT_LEARNING or len(np.unique(top1)) >= 5  # the float model tells digits apart
-    for got in (tfl_int8, onnx_int8):
-        assert np.mean(got.argmax(1) == top1) >= 0.95
+    assert name in NOT_LEARNING or got["classes"] >= 5, got  # the float model tells digits apart
+    assert got["tflite_top1"] >= MIN_TOP1 and got["onnx_top1"] >= MIN_TOP1, got

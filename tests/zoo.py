@@ -203,6 +203,15 @@ def build(name: str, seed: int = 0):
     return randomise_bn(cls()), shape
 
 
+def trained_on_digits(name: str, digits, seed: int = 0):
+    """The zoo model `name` trained for 8 epochs on 8x8 digits (digits_split(8)); `seed` sets the initial
+    weights and the batch order."""
+    from edgepack.demo import train_classifier
+
+    model, _ = build(name, seed)
+    return train_classifier(model, digits[0], digits[1], epochs=8, lr=5e-3, seed=seed)
+
+
 def digits_like(shape, n: int):
     """scikit-learn digits (the demo's training split) shaped for a zoo input: images resized to (H, W),
     flattened 8x8 for (1, 64), rows as channels and columns stretched over time for (1, C, T)."""

@@ -43,7 +43,8 @@ def serve(workdir: Path) -> None:
         path.write_bytes(data)
         print(json.dumps({"start": case, "mutation": what}), flush=True)
         try:
-            code, message = (fuzz_cases.run_validate(path, samples) if kind == "tflite" else fuzz_cases.run_load(path))
+            code, message = (fuzz_cases.run_validate(path, samples, reference=fuzz_cases.reference_for(seed))
+                             if kind == "tflite" else fuzz_cases.run_load(path))
         except Exception as exc:  # an internal error (the CLI would exit 1)
             code, message = 1, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
         print(json.dumps({"case": case, "code": code, "message": message[:300]}), flush=True)
@@ -115,8 +116,10 @@ def run_cli(edgepack: Path, case: int, seed: Path, samples: Path, workdir: Path,
     path = workdir / f"cli{case}.tflite"
     path.write_bytes(data)
     env = dict(os.environ, PYTHONPATH=str(edgepack), EDGEPACK_RUNTIME_TIMEOUT=str(max(5.0, timeout / 4)))
+    reference = fuzz_cases.reference_for(seed)
     cmd = [sys.executable, "-c", "import sys; from edgepack.cli import main; sys.exit(main())", "validate",
-           str(path), "--data", str(samples), "--limit", str(fuzz_cases.SAMPLES)]
+           str(path), "--data", str(samples), "--limit", str(fuzz_cases.SAMPLES),
+           *(["--reference", str(reference)] if reference else [])]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, start_new_session=True)
     except subprocess.TimeoutExpired:

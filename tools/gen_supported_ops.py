@@ -19,14 +19,15 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "SUPPORTED_OPS.md"
 MCU_PROFILE = "stm32l4r5"
 
-# IR op -> the ONNX ops the frontend reads as it (tests check every frontend rule is listed).
+# IR op -> the ONNX ops the frontend reads as it (tests check every frontend rule is listed); an op with
+# plain_onnx in the op table is read from the ONNX op of its name and needs no row.
 FROM_ONNX = {
     "Conv": ["Conv (1-D, 2-D)"], "ConvTranspose": ["ConvTranspose (2-D)"],
     "Gemm": ["Gemm", "MatMul (constant weights)"], "MatMul": ["MatMul (two activations)"],
-    "Add": ["Add"], "Sub": ["Sub"], "Mul": ["Mul"], "Div": ["Div"], "Concat": ["Concat"],
+    "Concat": ["Concat"],
     "MaxPool": ["MaxPool (1-D, 2-D)"], "AveragePool": ["AveragePool (1-D, 2-D)"],
     "GlobalAveragePool": ["GlobalAveragePool", "ReduceMean (over H, W)"], "ReduceMean": ["ReduceMean"],
-    "Relu": ["Relu"], "Clip": ["Clip"], "LeakyRelu": ["LeakyRelu"], "Sigmoid": ["Sigmoid"], "Tanh": ["Tanh"],
+    "Clip": ["Clip"], "LeakyRelu": ["LeakyRelu"],
     "HardSigmoid": ["HardSigmoid", "Add, Clip, Mul/Div (the pattern relu6(x + 3) / 6, Keras via tf2onnx)"],
     "HardSwish": ["HardSwish", "Mul (x times the HardSigmoid pattern above)"],
     "Gelu": ["Gelu (opset 20)", "Erf (in the pattern x * 0.5 * (1 + erf(x / sqrt 2)))"],
@@ -38,33 +39,30 @@ FROM_ONNX = {
 }
 NOT_FROM_ONNX: dict[str, str] = {}  # IR op -> why no ONNX op maps to it (none at present)
 
-# IR op -> (TFLite builtins it becomes, how). Ops the passes remove list what they become instead.
-TO_TFLITE = {
-    "Conv": (["CONV_2D", "DEPTHWISE_CONV_2D", "PAD"], "depthwise when group = channels; PAD when SAME/VALID "
-             "cannot express the pads"),
-    "ConvTranspose": (["TRANSPOSE_CONV", "SLICE"], "OHWI weights; SLICE when SAME/VALID cannot express the crop"),
-    "Gemm": (["FULLY_CONNECTED"], ""),
-    "MatMul": (["BATCH_MATMUL"], "a transposed operand via adj_x / adj_y"),
-    "Add": (["ADD"], ""), "Sub": (["SUB"], ""), "Mul": (["MUL"], ""),
-    "Div": (["MUL", "DIV"], "MUL by 1/c for a constant divisor; DIV of two activations is float only"),
-    "Concat": (["CONCATENATION"], ""), "MaxPool": (["MAX_POOL_2D", "PADV2"], ""),
-    "AveragePool": (["AVERAGE_POOL_2D", "PAD"], ""), "GlobalAveragePool": (["AVERAGE_POOL_2D"], ""),
-    "ReduceMean": (["MEAN"], ""), "Relu": (["RELU"], "or fused into the producer"),
-    "Clip": (["RELU6", "RELU", "MINIMUM", "MAXIMUM"], "RELU6 / RELU for (0, 6) / (0, inf), else MINIMUM and "
-             "MAXIMUM"),
-    "LeakyRelu": (["LEAKY_RELU"], ""), "Sigmoid": (["LOGISTIC"], ""), "Tanh": (["TANH"], ""),
-    "HardSigmoid": (["MUL", "ADD"], "MUL, ADD with fused RELU6, MUL"), "HardSwish": (["HARD_SWISH"], ""),
-    "Gelu": (["GELU"], ""), "Rsqrt": (["RSQRT"], ""), "Softmax": (["SOFTMAX"], ""),
-    "Reshape": (["RESHAPE"], ""), "Transpose": (["TRANSPOSE"], "none when it only changes the stored layout"),
-    "Pad": (["PAD", "PADV2", "MIRROR_PAD"], "mode edge unsupported"),
-    "Resize": (["RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR"], ""),
-    "Identity": ([], "removed by the cleanup pass"), "Dropout": ([], "removed by the cleanup pass"),
-    "BatchNormalization": ([], "folded into the Conv / Gemm before it (else MUL + ADD)"),
-    "LayerNormalization": (["MEAN", "SUB", "MUL", "ADD", "RSQRT"], "lowered by passes.decompose_layernorm"),
+# IR op -> how it becomes its TFLite builtins (the builtins are the op table's tflite + tflite_aux);
+# an op the passes remove says what it becomes instead.
+TFLITE_HOW = {
+    "Conv": "depthwise when group = channels; PAD when SAME/VALID cannot express the pads",
+    "ConvTranspose": "OHWI weights; SLICE when SAME/VALID cannot express the crop",
+    "MatMul": "a transposed operand via adj_x / adj_y",
+    "Div": "MUL by 1/c for a constant divisor; DIV of two activations is float only",
+    "Relu": "or fused into the producer",
+    "Clip": "RELU6 / RELU for (0, 6) / (0, inf), else MINIMUM and MAXIMUM",
+    "HardSigmoid": "MUL, ADD with fused RELU6, MUL",
+    "Transpose": "none when it only changes the stored layout", "Pad": "mode edge unsupported",
+    "Identity": "removed by the cleanup pass", "Dropout": "removed by the cleanup pass",
+    "BatchNormalization": "folded into the Conv / Gemm before it (else MUL + ADD)",
+    "LayerNormalization": "lowered by passes.decompose_layernorm",
 }
 FLOAT_ONLY = {"Div": "int8 only with a constant divisor"}
 QUANT_NOTE = {"BatchNormalization": "folded into the weights before calibration",
               "LayerNormalization": "lowered first: each intermediate gets its own calibrated scale"}
+
+
+def from_onnx(op: str) -> list[str]:
+    """The ONNX ops read as ``op``."""
+    from edgepack.ir import OPS
+    return FROM_ONNX.get(op) or ([op] if OPS[op].plain_onnx else [])
 
 
 def _quant_rule(spec, weight_axis: dict) -> str:
@@ -116,8 +114,8 @@ def render() -> str:
              "| IR op | what it does | inputs | int8 quantization | read from ONNX | TFLite builtins | "
              "int8 / float | TFLM |", "|---|---|---|---|---|---|---|---|"]
     for name, spec in OPS.items():
-        builtins, how = TO_TFLITE[name]
-        onnx_ops = ", ".join(FROM_ONNX[name]) or f"({NOT_FROM_ONNX[name]})"
+        builtins, how = list(spec.tflite + spec.tflite_aux), TFLITE_HOW.get(name, "")
+        onnx_ops = ", ".join(from_onnx(name)) or f"({NOT_FROM_ONNX[name]})"
         tflite = (", ".join(builtins) + (f" ({how})" if how else "")) if builtins else how
         types = f"int8, float ({FLOAT_ONLY[name]})" if name in FLOAT_ONLY else "int8, float"
         lines.append(f"| {name} | {spec.doc} | {_inputs(spec)} | {_quant_rule(spec, WEIGHT_AXIS)} | {onnx_ops} | "

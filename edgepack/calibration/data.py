@@ -17,12 +17,16 @@ from typing import Callable, Iterator
 import numpy as np
 
 from edgepack.errors import ConfigError, DataError
+from edgepack.input_files import MAX_DATA_BYTES, check_file, read_text
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+# Image suffix -> its PIL decoder; only these decoders may open a sample image (PIL picks a decoder by content: an EPS file
+# named .png would otherwise run Ghostscript).
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}
+IMAGE_SUFFIXES = tuple(IMAGE_FORMATS)
 SAMPLE_SUFFIXES = (".npy",) + IMAGE_SUFFIXES
-INPUT_KEYS = ("x", "inputs", "input")
+INPUT_KEYS = ("x", "inputs", "input", "arr_0")  # arr_0: what np.savez(f, x) names an unnamed array
 LABEL_KEYS = ("y", "labels", "label")
 
 
@@ -162,7 +166,7 @@ def load_labels(path) -> np.ndarray:
         return _as_labels(_read_npy(path), str(path))
     if suffix == ".txt":
         values = []
-        for no, line in enumerate(path.read_text().splitlines(), 1):
+        for no, line in enumerate(read_text(path, "labels file", error=DataError).splitlines(), 1):
             if line.strip():
                 try:
                     values.append(int(line.strip()))
@@ -175,10 +179,19 @@ def load_labels(path) -> np.ndarray:
 # ---- paths ----------------------------------------------------------------------------------------
 
 def _read_npy(path: Path) -> np.ndarray:
+    check_file(path, ".npy file", MAX_DATA_BYTES, error=DataError)
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":  # else numpy falls back to pickle and says so
+            raise DataError(f"{path} is not a .npy file (no NUMPY header)")
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise DataError(f"cannot read {path}: {e}") from None
+    except Exception as e:  # numpy raises ValueError, OSError, EOFError, TokenError... on a broken file
+        raise DataError(f"cannot read {path}: {_one_line(e)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]
 
 
 def _pick_arrays(arrays: dict, input_name, where) -> tuple[np.ndarray, np.ndarray | None]:
@@ -316,6 +329,12 @@ def _normaliser(mean, std, shape):
         vals.append(a.reshape((-1,) + (1,) * (len(shape) - 1)) if a.size > 1 else a.reshape(()))
     m, s = vals
     return lambda x: ((x - m) / s).astype(np.float32)
+
+
+def looks_like_raw_bytes(x: np.ndarray) -> bool:
+    """Samples that look like unscaled 8-bit pixels: integral values in [0, 255] reaching above 2."""
+    x = np.asarray(x)
+    return bool(x.size and x.min() >= 0 and 2 < x.max() <= 255 and np.all(np.mod(x, 1) == 0))
 
 
 def _refuse_non_finite(bad: int, n: int, where: str) -> None:

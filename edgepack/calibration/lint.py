@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..ir import OPS, Graph, Node
+from ..ir import OPS, Graph, Node, ops_where
+from ..ir.quant import DEGENERATE_CHANNEL, live_channels
 from .lint_stats import TensorStats, as_sample_array, collect_stats
 
 log = logging.getLogger(__name__)
@@ -30,14 +31,17 @@ MIN_VALUES_FOR_PERCENTILE = 1000
 CONCAT_RANGE_RATIO = 4.0
 # Per-tensor int8 weights: at a 100x spread the weakest channel gets ~1 of the 127 codes (mostly zeros).
 WEIGHT_SPREAD_RATIO = 100.0
+# Lint has not measured --equalize on this model; the export checks it and keeps it only if it helps.
+EQUALIZE_HINT = ("export --equalize for Conv/Gemm -> ReLU -> Conv/Gemm pairs (edgepack keeps it only if "
+                 "the int8 output error on the calibration samples does not grow)")
 # A 5x5 window (25 compares per output) is where SPP-style pools start; 3x3 cascades do it exactly.
 LARGE_POOL_AREA = 25
 # The minima of the swish family: x*sigmoid(x) at x = -1.278, x*relu6(x+3)/6 at x = -1.5.
 SILU_MIN = -0.2785
 HARDSWISH_MIN = -0.375
-PREPROCESS_OPS = ("Sub", "Div", "Mul", "Add")
+PREPROCESS_OPS = ops_where(kind="elementwise")  # Sub, Div, Mul, Add
 # Channel-wise ops a Softmax output may pass through on its way out without being computed on.
-_TO_OUTPUT_OPS = ("Reshape", "Transpose", "Identity", "Dropout")
+_TO_OUTPUT_OPS = ops_where(kind=lambda k: k in ("movement", "no_op"))  # Reshape, Transpose, Identity, Dropout
 
 RULES: dict[str, str] = {
     "outlier-range": "activation range dominated by a few outliers (needs samples)",
@@ -234,14 +238,15 @@ def _weight_spread(graph: Graph, per_channel_conv: bool, per_channel_gemm: bool)
         if w is None or w.ndim < 2:
             continue
         amax = _channel_absmax(np.asarray(w, np.float64))
-        live = np.flatnonzero(amax > 0)
+        live = np.flatnonzero(live_channels(amax))  # dead channels (|w| ~1e-30) are not a spread
         if live.size < 2:
             continue
         big, small = live[np.argmax(amax[live])], live[np.argmin(amax[live])]
         ratio = float(amax[big] / amax[small])
         if ratio <= WEIGHT_SPREAD_RATIO:
             continue
-        dead = f" ({amax.size - live.size} all-zero channels ignored)" if live.size < amax.size else ""
+        dead = (f" ({amax.size - live.size} dead channels, |w| below {DEGENERATE_CHANNEL:g} x the largest, "
+                "ignored)" if live.size < amax.size else "")
         text = (f"{n.op} '{n.name}': output-channel weight ranges span {ratio:.0f}x (channel {big} "
                 f"|w| <= {amax[big]:.3g}, channel {small} |w| <= {amax[small]:.3g}){dead}")
         per_channel = per_channel_conv if n.op == "Conv" else per_channel_gemm
@@ -249,13 +254,13 @@ def _weight_spread(graph: Graph, per_channel_conv: bool, per_channel_gemm: bool)
             severity = INFO
             text += ("; per-channel int8 weights absorb this, but these channels' outputs share one "
                      "per-tensor activation scale")
-            how = "cross-layer equalisation (export --equalize) evens out Conv/Gemm -> ReLU -> Conv/Gemm pairs"
+            how = f"try {EQUALIZE_HINT}"
         else:
             severity = WARN
             text += (f"; with per-tensor int8 weights channel {small} keeps only "
                      f"{127.0 * amax[small] / amax[big]:.1f} of 127 codes")
-            how = ("cross-layer equalisation (export --equalize) for Conv/Gemm -> ReLU -> Conv/Gemm pairs, "
-                   "or per-channel weights for this layer")
+            how = (f"per-channel weights for this layer (export picks them for Gemm where they help), or try "
+                   f"{EQUALIZE_HINT}")
         found.append(Finding("weight-channel-spread", severity, n.name, n.inputs[1], text, how, ratio))
     return found
 

@@ -5,31 +5,38 @@
   concat, transpose, resize) put their input(s) and output in one group sharing one range (the union);
 - ops with fixed params (softmax, sigmoid: 1/256, -128; tanh: 1/128, 0) impose them on their group;
 - weights: int8 symmetric per output channel for Conv (IR axis 0) and ConvTranspose (IR axis 1),
-  per-tensor for Gemm by default (TFLM spends persistent arena on per-channel FC);
-- bias: int32, scale = input scale x weight scale (per channel), zero-point 0;
+  for Gemm per-tensor, or per-channel on the nodes ``QuantRules.per_channel_nodes`` names (fc_weights.py
+  picks them from data: TFLM spends persistent arena on per-channel FC);
+- bias: int32, scale = input scale x weight scale (per channel), zero-point 0; a weight scale is raised
+  where the bias would not fit int32 otherwise (``weight_params``);
 - other constants (operands of Add/Mul/...): int8 asymmetric per-tensor from their own values.
 """
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..ir import OPS, Graph, QuantParams
-from ..ir.quant import params_from_range, symmetric_weight_params
+from ..ir.quant import bias_safe_weight_scales, params_from_range, symmetric_weight_params
+from .scale_check import check_ranges, check_scales
+
+log = logging.getLogger(__name__)
 
 
 # Ops with a weight input (position 1) and a bias (position 2) -> the IR axis of the weight's output
 # channels (per-channel scales): Conv (Cout, Cin/g, kh, kw), ConvTranspose (Cin, Cout/g, kh, kw), Gemm.
-WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1, "Gemm": 0}
+WEIGHT_AXIS = {op: s.weight_axis for op, s in OPS.items() if s.weight_axis is not None}
 
 
 @dataclass(frozen=True)
 class QuantRules:
     per_channel_conv: bool = True
     per_channel_gemm: bool = False
+    per_channel_nodes: frozenset[str] = frozenset()  # Gemm nodes with per-channel weights (fc_weights.py)
 
 
 class _Groups:
@@ -91,6 +98,7 @@ def activation_params(graph: Graph, ranges: dict[str, tuple[float, float]]) -> d
 def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]],
                    rules: QuantRules = QuantRules()) -> Graph:
     """Return a copy of ``graph`` with ``Tensor.quant`` set on every tensor that int8 inference uses."""
+    check_ranges({name: ranges[name] for name in graph.activations() if name in ranges})
     g = graph.copy()
     act = activation_params(g, ranges)
     for name, qp in act.items():
@@ -104,15 +112,35 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]],
             if not t.is_const or t.quant is not None or not t.dtype.startswith("float"):
                 continue
             if node.op in WEIGHT_AXIS and pos == 1:
-                per_channel = rules.per_channel_gemm if node.op == "Gemm" else rules.per_channel_conv
+                per_channel = (rules.per_channel_gemm or node.name in rules.per_channel_nodes
+                               if node.op == "Gemm" else rules.per_channel_conv)
                 if node.op == "ConvTranspose" and int(node.attrs.get("group", 1)) != 1:
                     per_channel = False  # axis 1 holds Cout/group channels only
-                t.quant = symmetric_weight_params(t.data, WEIGHT_AXIS[node.op] if per_channel else None)
+                t.quant = weight_params(g, node, per_channel)
             elif node.op in WEIGHT_AXIS and pos == 2:
                 t.quant = _bias_params(g, node)
             elif pos not in weight_pos:
                 t.quant = params_from_range(float(t.data.min()), float(t.data.max()))
+    check_scales(g)
     return g
+
+
+def weight_params(g: Graph, node, per_channel: bool) -> QuantParams:
+    """Symmetric int8 weight params of a Conv/ConvTranspose/Gemm, each scale floored so that the node's
+    int32 bias fits (dead channels: weights ~1e-30, bias != 0; see ir.quant.bias_safe_weight_scales)."""
+    w = g.tensors[node.inputs[1]].data
+    qp = symmetric_weight_params(w, WEIGHT_AXIS[node.op] if per_channel else None)
+    bias = g.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+    in_q = g.tensors[node.inputs[0]].quant
+    if bias is None or in_q is None:
+        return qp
+    scales = bias_safe_weight_scales(qp.scale, bias, in_q.scale[0])
+    raised = int(np.sum(scales > np.asarray(qp.scale) * (1 + 1e-6)))
+    if raised:
+        log.info("node '%s': %d weight scale(s) floored so that the int32 bias fits", node.name, raised)
+    if qp.axis is None:
+        return QuantParams.per_tensor(float(scales[0]), 0)
+    return QuantParams.per_channel(scales, qp.axis)
 
 
 def _bias_params(g: Graph, node) -> QuantParams:
@@ -127,15 +155,22 @@ def _bias_params(g: Graph, node) -> QuantParams:
 
 # ---- calibration.json ----------------------------------------------------------------------------
 
-def save_calibration(graph: Graph, ranges: dict, method: str) -> str:
-    """calibration.json: per activation tensor the method, observed range, scale and zero-point."""
+def save_calibration(graph: Graph, ranges: dict, method: str, per_channel_nodes=()) -> str:
+    """calibration.json: per activation tensor the method, observed range, scale and zero-point, and the
+    weight layers given per-channel scales (so a reuse of the file gives the same model)."""
     entries = {}
     for name in graph.activations():
         qp = graph.tensors[name].quant
         entries[name] = {"method": method, "range": [float(v) for v in ranges[name]],
                          "scale": qp.scale[0] if qp else None, "zero_point": qp.zero_point[0] if qp else None}
-    return json.dumps({"format": "edgepack-calibration/1", "method": method, "tensors": entries},
-                      indent=2, sort_keys=True)
+    return json.dumps({"format": "edgepack-calibration/1", "method": method, "tensors": entries,
+                       "per_channel_weights": sorted(per_channel_nodes)}, indent=2, sort_keys=True)
+
+
+def load_per_channel_nodes(text: str) -> frozenset[str] | None:
+    """The weight layers a calibration.json gave per-channel scales (None: the file predates the choice)."""
+    names = json.loads(text).get("per_channel_weights")
+    return None if names is None else frozenset(str(n) for n in names)
 
 
 def load_calibration(text: str, where: str = "calibration file") -> dict[str, tuple[float, float]]:

@@ -223,8 +223,8 @@ def _resize(ctx, n, out):
 
 
 WRITERS: dict[str, Writer] = {
-    **{op: _plain(op) for op in ("MatMul", "Add", "Sub", "Mul", "Div", "GlobalAveragePool", "Relu",
-                                 "Sigmoid", "Tanh", "Identity", "Dropout")},
+    **{op: _plain(op) for op in ir.ops_where(plain_onnx=True)},  # Add, Sub, Mul, Div, Relu, Sigmoid, ...
+    **{op: _plain(op) for op in ("MatMul", "GlobalAveragePool", "Dropout")},
     "Conv": _conv,
     "ConvTranspose": _conv_transpose,
     "LayerNormalization": _layer_norm,

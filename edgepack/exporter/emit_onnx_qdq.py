@@ -16,7 +16,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..ir import Graph, QuantParams
-from ..ir.quant import quantize_array
+from ..ir.quant import check_bias_fits, quantize_array
 from .emit_onnx import to_onnx
 
 QDQ_MIN_OPSET = 13  # per-axis DequantizeLinear
@@ -52,6 +52,8 @@ def to_onnx_qdq(graph: Graph, opset: int = 17, activations: str = "uint8") -> on
         if not tensor.is_const or tensor.quant is None or name not in inits:
             continue
         qp = tensor.quant
+        if qp.dtype == "int32":
+            check_bias_fits(name, tensor.data, qp)
         q = quantize_array(tensor.data, qp)
         g.initializer.remove(inits[name])
         s, z = _params(name, qp, shift_uint8=False)

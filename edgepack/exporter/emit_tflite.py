@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ConfigError, UnsupportedOpError
 from ..ir import Graph, OPS
-from ..ir.quant import QuantParams, params_from_range, quantize_array, symmetric_weight_params
+from ..ir.quant import QuantParams, check_bias_fits, params_from_range, quantize_array, symmetric_weight_params
 from .layout import LayoutPlan, build_layout, file_transpose_perm, identity, same_bytes, stored_shape
 from .tflite_builder import BuiltinOp, Options, TfliteBuilder, TfliteExportError, same_params, tfl
 from .tflite_ops import NOT_EMITTED, WRITERS, version
@@ -248,4 +248,5 @@ class EmitContext:
             qp = QuantParams.per_channel(scales, 0, "int32")
         else:
             qp = QuantParams.per_tensor(float(scales[0]), 0, "int32")
+        check_bias_fits(name, data, qp)
         return self.b.add_const(name, quantize_array(data, qp), "int32", qp, 0)

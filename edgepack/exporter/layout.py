@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import UnsupportedOpError
-from ..ir import Graph, Node
+from ..ir import Graph, Node, ops_where
 
 NHWC = (0, 2, 3, 1)
-SPATIAL_OPS = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "Resize")  # NHWC in
-MATRIX_OPS = ("Gemm", "MatMul")  # read and write the IR order
+SPATIAL_OPS = ops_where(layout="spatial")  # NHWC in TFLite
+MATRIX_OPS = ops_where(layout="matrix")  # read and write the IR order
 
 
 def identity(rank: int) -> tuple[int, ...]:

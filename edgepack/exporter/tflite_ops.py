@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from ..errors import UnsupportedOpError
+from ..ir import OPS, ops_where
 from ..ir.quant import QuantParams, params_from_range, quantize_array
 from .layout import NHWC, file_transpose_perm, identity, padding_plan, resize_flags, stored_axis, stored_shape
 from .tflite_builder import (Activation, BuiltinOp, Options, Padding, TfliteExportError, same_params,
@@ -216,14 +217,12 @@ def write_softmax(ctx, node):
     ctx.op(BuiltinOp.SOFTMAX, [xi], [out], Options.SoftmaxOptions, tfl.SoftmaxOptionsT(beta=1.0))
 
 
-_UNARY = {"Relu": (BuiltinOp.RELU, 0, None), "Sigmoid": (BuiltinOp.LOGISTIC, 0, None),
-          "Tanh": (BuiltinOp.TANH, 0, None), "HardSwish": (BuiltinOp.HARD_SWISH, 0, None)}
-
-
-def write_unary(ctx, node):
-    code, opt_type, opts = _UNARY[node.op]
-    xi = ctx.input(node.inputs[0])
-    ctx.op(code, [xi], [ctx.output(node.outputs[0])], opt_type, opts)
+def write_plain(ctx, node):
+    """An op with ``plain_tflite`` in the op table: its one builtin, no options; an operand after the
+    first (PRelu's slope) is broadcast in the output's layout."""
+    out_name = node.outputs[0]
+    ins = [ctx.input(node.inputs[0])] + [ctx.operand(i, out_name) for i in node.inputs[1:]]
+    ctx.op(getattr(BuiltinOp, OPS[node.op].tflite[0]), ins, [ctx.output(out_name)], 0, None)
 
 
 def write_leaky_relu(ctx, node):
@@ -375,7 +374,7 @@ WRITERS = {
     "Add": write_binary, "Sub": write_binary, "Mul": write_binary, "Div": write_binary,
     "Concat": write_concat, "MaxPool": write_pool, "AveragePool": write_pool,
     "GlobalAveragePool": write_global_avg_pool, "ReduceMean": write_reduce_mean,
-    "Relu": write_unary, "Sigmoid": write_unary, "Tanh": write_unary, "HardSwish": write_unary,
+    **{op: write_plain for op in ops_where(plain_tflite=True)},  # Relu, Sigmoid, Tanh, HardSwish, ...
     "Clip": write_clip, "LeakyRelu": write_leaky_relu, "HardSigmoid": write_hard_sigmoid,
     "Softmax": write_softmax, "Reshape": write_reshape, "Transpose": write_transpose,
     "Pad": write_pad, "Resize": write_resize,

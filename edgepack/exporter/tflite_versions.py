@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from .tflite_builder import BuiltinOp
 
-_INT8_VERSION = {
+# Version of each builtin's int8 kernel: every builtin of the op table has a row
+# (tests/test_supported_ops.py checks it).
+INT8_VERSION = {
     BuiltinOp.CONV_2D: 3, BuiltinOp.DEPTHWISE_CONV_2D: 3, BuiltinOp.FULLY_CONNECTED: 4,
     BuiltinOp.ADD: 2, BuiltinOp.SUB: 2, BuiltinOp.MUL: 2, BuiltinOp.CONCATENATION: 2,
     BuiltinOp.MAX_POOL_2D: 2, BuiltinOp.AVERAGE_POOL_2D: 2, BuiltinOp.MEAN: 2,
@@ -13,7 +15,8 @@ _INT8_VERSION = {
     BuiltinOp.PADV2: 2, BuiltinOp.MIRROR_PAD: 2, BuiltinOp.RESIZE_BILINEAR: 2,
     BuiltinOp.RESIZE_NEAREST_NEIGHBOR: 2, BuiltinOp.TRANSPOSE: 2, BuiltinOp.BATCH_MATMUL: 2,
     BuiltinOp.DEQUANTIZE: 2, BuiltinOp.GELU: 2, BuiltinOp.RSQRT: 2, BuiltinOp.TRANSPOSE_CONV: 2,
-    BuiltinOp.SLICE: 2,
+    BuiltinOp.SLICE: 2, BuiltinOp.LEAKY_RELU: 1, BuiltinOp.HARD_SWISH: 1, BuiltinOp.RESHAPE: 1, BuiltinOp.DIV: 1,
+    BuiltinOp.PRELU: 1,  # LiteRT registers version 1 only
 }
 
 
@@ -31,4 +34,4 @@ def version(code: int, int8: bool, half_pixel: bool = False, align_corners: bool
         return 4
     if code == BuiltinOp.TRANSPOSE_CONV:  # the emitter always writes the bias input
         return 3
-    return _INT8_VERSION.get(code, 1) if int8 else 1
+    return INT8_VERSION.get(code, 1) if int8 else 1

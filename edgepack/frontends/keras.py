@@ -62,6 +62,8 @@ def load_keras(model, *, custom_objects: dict | None = None, trust_code: bool = 
             if not is_saved_model_dir(path):
                 raise ModelLoadError("is a folder without saved_model.pb; Keras input is a .keras, .h5 or "
                                      ".hdf5 file, or a SavedModel folder", str(path))
+            if not trust_code:
+                _refuse_graph_code(path)
             onnx_bytes = _saved_model_to_onnx(tf, path, input_shape, opset)
         else:
             keras_model = _load_file(keras, path, custom_objects, trust_code)
@@ -283,9 +285,21 @@ def _upsampling_as_resize(tf):
         cls.call = original
 
 
+def _refuse_graph_code(path: Path) -> None:
+    from .saved_model_check import saved_model_problem
+
+    try:
+        problem = saved_model_problem(path)
+    except Exception as exc:  # protobuf raises DecodeError and others on a damaged saved_model.pb
+        raise ModelLoadError(f"not a SavedModel: {_reason(exc)}", str(path)) from None
+    if problem:
+        raise ModelLoadError(f"holds {problem}, which TensorFlow would run on load; re-run with --trust-code "
+                             "(Python: trust_code=True) if you trust it", str(path))
+
+
 def _saved_model_to_onnx(tf, path: Path, input_shape, opset: int) -> bytes:
     """A SavedModel (e.g. keras 3 ``model.export``): convert its serving signature. TensorFlow
-    restores the graph and weights only; no Python code from the folder runs."""
+    restores the graph and weights (and runs initializers: see saved_model_check); no Python runs."""
     try:
         with _quiet():
             loaded = tf.saved_model.load(str(path))

@@ -16,20 +16,24 @@ import logging
 
 import numpy as np
 
-from ..ir import Graph, Node, Tensor
+from ..ir import Graph, Node, Tensor, ops_where
+from ..ir.passes import PassResult, graph_pass
 
 log = logging.getLogger(__name__)
 
 TO_NCHW = (0, 3, 1, 2)
-ELEMENTWISE = ("Mul", "Add", "Sub", "Div")
+ELEMENTWISE = ops_where(broadcast=True)
 
 
-def normalize_keras_graph(graph: Graph) -> None:
+@graph_pass
+def normalize_keras_graph(graph: Graph) -> PassResult:
     """The rewrites above, in place."""
+    before = list(map(id, graph.nodes))
     for name in list(graph.inputs):
         _transpose_at_input(graph, name)
     for mul in [n for n in graph.nodes if n.op == "Mul"]:
         _mul_add_to_batchnorm(graph, mul)
+    return PassResult(graph, list(map(id, graph.nodes)) != before)
 
 
 def _single_reader(graph: Graph, tensor: str, op: str | None = None) -> Node | None:
@@ -89,7 +93,7 @@ def _hoist(graph: Graph, name: str, chain: list[Node], transpose: Node) -> None:
         else:
             graph.tensors[node.outputs[0]].shape = nchw
         previous = node.outputs[0]
-    graph.nodes = [n for n in graph.nodes if n is not transpose]
+    graph.remove_node(transpose)
     at = next(i for i, n in enumerate(graph.nodes) if n is chain[0])
     graph.nodes.insert(at, transpose)
     graph.remove_unused()

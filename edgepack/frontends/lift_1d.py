@@ -14,12 +14,12 @@ import logging
 import numpy as np
 
 from .. import ir
+from ..ir.passes import PassResult, graph_pass
 
 log = logging.getLogger(__name__)
 
-UNARY = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Gelu",
-         "BatchNormalization", "Identity", "Dropout")
-BINARY = ("Add", "Sub", "Mul", "Div")
+UNARY = tuple(op for op in ir.OPS if ir.per_element(op))  # Relu, Clip, ..., BatchNormalization, Identity
+BINARY = ir.ops_where(broadcast=True)  # Add, Sub, Mul, Div, ...: constants are lifted too
 
 
 def _shape(g: ir.Graph, name: str) -> tuple[int, ...]:
@@ -105,12 +105,13 @@ def _step(g: ir.Graph) -> bool:
     return False
 
 
-def lift_1d(g: ir.Graph) -> bool:
-    """Rewrite in place; True when anything changed."""
+@graph_pass
+def lift_1d(g: ir.Graph) -> PassResult:
+    """Rewrite in place."""
     changed = False
     while _step(g):
         changed = True
     if changed:
         g.remove_unused()
         log.debug("1-D layers kept in 2-D form: %s", g.op_counts())
-    return changed
+    return PassResult(g, changed)

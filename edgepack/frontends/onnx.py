@@ -14,6 +14,7 @@ import onnx.inliner
 
 from .. import ir
 from ..errors import ModelLoadError, ShapeError
+from ..ir.passes import run_one
 from .keras_normalize import normalize_keras_graph
 from .onnx_fold import DEFAULT_DOMAINS, fold_constants
 from .onnx_normalize import build_graph
@@ -43,7 +44,7 @@ def load_onnx(model, input_shapes: dict[str, tuple[int, ...]] | None = None,
     folded = fold_constants(proto)
     graph = build_graph(folded, list(shapes), [o.name for o in proto.graph.output], opset, path)
     if proto.producer_name == "tf2onnx":  # a Keras/TF model: its NHWC input Transpose etc. tidied (exact)
-        normalize_keras_graph(graph)
+        run_one(graph, normalize_keras_graph)
     ir.verify(graph)
     log.info("loaded ONNX model %s: %d nodes %s", path or proto.graph.name, len(graph.nodes),
              graph.op_counts())

@@ -14,6 +14,7 @@ from onnx import helper
 
 from .. import ir
 from ..errors import ModelLoadError, ShapeError, UnsupportedOpError
+from ..ir.passes import PassResult, graph_pass, run_one
 from .lift_1d import lift_1d
 from .onnx_fold import DEFAULT_DOMAINS, FoldedModel
 from .onnx_patterns import fuse_patterns
@@ -133,9 +134,8 @@ def build_graph(folded: FoldedModel, inputs: list[str], outputs: list[str], opse
     for name in outputs:
         b._ensure_tensor(name)
     g.outputs = list(outputs)
-    fuse_bias_add(g)
-    lift_1d(g)
-    g.remove_unused()
+    for graph_pass in ONNX_NORMALIZATION:
+        run_one(g, graph_pass)
     return g
 
 
@@ -144,8 +144,10 @@ def _single_use(g: ir.Graph, tensor: str, consumer: ir.Node) -> bool:
     return tensor not in g.outputs and g.consumers(tensor) == [consumer]
 
 
-def fuse_bias_add(g: ir.Graph) -> None:
+@graph_pass
+def fuse_bias_add(g: ir.Graph) -> PassResult:
     """Gemm(no bias) [-> Reshape] -> Add(constant vector of the Gemm's width) becomes Gemm(bias)."""
+    changed = False
     for add in [n for n in g.nodes if n.op == "Add"]:
         consts = [i for i in add.inputs if g.tensors[i].is_const]
         if len(consts) != 1:
@@ -170,3 +172,17 @@ def fuse_bias_add(g: ir.Graph) -> None:
         del g.tensors[act]
         chain_end.outputs = [add.outputs[0]]
         log.debug("folded Add '%s' into Gemm '%s' as its bias", add.name, gemm.name)
+        changed = True
+    return PassResult(g, changed)
+
+
+@graph_pass
+def remove_unused(g: ir.Graph) -> PassResult:
+    """Drop tensors and nodes nothing reads (the rules leave some behind)."""
+    before = (len(g.nodes), len(g.tensors))
+    g.remove_unused()
+    return PassResult(g, (len(g.nodes), len(g.tensors)) != before)
+
+
+# What every ONNX-built graph goes through, in order (edgepack.pipeline lists it with the rest).
+ONNX_NORMALIZATION = [fuse_bias_add, lift_1d, remove_unused]

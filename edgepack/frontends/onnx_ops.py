@@ -7,6 +7,7 @@ import math
 import numpy as np
 import onnx
 
+from ..ir import OPS, ops_where
 from .onnx_normalize import Builder, unsupported_variant
 from .onnx_ops_extra import EXTRA_RULES, conv1d, global_average_pool1d, pool1d
 
@@ -27,7 +28,7 @@ def _used(b: Builder, node, i: int) -> bool:
 def _same(op: str, **defaults):
     """Rule for an op that keeps its name; ``defaults`` are its float attributes."""
     def rule(b: Builder, node, attrs):
-        arity = 2 if op in ("Add", "Sub", "Mul", "Div") else 1
+        arity = OPS[op].max_inputs
         values = {k: float(attrs.get(k, v)) for k, v in defaults.items()}
         b.emit(op, list(node.input[:arity]), [node.output[0]], values)
     return rule
@@ -281,8 +282,9 @@ def _reduce_mean(b: Builder, node, attrs):
 
 
 RULES = {
-    **{op: _same(op) for op in ("Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Tanh", "HardSwish",
-                                "Identity", "Rsqrt")},  # Rsqrt: from the Sqrt + Reciprocal pattern
+    **{op: _same(op) for op in ops_where(plain_onnx=True)},  # Add, Sub, Mul, Div, Relu, Sigmoid, ...
+    "HardSwish": _same("HardSwish"),
+    "Rsqrt": _same("Rsqrt"),  # from the Sqrt + Reciprocal pattern
     "LeakyRelu": _same("LeakyRelu", alpha=0.01),
     "HardSigmoid": _same("HardSigmoid", alpha=0.2, beta=0.5),
     "Cast": _cast,

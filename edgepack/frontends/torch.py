@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, EdgepackError, ModelLoadError, ShapeError
 from ..ir import Graph
+from .torch_archive_check import pt2_problem, torchscript_problem
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +106,17 @@ def load_torch_file(path, input_shape=None, *, trust_pickle: bool = False, expor
     if not path.exists():
         raise ModelLoadError("file not found", str(path))
     if path.suffix == ".pt2":
+        if not trust_pickle:
+            _refuse_code(path, pt2_problem, "not a torch.export program")
+        logging.getLogger("torch.export").setLevel(logging.ERROR)  # it logs a traceback; we say one line
         try:
             program = torch.export.load(str(path))
         except Exception as exc:
             raise ModelLoadError(f"not a torch.export program: {_first_line(exc)}", str(path)) from None
         shape = input_shape or _exported_input_shape(program)
         return load_torch(program, input_shape=shape, exporter="dynamo", opset=opset)
+    if not trust_pickle:
+        _refuse_code(path, torchscript_problem, "not a TorchScript or PyTorch file")
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as jit_exc:
@@ -118,9 +124,22 @@ def load_torch_file(path, input_shape=None, *, trust_pickle: bool = False, expor
     return load_torch(module, input_shape=input_shape, exporter=exporter, opset=opset)
 
 
+def _refuse_code(path: Path, check, not_what: str) -> None:
+    """Refuse a file whose loading would run code from it (see torch_archive_check), before torch reads it."""
+    try:
+        problem = check(path)
+    except Exception as exc:  # zip, JSON and pickle readers raise many types on a damaged file
+        raise ModelLoadError(f"{not_what}: {_first_line(exc)}", str(path)) from None
+    if problem:
+        raise ModelLoadError(f"holds {problem}; loading it runs code from the file. Re-run with "
+                             "--trust-pickle (Python: trust_pickle=True) if you trust it", str(path))
+
+
 def _load_pickled(torch, path: Path, trust_pickle: bool, jit_exc: Exception):
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns when it hands a TorchScript-like zip to jit.load
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         if not trust_pickle:
             if "weights_only" in str(exc) or "Unsupported global" in str(exc):
@@ -131,7 +150,9 @@ def _load_pickled(torch, path: Path, trust_pickle: bool, jit_exc: Exception):
             raise ModelLoadError(f"not a TorchScript or PyTorch file: {_first_line(jit_exc)}",
                                  str(path)) from None
         try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=False)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                obj = torch.load(str(path), map_location="cpu", weights_only=False)
         except Exception as exc2:
             raise ModelLoadError(f"cannot unpickle: {_first_line(exc2)}", str(path)) from None
     if not isinstance(obj, torch.nn.Module):

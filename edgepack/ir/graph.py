@@ -11,6 +11,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .graph_index import EdgeList, GraphIndex, NodeList, assign_order, renumber
 from .ops import OPS
 from .quant import QuantParams
 
@@ -36,7 +37,7 @@ class Tensor:
         return int(np.prod(self.shape)) if self.shape else 1
 
 
-@dataclass
+@dataclass(eq=False)  # a node is itself: passes find and remove nodes by identity
 class Node:
     name: str
     op: str
@@ -48,6 +49,42 @@ class Node:
     def activation(self) -> str | None:
         return self.attrs.get("activation")
 
+    # Edits of inputs, outputs and name reach the index of every graph holding the node.
+    def __setattr__(self, key, value):
+        d = self.__dict__
+        if key in ("inputs", "outputs"):
+            old = d.get(key)
+            object.__setattr__(self, key, EdgeList(value, self, key))
+            if old is not None:
+                self._edges_changed(key, old, d[key])
+        elif key == "name" and "name" in d:
+            old = d["name"]
+            object.__setattr__(self, key, value)
+            for g in d.get("_owners", ()):
+                if g._index is not None:
+                    g._index.rename(self, old)
+        else:
+            object.__setattr__(self, key, value)
+
+    def _edges_changed(self, kind: str, old, new) -> None:
+        for g in self.__dict__.get("_owners", ()):
+            if g._index is not None:
+                g._index.relink(self, kind, old, new)
+
+    def copy(self, memo=None) -> "Node":
+        return Node(self.name, self.op, list(self.inputs), list(self.outputs), copy.deepcopy(self.attrs, memo))
+
+    def __deepcopy__(self, memo):
+        return self.copy(memo)
+
+    def __getstate__(self):
+        return {k: (list(v) if k in ("inputs", "outputs") else v) for k, v in self.__dict__.items()
+                if not k.startswith("_")}
+
+    def __setstate__(self, state):
+        for k, v in state.items():
+            setattr(self, k, v)
+
 
 @dataclass
 class Graph:
@@ -56,6 +93,64 @@ class Graph:
     nodes: list[Node] = field(default_factory=list)
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
+
+    # ---- the index (graph_index.py): built on the first lookup, then kept current by every edit ------
+    def __setattr__(self, key, value):
+        if key == "nodes":
+            old = self.__dict__.get("nodes", [])
+            object.__setattr__(self, "nodes", NodeList(value, self))
+            self._nodes_reset(old)
+        else:
+            object.__setattr__(self, key, value)
+
+    @property
+    def _index(self) -> GraphIndex | None:
+        return self.__dict__.get("_graph_index")
+
+    def _ensure_index(self) -> GraphIndex:
+        index = self._index
+        if index is None:
+            renumber(self.nodes)
+            index = GraphIndex(self.nodes)
+            self.__dict__["_graph_index"] = index
+        return index
+
+    def _nodes_changed(self, removed: list, added: list, start: int) -> None:
+        """``nodes[start:start + len(removed)]`` was replaced by ``added``."""
+        index = self._index
+        for n in removed:
+            _detach(n, self)
+            if index is not None:
+                index.drop(n)
+        for n in added:
+            owners = _owners(n)
+            if not any(g is self for g in owners):
+                owners.append(self)
+            if index is not None:
+                index.add(n)
+        if index is not None and added and not assign_order(self.nodes, start, len(added)):
+            renumber(self.nodes)
+
+    def _nodes_reset(self, old: list) -> None:
+        """The whole node list changed (assigned, sorted): owners updated, index rebuilt on next lookup."""
+        keep = {id(n) for n in self.nodes}
+        for n in old:
+            if id(n) not in keep:
+                _detach(n, self)
+        for n in self.nodes:
+            owners = _owners(n)
+            if not any(g is self for g in owners):
+                owners.append(self)
+        self.__dict__["_graph_index"] = None
+
+    def __getstate__(self):
+        state = {k: v for k, v in self.__dict__.items() if k != "_graph_index"}
+        state["nodes"] = list(self.nodes)
+        return state
+
+    def __setstate__(self, state):
+        for k, v in state.items():
+            setattr(self, k, v)
 
     # ---- lookups -------------------------------------------------------------------------
     def tensor(self, name: str) -> Tensor:
@@ -69,26 +164,25 @@ class Graph:
         return None if t is None else t.data
 
     def producer(self, name: str) -> Node | None:
-        for n in self.nodes:
-            if name in n.outputs:
-                return n
-        return None
+        found = self._ensure_index().nodes("outputs", name)
+        return found[0] if found else None
 
     def consumers(self, name: str) -> list[Node]:
-        return [n for n in self.nodes if name in n.inputs]
+        """The nodes that read ``name``, in node order (graph outputs are not nodes)."""
+        return self._ensure_index().nodes("inputs", name)
 
     def node(self, name: str) -> Node:
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        raise GraphError(f"no node named '{name}'")
+        found = self._ensure_index().named(name)
+        if not found:
+            raise GraphError(f"no node named '{name}'")
+        return found[0]
 
     def activations(self) -> list[str]:
         """Names of the non-constant tensors, graph inputs first, then in node order."""
-        seen = list(self.inputs)
+        seen = dict.fromkeys(self.inputs)
         for n in self.nodes:
-            seen.extend(o for o in n.outputs if o not in seen)
-        return seen
+            seen.update(dict.fromkeys(o for o in n.outputs if o not in seen))
+        return list(seen)
 
     # ---- edits ---------------------------------------------------------------------------
     def add_tensor(self, t: Tensor) -> Tensor:
@@ -102,17 +196,25 @@ class Graph:
         return name
 
     def unique_name(self, base: str) -> str:
-        names = set(self.tensors) | {n.name for n in self.nodes}
-        if base not in names:
+        index = self._ensure_index()
+
+        def taken(name: str) -> bool:
+            return name in self.tensors or index.has_name(name)
+
+        if not taken(base):
             return base
         i = 1
-        while f"{base}_{i}" in names:
+        while taken(f"{base}_{i}"):
             i += 1
         return f"{base}_{i}"
 
+    def remove_node(self, node: Node) -> None:
+        """Take ``node`` out of the graph (by identity); its tensors stay."""
+        self.nodes.remove(node)
+
     def replace_uses(self, old: str, new: str) -> None:
         """Make every consumer (and graph output) of ``old`` read ``new`` instead."""
-        for n in self.nodes:
+        for n in self.consumers(old):
             n.inputs = [new if i == old else i for i in n.inputs]
         self.outputs = [new if o == old else o for o in self.outputs]
 
@@ -135,20 +237,28 @@ class Graph:
     def toposort(self) -> None:
         ready = set(self.inputs) | {k for k, t in self.tensors.items() if t.is_const} | {""}
         pending, ordered = list(self.nodes), []
-        while pending:
-            progress = False
-            for n in list(pending):
+        while pending:  # sweeps in node order: an already ordered graph costs one sweep
+            rest = []
+            for n in pending:
                 if all(i in ready for i in n.inputs):
                     ordered.append(n)
                     ready.update(n.outputs)
-                    pending.remove(n)
-                    progress = True
-            if not progress:
+                else:
+                    rest.append(n)
+            if len(rest) == len(pending):
                 raise GraphError(f"graph has a cycle or a missing input at node '{pending[0].name}'")
+            pending = rest
         self.nodes = ordered
 
     def copy(self) -> "Graph":
-        return copy.deepcopy(self)
+        memo: dict = {}
+        tensors = {k: Tensor(t.name, t.shape, t.dtype, copy.deepcopy(t.data, memo), copy.deepcopy(t.quant, memo))
+                   for k, t in self.tensors.items()}
+        return Graph(self.name, tensors, [n.copy(memo) for n in self.nodes],
+                     list(self.inputs), list(self.outputs))
+
+    def __deepcopy__(self, memo):
+        return self.copy()
 
     # ---- summaries -----------------------------------------------------------------------
     def op_counts(self) -> dict[str, int]:
@@ -159,6 +269,19 @@ class Graph:
 
     def param_count(self) -> int:
         return sum(t.size for t in self.tensors.values() if t.is_const and t.dtype.startswith("float"))
+
+
+def _owners(node: Node) -> list:
+    """The graphs whose node list holds ``node`` (almost always one)."""
+    return node.__dict__.setdefault("_owners", [])
+
+
+def _detach(node: Node, graph: Graph) -> None:
+    owners = _owners(node)
+    for i, g in enumerate(owners):
+        if g is graph:
+            del owners[i]
+            return
 
 
 def verify(graph: Graph) -> None:

@@ -11,6 +11,25 @@ from dataclasses import dataclass
 import numpy as np
 
 INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int32": (-(2**31), 2**31 - 1)}
+# The largest |int32 bias| a weight scale may imply: half of int32, as TensorFlow's converter keeps
+# (AdjustWeightsForBiasScale), so the bias plus the accumulated products still has headroom.
+BIAS_LIMIT = 2**30
+
+
+# A weight channel whose |w| range is below this fraction of its layer's largest is degenerate ("dead",
+# e.g. 1e-30 in trained networks): nothing to balance or to warn about, and rescaling it explodes.
+DEGENERATE_CHANNEL = 1e-6
+
+
+def live_channels(ranges) -> np.ndarray:
+    """Mask of the channels whose |w| range is not degenerate (see DEGENERATE_CHANNEL)."""
+    r = np.asarray(ranges, np.float64)
+    return r > DEGENERATE_CHANNEL * float(r.max(initial=0.0)) if r.size else np.zeros(0, bool)
+
+
+class QuantizationBug(RuntimeError):
+    """Quantization parameters that would make an artifact silently wrong (a saturated int32 bias):
+    edgepack's own fault, never the user's, so it is not an EdgepackError."""
 
 
 @dataclass(frozen=True)
@@ -110,3 +129,36 @@ def symmetric_weight_params(w: np.ndarray, axis: int | None) -> QuantParams:
     reduce_axes = tuple(i for i in range(w.ndim) if i != axis)
     amax = np.max(np.abs(w), axis=reduce_axes) if w.size else np.zeros(w.shape[axis])
     return QuantParams.per_channel(np.maximum(amax, 1e-12) / 127.0, axis)
+
+
+def bias_safe_weight_scales(weight_scales, bias, input_scale: float, limit: int = BIAS_LIMIT) -> np.ndarray:
+    """Weight scales raised where needed so that every int32 bias fits: |bias| / (s_in * s_w) <= ``limit``.
+
+    A trained network's "dead" output channels have weights ~1e-30 and a non-zero bias; their weight
+    scale (~1e-32) would put bias / (s_in * s_w) far past int32 and the constant output would saturate.
+    With the floor the weights quantize to 0 (as good as 1e-30) and the bias keeps ~2^30 steps.
+    ``weight_scales``: one per channel (or one for a per-tensor weight, then the largest |bias| binds)."""
+    s = np.asarray(weight_scales, np.float64).ravel()
+    b = np.abs(np.asarray(bias, np.float64).ravel())
+    need = b / (float(input_scale) * limit)
+    if s.size == 1:
+        return np.maximum(s, need.max(initial=0.0))
+    return np.maximum(s, need)
+
+
+def saturated_bias(bias, qp: QuantParams) -> np.ndarray:
+    """Indices of the int32 bias entries that do not fit their scale (|bias / scale| > 2^31 - 1)."""
+    b = np.asarray(bias, np.float64).ravel()
+    s = np.broadcast_to(np.asarray(qp.scale, np.float64).ravel(), b.shape)
+    return np.flatnonzero(np.abs(b / s) > INT_RANGES["int32"][1])
+
+
+def check_bias_fits(name: str, bias, qp: QuantParams) -> None:
+    """Refuse to write a saturated int32 bias (see ``bias_safe_weight_scales``): a bug, not a user error."""
+    bad = saturated_bias(bias, qp)
+    if bad.size:
+        b = np.asarray(bias, np.float64).ravel()
+        s = np.broadcast_to(np.asarray(qp.scale, np.float64).ravel(), b.shape)
+        raise QuantizationBug(f"int32 bias '{name}' saturates on {bad.size} channel(s) (first: channel "
+                              f"{bad[0]}, bias {b[bad[0]]:.4g} / scale {s[bad[0]]:.3g}); the weight scale "
+                              f"should have been floored by ir.quant.bias_safe_weight_scales")

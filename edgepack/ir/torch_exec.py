@@ -186,6 +186,7 @@ OP_IMPLS: dict[str, Callable] = {
     "ReduceMean": _reduce_mean,
     "Relu": lambda n, xs: F.relu(xs[0]),
     "Clip": _clip,
+    "PRelu": lambda n, xs: torch.where(xs[0] >= 0, xs[0], xs[0] * xs[1]),
     "LeakyRelu": lambda n, xs: F.leaky_relu(xs[0], float(n.attrs.get("alpha", 0.01))),
     "Sigmoid": lambda n, xs: torch.sigmoid(xs[0]),
     "Tanh": lambda n, xs: torch.tanh(xs[0]),

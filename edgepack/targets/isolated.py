@@ -58,10 +58,10 @@ def run_tflite(data: bytes, runtime: str, samples: np.ndarray, out_shape=None, *
     return arrays["outputs"], arrays.get("raw")
 
 
-def layer_sqnr(int8_tflite: bytes, float_tflite: bytes, samples: np.ndarray, worst: int = 5, *,
-               where: str = "the model") -> dict:
-    """Per-layer SQNR of the int8 file against the float one, on LiteRT's reference kernels."""
-    meta, _ = _call({"job": "layers", "worst": worst},
+def layer_sqnr(int8_tflite: bytes, float_tflite: bytes, samples: np.ndarray, *, where: str = "the model") -> dict:
+    """{"layers": [...]}: per-layer SQNR and clipping of the int8 file against the float one, on
+    LiteRT's reference kernels (runtime_jobs.layer_sqnr)."""
+    meta, _ = _call({"job": "layers"},
                     {"model": _bytes(int8_tflite, where), "float_model": _bytes(float_tflite, where),
                      "samples": np.asarray(samples, np.float32)}, NAMES["litert-ref"], where)
     return meta

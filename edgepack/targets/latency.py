@@ -24,16 +24,12 @@ from typing import Mapping
 
 import numpy as np
 
-from ..ir import Graph, Node
+from ..ir import OPS, Graph, Node
 from ..ir.summary import node_macs
 from .profile import COST_KINDS, TargetProfile
 
 log = logging.getLogger(__name__)
 
-_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid",
-                "HardSwish", "BatchNormalization", "Gelu", "Rsqrt"}
-_POOLING = {"MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean"}
-_NOT_RUN = {"Identity", "Dropout"}  # removed before export: no cost
 
 
 @dataclass(frozen=True)
@@ -70,10 +66,9 @@ class LatencyEstimate:
 
 
 def op_kind(graph: Graph, node: Node) -> str | None:
-    """The cost-model kind of ``node``, or None for ops that are not run (Identity, Dropout)."""
+    """The cost-model kind of ``node`` (the op table's ``cost``, a Conv refined by its shape), or None for
+    ops that are not run (Identity, Dropout)."""
     op = node.op
-    if op in _NOT_RUN:
-        return None
     if op == "Conv":
         w = graph.tensors[node.inputs[1]].shape  # (Cout, Cin/group, kh, kw)
         group = int(node.attrs.get("group", 1))
@@ -82,15 +77,7 @@ def op_kind(graph: Graph, node: Node) -> str | None:
         if group == 1 and tuple(w[2:]) == (1, 1):
             return "pointwise"
         return "conv"  # k x k, and grouped convolutions that are not depthwise
-    if op == "ConvTranspose":
-        return "conv"
-    if op in ("Gemm", "MatMul"):
-        return "fully_connected"
-    if op in _ELEMENTWISE:
-        return "elementwise"
-    if op in _POOLING:
-        return "pooling"
-    return "other"  # Reshape, Transpose, Concat, Pad, Resize, Softmax, ...
+    return OPS[op].cost
 
 
 def _size(graph: Graph, name: str) -> int:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ir import ops_where, tflite_builtins
 from .latency import LatencyEstimate, price
 from .profile import TargetProfile
 from .tflite_file import TfliteModel, op_macs
 
-_ELEMENTWISE = {"ADD", "SUB", "MUL", "DIV", "RELU", "RELU6", "LEAKY_RELU", "LOGISTIC", "TANH", "HARD_SWISH",
-                "MINIMUM", "MAXIMUM", "QUANTIZE", "DEQUANTIZE", "SQUARED_DIFFERENCE", "RSQRT", "EXP", "GELU"}
-_POOLING = {"MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN", "SUM", "REDUCE_MAX"}
+# The builtins of the IR ops of each cost kind, plus builtins no IR op writes (other converters' files).
+_ELEMENTWISE = tflite_builtins(*ops_where(cost="elementwise")) | {"QUANTIZE", "DEQUANTIZE", "SQUARED_DIFFERENCE",
+                                                                   "EXP"}
+_POOLING = tflite_builtins(*ops_where(cost="pooling")) | {"SUM", "REDUCE_MAX"}
+_FULLY_CONNECTED = tflite_builtins(*ops_where(cost="fully_connected"))
 _NOT_RUN = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}  # TFLM runs these in place or as a copy-free view
 
 
@@ -24,7 +27,7 @@ def op_kind(model: TfliteModel, op) -> str | None:
         return "depthwise"
     if op.op == "TRANSPOSE_CONV":
         return "conv"
-    if op.op in ("FULLY_CONNECTED", "BATCH_MATMUL"):
+    if op.op in _FULLY_CONNECTED:
         return "fully_connected"
     if op.op in _ELEMENTWISE:
         return "elementwise"

@@ -18,8 +18,8 @@ follow micro_allocation_info.cc: graph inputs live from step 0, op ``i``'s outpu
 a tensor until the step of its last reader, graph outputs to the end; scratch buffers live in their
 op's step. The tail is replayed allocation by allocation with TFLM's alignment rules: the allocator
 objects, a TfLiteEvalTensor per tensor, a NodeAndRegistration per op, each op's builtin parameters,
-each kernel's OpData (Init), what Prepare keeps (per-channel multipliers and shifts of convolutions,
-BATCH_MATMUL's transposed operands), scratch handles, and the persistent TfLiteTensors (with their
+each kernel's OpData (Init), what Prepare keeps (per-channel multipliers and shifts of convolutions
+and of FULLY_CONNECTED with per-channel weights, BATCH_MATMUL's transposed operands), scratch handles, and the persistent TfLiteTensors (with their
 quantization) of the graph's inputs and outputs.
 
 Sizes are those of the runtime we measure against, the ``tflite_micro`` Python wheel (x86-64,
@@ -267,6 +267,12 @@ def _prepare_persistent(op, tensors, adjoint: tuple[bool, bool] | None) -> list[
     if _kernel(op).per_channel:  # int32 multiplier and shift per output channel
         channels = out.shape[-1] if out is not None and out.shape else 1
         return [4 * channels, 4 * channels]
+    if _kernel(op).per_channel_filter and len(op.inputs) > 1 and op.inputs[1] >= 0:
+        w = tensors[op.inputs[1]]
+        if len(w.scale) > 1:  # per-channel weights: multiplier + shift per channel on the quantized axis
+            channels = w.shape[w.quantized_dimension] if w.shape else len(w.scale)
+            return [4 * channels, 4 * channels]
+        return []
     if op.op != "BATCH_MATMUL":
         return []
     # quantization struct (7 ints), a writable copy of the output dims, and a transposed copy of each

@@ -20,7 +20,9 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
 def compare(reference: np.ndarray, test: np.ndarray, labels: np.ndarray | None = None) -> dict:
     """Metrics of ``test`` against ``reference``, both (N, ...) arrays of the same shape.
 
-    top-1 agreement and accuracy treat the last axis of 2-D outputs as classes."""
+    Which metrics apply depends on the output (``output_kind``): class scores get top-1 agreement (and
+    accuracy with labels); dense maps and sequences get per-position argmax agreement instead, since one
+    argmax over a whole map means nothing. ``metrics_used`` says which."""
     ref = np.asarray(reference, np.float64)
     out = np.asarray(test, np.float64)
     if ref.shape != out.shape:
@@ -38,9 +40,25 @@ def compare(reference: np.ndarray, test: np.ndarray, labels: np.ndarray | None =
         "sqnr_db": sqnr_db(r, t),
         "max_abs_error": float(np.max(np.abs(diff))) if diff.size else 0.0,
     }
-    if r.shape[1] > 1:
+    kind, axis = output_kind(ref.shape)
+    metrics["output_kind"] = kind
+    if kind == "dense":  # maps and sequences: argmax per position, over the class/channel axis
+        metrics["per_position_agreement"] = float(np.mean(ref.argmax(axis) == out.argmax(axis)))
+        metrics["metrics_used"] = (f"dense output {tuple(ref.shape[1:])}: SQNR, cosine and per-position argmax "
+                                   f"agreement over axis {axis}; top-1 agreement does not apply")
+    elif r.shape[1] > 1:
+        metrics["metrics_used"] = f"class scores ({r.shape[1]} per sample): top-1 agreement"
         metrics["top1_agreement"] = float(np.mean(r.argmax(1) == t.argmax(1)))
         if labels is not None:
             metrics["accuracy"] = float(np.mean(t.argmax(1) == np.asarray(labels).ravel()[: len(t)]))
             metrics["reference_accuracy"] = float(np.mean(r.argmax(1) == np.asarray(labels).ravel()[: len(r)]))
     return metrics
+
+
+def output_kind(shape) -> tuple[str, int]:
+    """("class scores", 1) for (N, C) outputs (size-1 axes ignored), else ("dense", class axis): the
+    channel axis 1 of an (N, C, H, W) map, the last axis of an (N, T, C) sequence."""
+    dims = [d for d in shape[1:] if d != 1]
+    if len(dims) <= 1:
+        return "class scores", 1
+    return "dense", (1 if len(shape) == 4 else len(shape) - 1)

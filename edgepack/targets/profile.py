@@ -7,6 +7,7 @@ coefficients of the latency cost model (see ``latency.py``), one table per op ki
 from __future__ import annotations
 
 import functools
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from types import MappingProxyType
 from typing import Mapping
 
 from ..errors import ConfigError
+from ..input_files import read_text
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
@@ -81,12 +83,19 @@ def _unknown_keys(table: dict, allowed, where: str) -> None:
         raise ConfigError(f"{where}: unknown key '{extra[0]}'", extra[0], sorted(allowed))
 
 
+# Upper bounds no real device reaches: a value past them is a typo or garbage, not a target.
+LIMITS = {"clock_mhz": 100_000.0, "ram_bytes": 2**48, "flash_bytes": 2**48, "threads": 1024}
+MAX_COST = 1e9  # cycles per MAC / output / node
+
+
 def _number(value, key: str, where: str, positive: bool = True, integer: bool = False):
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type or value < 0 or (positive and value == 0):
+    limit = LIMITS.get(key, MAX_COST)
+    if (isinstance(value, bool) or not ok_type or not math.isfinite(value) or value < 0
+            or (positive and value == 0) or value > limit):
         kind = "an integer" if integer else "a number"
-        raise ConfigError(f"{where}: '{key}' must be {kind} {'> 0' if positive else '>= 0'}, got {value!r}",
-                          key)
+        raise ConfigError(f"{where}: '{key}' must be {kind} {'> 0' if positive else '>= 0'} and at most "
+                          f"{limit:g}, got {value!r}", key)
     return value if integer else float(value)
 
 
@@ -150,11 +159,11 @@ def parse_profile(data: dict, name: str, path: str = "") -> TargetProfile:
 def read_profile(path) -> TargetProfile:
     """Read one profile .toml (a built-in one or a user's own)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"target profile file not found: {path}", "target")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        data = tomllib.loads(read_text(path, "target profile", error=ConfigError))
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not a valid TOML file: {exc}", "target") from None
     return parse_profile(data, path.stem, str(path))
 

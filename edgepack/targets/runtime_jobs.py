@@ -16,8 +16,6 @@ from .io_mapping import dequantize_output, from_file_layout, quantize_input, to_
 from .metrics import sqnr_db
 from .tflite_file import read_tflite
 
-PASS_THROUGH = {"INPUT", "RESHAPE", "PAD", "PADV2", "TRANSPOSE", "MAX_POOL_2D", "CONCATENATION", "QUANTIZE",
-                "DEQUANTIZE", "RESIZE_NEAREST_NEIGHBOR"}
 PROGRESS_EVERY = 16  # samples between two progress messages (each also tells the parent we are alive)
 OUT_OF_MEMORY = 3  # exit code when even a request does not fit in the memory limit
 
@@ -51,9 +49,11 @@ def run_tflite(data: bytes, runtime: str, samples: np.ndarray, out_shape=None, t
     return np.concatenate(deq), integer
 
 
-def layer_sqnr(int8_tflite: bytes, float_tflite: bytes, samples: np.ndarray, worst: int = 5, tick=None) -> dict:
-    """SQNR of every int8 tensor (dequantized) against the same-named tensor of the float file,
-    over the given samples: where int8 loses accuracy, layer by layer."""
+def layer_sqnr(int8_tflite: bytes, float_tflite: bytes, samples: np.ndarray, tick=None) -> dict:
+    """{"layers": [{tensor, op, sqnr_db, clipped_fraction, clipped_energy}]}: SQNR of every int8 tensor
+    (dequantized) against the same-named tensor of the float file over the given samples, in tensor
+    order, and the share of float values (and energy) outside the int8 range (validate.py ranks them)."""
+    from .diagnose import clipping
     from .runtimes import LiteRT
 
     qinfo, finfo = read_tflite(int8_tflite), read_tflite(float_tflite)
@@ -83,13 +83,12 @@ def layer_sqnr(int8_tflite: bytes, float_tflite: bytes, samples: np.ndarray, wor
     for name, pairs in signal.items():
         ref = np.concatenate([p[0] for p in pairs])
         got = np.concatenate([p[1] for p in pairs])
+        t = qinfo.tensors[pairs[0][2]]
         layers.append({"tensor": name, "op": producers.get(pairs[0][2], "INPUT"),
-                       "sqnr_db": float(sqnr_db(ref, got))})
+                       "sqnr_db": float(sqnr_db(ref, got)), **clipping(ref, t.scale[0], t.zero_point[0])})
     order = {t.name: t.index for t in qinfo.tensors}
     layers.sort(key=lambda r: order[r["tensor"]])
-    # Pass-through ops (reshape, pad, ...) repeat their producer's error: rank the ops that compute.
-    finite = [r for r in layers if np.isfinite(r["sqnr_db"]) and r["op"] not in PASS_THROUGH]
-    return {"layers": layers, "worst": sorted(finite, key=lambda r: r["sqnr_db"])[:worst]}
+    return {"layers": layers}
 
 
 def litert_latency(data: bytes, threads: int, repeats: int = 30) -> dict:
@@ -138,7 +137,7 @@ def _job(meta: dict, arrays: dict, tick):
         deq, raw = run_tflite(model, meta["runtime"], arrays["samples"], meta.get("out_shape"), tick)
         return {}, {"outputs": deq, **({"raw": raw} if raw is not None else {})}
     if job == "layers":
-        return layer_sqnr(model, arrays["float_model"].tobytes(), arrays["samples"], meta["worst"], tick), {}
+        return layer_sqnr(model, arrays["float_model"].tobytes(), arrays["samples"], tick), {}
     if job == "latency":
         return litert_latency(model, meta["threads"], meta["repeats"]), {}
     if job == "tflm_loads":

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelLoadError
+from ..input_files import MAX_MODEL_BYTES, read_bytes
 
 DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16",
            9: "int8", 10: "float64"}
@@ -72,7 +73,7 @@ def read_tflite(source) -> TfliteModel:
     if where:
         if not Path(source).exists():
             raise ModelLoadError("file not found", where)
-        data = Path(source).read_bytes()
+        data = read_bytes(source, ".tflite file", MAX_MODEL_BYTES, error=ModelLoadError)
     else:
         data = bytes(source)
     model = check_tflite(data, where)  # refuses what a runtime could not safely read, then unpacks it

@@ -23,11 +23,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from edgepack.ir import Graph, Node
+from edgepack.ir import Graph, Node, ops_where
 
-PASS_THROUGH = ("MaxPool", "AveragePool", "GlobalAveragePool", "Relu", "Clip", "LeakyRelu", "Sigmoid",
-                "Tanh", "HardSigmoid", "HardSwish", "Identity", "Dropout", "Resize")
-ELEMENTWISE = ("Add", "Sub", "Mul", "Div")
+# one activation in, channel c out of channel c: pools, activations, resize, no-ops
+PASS_THROUGH = ops_where(channelwise=True, weights=(), max_inputs=1)
+ELEMENTWISE = ops_where(broadcast=True)  # their constant operands shrink with the channels
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import logging
 
-from edgepack.ir import Graph, Node
+from edgepack.ir import Graph, Node, ops_where
+from edgepack.ir.passes import PassResult, graph_pass
 
 log = logging.getLogger(__name__)
 
-NO_OPS = ("Identity", "Dropout")
+NO_OPS = ops_where(kind="no_op")
 
 
 def _bypass(graph: Graph, node: Node) -> bool:
@@ -31,24 +32,26 @@ def _bypass(graph: Graph, node: Node) -> bool:
     else:
         graph.replace_uses(dst, src)
         graph.tensors.pop(dst, None)
-    graph.nodes = [n for n in graph.nodes if n is not node]
+    graph.remove_node(node)
     for extra in node.outputs[1:]:
         graph.tensors.pop(extra, None)
     return True
 
 
-def remove_identity(graph: Graph) -> tuple[Graph, bool]:
+@graph_pass
+def remove_identity(graph: Graph) -> PassResult:
     """Remove Identity and Dropout nodes and rewire their consumers."""
     changed = False
     for node in [n for n in graph.nodes if n.op in NO_OPS]:
         if _bypass(graph, node):
             log.debug("removed %s node '%s'", node.op, node.name)
             changed = True
-    return graph, changed
+    return PassResult(graph, changed)
 
 
-def remove_dead(graph: Graph) -> tuple[Graph, bool]:
+@graph_pass
+def remove_dead(graph: Graph) -> PassResult:
     """Remove nodes whose outputs nobody reads and tensors nobody references."""
     before = (len(graph.nodes), len(graph.tensors))
     graph.remove_unused()
-    return graph, (len(graph.nodes), len(graph.tensors)) != before
+    return PassResult(graph, (len(graph.nodes), len(graph.tensors)) != before)

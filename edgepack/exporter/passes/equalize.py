@@ -6,6 +6,11 @@ Choosing s_i = sqrt(r1_i / r2_i) (r1_i: |w| range of A's output channel i, r2_i:
 makes both ranges sqrt(r1_i * r2_i), so per-tensor int8 weights stop starving the weak channels. Chains
 (A -> B -> C) are balanced by sweeping over all pairs a few times. Exact in float up to rounding.
 
+Degenerate channels (|w| range below ir.quant.DEGENERATE_CHANNEL of the layer's largest, e.g. the 1e-30
+"dead" channels of trained networks) are left alone: balancing them multiplies their bias by ~1e15. Each
+channel's accumulated factor stays within [1/MAX_SCALE, MAX_SCALE]. The export keeps the result only when
+the int8 output error on the calibration data does not grow (calibration.rewrite_check).
+
 Not rescaled: activations that clip at a fixed value (Relu6, Clip, HardSwish, ...), since scaling moves
 the clip point; Add/Concat joins; anything read by a second consumer or by the graph output.
 """
@@ -17,14 +22,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgepack.ir import Graph, Node
+from edgepack.ir import Graph, Node, ops_where
+from edgepack.ir.passes import PassResult, graph_pass
+from edgepack.ir.quant import live_channels
 
 log = logging.getLogger(__name__)
 
 MAX_SWEEPS = 20  # chains converge geometrically; 20 sweeps leave them within TOLERANCE in practice
 TOLERANCE = 1e-3  # stop when every scale factor of a sweep is within 0.1% of 1
+MAX_SCALE = 1e3  # bound of a channel's accumulated factor: beyond it the bias and activations blow up
 # Channel-wise ops with f(s * x) = s * f(x) for s > 0 that may sit between the two layers.
-HOMOGENEOUS_OPS = ("Relu", "LeakyRelu", "MaxPool", "AveragePool", "GlobalAveragePool", "Identity", "Dropout")
+HOMOGENEOUS_OPS = ops_where(homogeneous=True)
 FUSED_OK = (None, "Relu")  # fused activations that commute with a positive per-channel scale
 
 
@@ -96,13 +104,13 @@ def _second_view(w: np.ndarray, node: Node, channels: int, block: int) -> tuple[
 
 
 def _scales(graph: Graph, pair: _Pair) -> np.ndarray:
-    """s_i = sqrt(r1_i / r2_i); 1 where either range is zero (dead channel: nothing to balance)."""
+    """s_i = sqrt(r1_i / r2_i); 1 where either range is degenerate (dead channel: nothing to balance)."""
     w1 = np.asarray(graph.const(pair.first.inputs[1]), np.float64)
     w2 = np.asarray(graph.const(pair.second.inputs[1]), np.float64)
     r1 = np.abs(w1.reshape(w1.shape[0], -1)).max(axis=1)
     view, axes = _second_view(w2, pair.second, w1.shape[0], pair.block)
     r2 = np.abs(view).max(axis=axes).reshape(-1)
-    ok = (r1 > 0) & (r2 > 0)
+    ok = live_channels(r1) & live_channels(r2)
     return np.where(ok, np.sqrt(np.divide(r1, r2, out=np.ones_like(r1), where=ok)), 1.0)
 
 
@@ -146,22 +154,25 @@ def _pairs(graph: Graph) -> list[_Pair]:
     return [p for p in (_find_pair(graph, n) for n in graph.nodes if n.op in ("Conv", "Gemm")) if p]
 
 
-def equalize(graph: Graph) -> tuple[Graph, bool]:
+@graph_pass
+def equalize(graph: Graph) -> PassResult:
     """Rescale every Conv/Gemm -> ReLU -> Conv/Gemm pair so both sides of each channel have equal weight
     ranges; sweeps until the scale factors settle. Exact in float (up to rounding)."""
     pairs = _pairs(graph)
     if not pairs:
-        return graph, False
+        return PassResult(graph, False)
     for p in pairs:  # tied weights: give each rescaled layer its own copy first
         for node in (p.first, p.second):
             _own_const(graph, node, 1)
         if len(p.first.inputs) > 2 and p.first.inputs[2]:
             _own_const(graph, p.first, 2)
     changed, sweeps = False, 0
+    total = [np.ones(graph.const(p.first.inputs[1]).shape[0]) for p in pairs]
     for sweeps in range(1, MAX_SWEEPS + 1):
         worst = 0.0
-        for p in pairs:
-            s = _scales(graph, p)
+        for k, p in enumerate(pairs):
+            s = np.clip(total[k] * _scales(graph, p), 1.0 / MAX_SCALE, MAX_SCALE) / total[k]
+            total[k] *= s
             deviation = float(np.max(np.abs(np.log(s))))
             if deviation > 1e-9:
                 _apply(graph, p, s)
@@ -170,4 +181,4 @@ def equalize(graph: Graph) -> tuple[Graph, bool]:
         if worst < math.log1p(TOLERANCE):
             break
     log.debug("equalized %d layer pairs in %d sweeps", len(pairs), sweeps)
-    return graph, changed
+    return PassResult(graph, changed)

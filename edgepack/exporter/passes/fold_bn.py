@@ -6,6 +6,7 @@ import logging
 import numpy as np
 
 from edgepack.ir import Graph, Node, Tensor
+from edgepack.ir.passes import PassResult, graph_pass
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def _fold_into(graph: Graph, producer: Node, bn: Node, scale: np.ndarray, shift:
     old = producer.outputs[0]
     producer.outputs[0] = bn.outputs[0]
     graph.tensors.pop(old, None)
-    graph.nodes = [n for n in graph.nodes if n is not bn]
+    graph.remove_node(bn)
     return True
 
 
@@ -69,7 +70,8 @@ def _lower_to_mul_add(graph: Graph, bn: Node, scale: np.ndarray, shift: np.ndarr
     graph.nodes[at:at + 1] = [mul, add]
 
 
-def fold_batchnorm(graph: Graph) -> tuple[Graph, bool]:
+@graph_pass
+def fold_batchnorm(graph: Graph) -> PassResult:
     """Fold each BatchNormalization into a Conv/Gemm that only it reads; lower the others to Mul + Add."""
     changed = False
     for bn in [n for n in graph.nodes if n.op == "BatchNormalization"]:
@@ -89,11 +91,10 @@ def fold_batchnorm(graph: Graph) -> tuple[Graph, bool]:
             log.debug("lowered BatchNormalization '%s' to Mul + Add", bn.name)
         changed = True
         _drop_unread(graph, bn.inputs[1:5])
-    return graph, changed
+    return PassResult(graph, changed)
 
 
 def _drop_unread(graph: Graph, names) -> None:
-    read = {i for n in graph.nodes for i in n.inputs} | set(graph.outputs)
     for name in names:
-        if name not in read:
+        if name not in graph.outputs and not graph.consumers(name):
             graph.tensors.pop(name, None)

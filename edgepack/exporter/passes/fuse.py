@@ -5,6 +5,7 @@ import logging
 import math
 
 from edgepack.ir import OPS, Graph, Node
+from edgepack.ir.passes import PassResult, graph_pass
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,8 @@ def _activation_kind(node: Node) -> str | None:
     return "Relu6" if float(hi) == 6.0 else None
 
 
-def fuse_activations(graph: Graph) -> tuple[Graph, bool]:
+@graph_pass
+def fuse_activations(graph: Graph) -> PassResult:
     """Fold a Relu/Relu6 into its producer when the producer is fusable, has no activation yet, and
     its output is read only by that activation and is not a graph output."""
     changed = False
@@ -38,8 +40,8 @@ def fuse_activations(graph: Graph) -> tuple[Graph, bool]:
             continue
         producer.attrs["activation"] = kind
         producer.outputs = [act.outputs[0] if o == src else o for o in producer.outputs]
-        graph.nodes = [n for n in graph.nodes if n is not act]
+        graph.remove_node(act)
         graph.tensors.pop(src, None)
         log.debug("fused %s '%s' into %s '%s'", kind, act.name, producer.op, producer.name)
         changed = True
-    return graph, changed
+    return PassResult(graph, changed)

@@ -18,6 +18,7 @@ import logging
 import numpy as np
 
 from edgepack.ir import Graph, Node, Tensor
+from edgepack.ir.passes import PassResult, graph_pass
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ def _lower(graph: Graph, ln: Node) -> list[Node]:
     return nodes
 
 
-def decompose_layernorm(graph: Graph) -> tuple[Graph, bool]:
+@graph_pass
+def decompose_layernorm(graph: Graph) -> PassResult:
     """Replace each LayerNormalization by ReduceMean / Sub / Mul / Add / Rsqrt nodes."""
     changed = False
     for ln in [n for n in graph.nodes if n.op == "LayerNormalization"]:
@@ -69,4 +71,4 @@ def decompose_layernorm(graph: Graph) -> tuple[Graph, bool]:
         changed = True
     if changed:
         graph.remove_unused()
-    return graph, changed
+    return PassResult(graph, changed)

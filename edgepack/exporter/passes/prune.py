@@ -16,6 +16,7 @@ import numpy as np
 
 from edgepack.errors import ConfigError
 from edgepack.ir import Graph, verify
+from edgepack.ir.passes import PassResult
 from edgepack.ir.summary import summarize
 
 from .channel_groups import ChannelAnalysis, ChannelGroup, analyse_channels
@@ -262,17 +263,19 @@ def _fix_attrs(graph: Graph, analysis: ChannelAnalysis, kept: dict[int, int]) ->
 
 
 class PrunePass:
-    """``pass(graph) -> (graph, changed)`` for the pass list; the plan it made is kept in ``.plan``."""
+    """``pass(graph) -> PassResult`` for the pass list (in place); the plan it made is kept in ``.plan``."""
+
+    in_place, pass_name = True, "prune_channels"
 
     def __init__(self, ratio: float, importance: str = "l1", round_to: int = 8, scope: str = "uniform",
                  samples=None, protect_first_last: bool = True):
         self.kwargs = dict(ratio=ratio, importance=importance, round_to=round_to, scope=scope,
                            samples=samples, protect_first_last=protect_first_last)
         self.plan: PruningPlan | None = None
-        self.__name__ = "prune_channels"
+        self.__name__ = self.pass_name
 
-    def __call__(self, graph: Graph) -> tuple[Graph, bool]:
+    def __call__(self, graph: Graph) -> PassResult:
         self.plan = plan_pruning(graph, **self.kwargs)
         if not self.plan.removed_channels:
-            return graph, False
-        return _apply(graph, self.plan), True
+            return PassResult(graph, False)
+        return PassResult(_apply(graph, self.plan), True)

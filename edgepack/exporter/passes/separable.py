@@ -22,6 +22,7 @@ import numpy as np
 
 from edgepack.errors import ConfigError
 from edgepack.ir import Graph, Node, Tensor, verify
+from edgepack.ir.passes import PassResult
 
 log = logging.getLogger(__name__)
 
@@ -149,15 +150,17 @@ def apply_separable(graph: Graph, nodes: Sequence[str] | str, multiplier: int = 
 
 
 class SeparablePass:
-    """``pass(graph) -> (graph, changed)``: ``nodes`` is "auto", "none" or node names."""
+    """``pass(graph) -> PassResult`` (copying): ``nodes`` is "auto", "none" or node names."""
+
+    in_place, pass_name = False, "separable_convs"
 
     def __init__(self, nodes="auto", multiplier: int = 1, error_threshold: float = AUTO_ERROR_THRESHOLD):
         self.nodes, self.multiplier, self.error_threshold = nodes, multiplier, error_threshold
         self.replaced: list[str] = []
-        self.__name__ = "separable_convs"
+        self.__name__ = self.pass_name
 
-    def __call__(self, graph: Graph) -> tuple[Graph, bool]:
+    def __call__(self, graph: Graph) -> PassResult:
         self.replaced = resolve_nodes(graph, self.nodes, self.multiplier, self.error_threshold)
         if not self.replaced:
-            return graph, False
-        return apply_separable(graph, self.replaced, self.multiplier), True
+            return PassResult(graph, False)
+        return PassResult(apply_separable(graph, self.replaced, self.multiplier), True)
