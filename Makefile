@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench fuzz clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -25,6 +25,10 @@ test: $(VENV)/.dev-installed
 
 bench: $(VENV)/.dev-installed
 	$(PY) benchmarks/run_all.py
+
+# Thousands of mutated .tflite/.onnx files through `edgepack validate` / `edgepack.load` (the suite runs a few hundred).
+fuzz: $(VENV)/.dev-installed
+	$(PY) tools/fuzz.py --cases 2000
 
 clean:
 	rm -rf demo_out .pytest_cache

@@ -346,8 +346,8 @@ def _compare_with_original(report: Report, original: Graph, x, labels) -> None:
     from .targets.validate import run_artifact
 
     ref = run(original, [x])[original.outputs[0]]
-    int8, _ = run_artifact(Path(report.artifacts["int8_tflite"]["path"]).read_bytes(), "tflite", "litert-ref", x,
-                           ref.shape)
+    path = report.artifacts["int8_tflite"]["path"]
+    int8, _ = run_artifact(Path(path).read_bytes(), "tflite", "litert-ref", x, ref.shape, where=path)
     report.shrink["int8_tflite_vs_original_float"] = compare(ref, int8.reshape(ref.shape), labels)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ def reference_outputs(float_model: Path, samples: np.ndarray) -> np.ndarray:
 
     kind = "onnx" if str(float_model).endswith(".onnx") else "tflite"
     runtime = "onnxruntime" if kind == "onnx" else "litert-ref"
-    outs, _ = run_artifact(Path(float_model).read_bytes(), kind, runtime, samples)
+    outs, _ = run_artifact(Path(float_model).read_bytes(), kind, runtime, samples, where=str(float_model))
     return outs
 
 
@@ -41,7 +40,8 @@ def check_layers(report: Report, int8_tflite: Path, float_tflite: Path, samples:
     from .targets.tflite_file import read_tflite
 
     data = int8_tflite.read_bytes()
-    result = per_layer_sqnr(data, float_tflite.read_bytes(), samples)
+    result = per_layer_sqnr(data, float_tflite.read_bytes(), samples,
+                            where=f"{int8_tflite} (per-layer error against {float_tflite})")
     info, consts = read_tflite(data), const_arrays(data)
     producers = {o: op for op in info.ops for o in op.outputs}
     index = {t.name: t.index for t in info.tensors}
@@ -71,7 +71,7 @@ def check_target(report: Report, int8_tflite: Path, profile, graph=None, measure
     unsupported = unsupported_ops(info, profile)
     if measure_arena and profile.runtime == "tflm":
         try:
-            memory["arena_measured_tflm"] = measure_arena(data)  # in a child process: TFLM may crash
+            memory["arena_measured_tflm"] = measure_arena(data, str(int8_tflite))  # in a child process
             memory["ram_bytes"] = memory["arena_measured_tflm"]
         except UnsupportedOpError as exc:  # the TFLM build lacks a kernel: name it, keep the estimate
             if not any(u["op"] == exc.op for u in unsupported):
@@ -91,10 +91,11 @@ def check_target(report: Report, int8_tflite: Path, profile, graph=None, measure
     report.latency = {"target": profile.name, "total_ms": lat.total_ms, "cost_model": lat.cost_status,
                       "per_op_type_ms": dict(lat.per_op)}
     if profile.kind in ("phone", "host"):
-        from .targets.runtimes import LiteRT
+        from .targets.isolated import litert_latency
 
-        report.latency["measured_here_ms"] = measure_litert_ms(data, profile.threads)
-        report.latency["not_taken_by_xnnpack"] = LiteRT(data, threads=profile.threads).undelegated_ops()
+        measured = litert_latency(data, profile.threads, where=str(int8_tflite))  # in the runtime child process
+        report.latency["measured_here_ms"] = measured["ms"]
+        report.latency["not_taken_by_xnnpack"] = measured["undelegated"]
     if profile.energy is not None:
         from .targets.energy import estimate_energy
         from .targets.tflite_file import op_macs
@@ -129,24 +130,6 @@ def verdict(memory: dict, unsupported: list[dict], profile) -> dict:
 
 def _kib(n: float) -> str:
     return f"{n / 1024:.1f} KiB"
-
-
-def measure_litert_ms(model: bytes, threads: int, repeats: int = 30) -> float:
-    """Median LiteRT (XNNPACK) latency of one inference on this machine, batch 1."""
-    from .targets.runtimes import LiteRT
-    from .targets.tflite_file import read_tflite
-
-    info = read_tflite(model)
-    tin = info.tensors[info.inputs[0]]
-    rt = LiteRT(model, threads=threads)
-    x = np.zeros(tin.shape, np.dtype(tin.dtype))
-    rt.run(x)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        rt.run(x)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times) * 1000.0)
 
 
 def finite(value: float) -> float | None:

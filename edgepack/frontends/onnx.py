@@ -41,11 +41,17 @@ def load_onnx(model, input_shapes: dict[str, tuple[int, ...]] | None = None,
     _make_inputs_static(proto, shapes)
     for i, node in enumerate(proto.graph.node):  # name by original position, before folding drops nodes
         node.name = node.name or f"{node.op_type}_{i}"
-    folded = fold_constants(proto)
-    graph = build_graph(folded, list(shapes), [o.name for o in proto.graph.output], opset, path)
-    if proto.producer_name == "tf2onnx":  # a Keras/TF model: its NHWC input Transpose etc. tidied (exact)
-        run_one(graph, normalize_keras_graph)
-    ir.verify(graph)
+    try:
+        folded = fold_constants(proto)
+        graph = build_graph(folded, list(shapes), [o.name for o in proto.graph.output], opset, path)
+        if proto.producer_name == "tf2onnx":  # a Keras/TF model: its NHWC input Transpose etc. tidied (exact)
+            run_one(graph, normalize_keras_graph)
+        ir.verify(graph)
+    except (ValueError, TypeError, ArithmeticError, IndexError, KeyError, AttributeError, ir.GraphError) as exc:
+        # a malformed tensor or attribute (raw_data of the wrong size, an unknown data type, an input that is
+        # never produced): the file's fault unless onnxruntime runs it, and then ours to hear about
+        raise ModelLoadError(f"malformed ONNX model: {_one_line(exc)} (if onnxruntime runs this model, please "
+                             "report it as an edgepack bug)", path) from None
     log.info("loaded ONNX model %s: %d nodes %s", path or proto.graph.name, len(graph.nodes),
              graph.op_counts())
     return graph

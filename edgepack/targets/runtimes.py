@@ -37,15 +37,17 @@ class LiteRT:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         kind = OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO
+        step = "load the model"
         try:  # LiteRT announces its XNNPACK delegate on stderr and warns about preserve_all: not for users
             with _captured_stderr(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 self.interp = Interpreter(model_content=bytes(model), num_threads=threads,
                                           experimental_op_resolver_type=kind,
                                           experimental_preserve_all_tensors=preserve_all)
+                step = "allocate the model's tensors"  # fails with no message when memory runs out
                 self.interp.allocate_tensors()
         except Exception as exc:
-            raise RuntimeFailure(f"LiteRT cannot load the model: {_first_line(exc)}") from None
+            raise RuntimeFailure(f"LiteRT cannot {step}: {_first_line(exc)}") from None
         self.inputs = self.interp.get_input_details()
         self.outputs = self.interp.get_output_details()
 
@@ -162,18 +164,6 @@ def _io_counts(model: bytes) -> tuple[int, int]:
 
     sub = schema.Model.GetRootAs(model, 0).Subgraphs(0)
     return sub.InputsLength(), sub.OutputsLength()
-
-
-def tflm_loads(model: bytes, arena_size: int) -> bool:
-    """Whether TFLM allocates the model in ``arena_size`` bytes (its complaints are swallowed)."""
-    import tflite_micro
-
-    with _captured_stderr():
-        try:
-            tflite_micro.runtime.Interpreter.from_bytes(bytes(model), arena_size=int(arena_size))
-            return True
-        except Exception:
-            return False
 
 
 class OnnxRuntime:

@@ -13,8 +13,7 @@ import numpy as np
 from ..errors import ModelLoadError
 from ..input_files import MAX_MODEL_BYTES, read_bytes
 
-_DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16",
-           9: "int8", 10: "float64"}
+from .tflite_check import DTYPES, builtin_names, check_tflite  # noqa: F401  (DTYPES: read here by others)
 
 
 @dataclass
@@ -64,15 +63,9 @@ class TfliteModel:
         return dict(sorted(counts.items()))
 
 
-def _op_names() -> dict[int, str]:
-    from ai_edge_litert import schema_py_generated as schema
-
-    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-
-
 def read_tflite(source) -> TfliteModel:
-    """Parse a .tflite file (path or bytes). A file that is not a TFLite model -> ModelLoadError."""
-    from ai_edge_litert import schema_py_generated as schema
+    """Parse a .tflite file (path or bytes). A file that is not a well-formed TFLite model (see
+    tflite_check.py) -> ModelLoadError naming the field at fault."""
 
     where = str(source) if isinstance(source, (str, Path)) else None
     if where:
@@ -81,15 +74,8 @@ def read_tflite(source) -> TfliteModel:
         data = read_bytes(source, ".tflite file", MAX_MODEL_BYTES, error=ModelLoadError)
     else:
         data = bytes(source)
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise ModelLoadError("not a TFLite model (no TFL3 identifier)", where)
-    try:
-        model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(data, 0))
-    except Exception as exc:
-        raise ModelLoadError(f"not a valid TFLite model: {exc}", where) from None
-    if not model.subgraphs:
-        raise ModelLoadError("TFLite model has no subgraph", where)
-    names = _op_names()
+    model = check_tflite(data, where)  # refuses what a runtime could not safely read, then unpacks it
+    names = builtin_names()
     sub = model.subgraphs[0]
     tensors = []
     for i, t in enumerate(sub.tensors):
@@ -100,7 +86,7 @@ def read_tflite(source) -> TfliteModel:
             nbytes = int(buf.size)
         tensors.append(TfliteTensor(
             i, t.name.decode() if isinstance(t.name, bytes) else str(t.name),
-            tuple(int(d) for d in (t.shape if t.shape is not None else [])), _DTYPES.get(t.type, str(t.type)),
+            tuple(int(d) for d in (t.shape if t.shape is not None else [])), DTYPES.get(t.type, str(t.type)),
             tuple(float(s) for s in (q.scale if q is not None and q.scale is not None else [])),
             tuple(int(z) for z in (q.zeroPoint if q is not None and q.zeroPoint is not None else [])),
             int(q.quantizedDimension) if q is not None else 0, nbytes))

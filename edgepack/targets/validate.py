@@ -13,10 +13,11 @@ import numpy as np
 
 from ..errors import ConfigError, UnsupportedOpError
 from ..ir import ops_where, tflite_builtins
-from .diagnose import FIXED_SCALE_OPS, clipping
-from .io_mapping import dequantize_output, from_file_layout, quantize_input, to_file_layout
-from .metrics import compare, sqnr_db
-from .runtimes import TFLM, LiteRT, OnnxRuntime
+from . import isolated
+from .diagnose import FIXED_SCALE_OPS
+from .io_mapping import to_file_layout
+from .metrics import compare
+from .runtimes import OnnxRuntime, RuntimeFailure
 from .tflite_file import read_tflite
 
 log = logging.getLogger(__name__)
@@ -26,14 +27,6 @@ Progress = Callable[[str, int, int], None]
 # and the edge converters.
 PASS_THROUGH = tflite_builtins(*ops_where(copies_values=True), aux=True) | {
     "INPUT", "QUANTIZE", "DEQUANTIZE", "RESIZE_NEAREST_NEIGHBOR"}
-
-
-def _runner(data: bytes, runtime: str, arena_size: int | None = None):
-    if runtime == "onnxruntime":
-        return OnnxRuntime(data)
-    if runtime == "tflm":
-        return TFLM(data, arena_size=arena_size)
-    return LiteRT(data, reference=runtime == "litert-ref")
 
 
 def runtimes_for(path: str, target_runtime: str | None) -> list[str]:
@@ -49,30 +42,16 @@ def runtimes_for(path: str, target_runtime: str | None) -> list[str]:
 
 
 def run_artifact(data: bytes, kind: str, runtime: str, samples: np.ndarray, out_shape=None,
-                 progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """(dequantized outputs in the reference layout, raw integer outputs or None) for N samples."""
-    runner = _runner(data, runtime)
+                 progress: Progress | None = None, where: str = "the model") -> tuple[np.ndarray, np.ndarray | None]:
+    """(dequantized outputs in the reference layout, raw integer outputs or None) for N samples.
+    A .tflite runs in edgepack's runtime child process (isolated.py); ``where`` names the file."""
     if kind == "onnx":
+        runner = OnnxRuntime(data)
         shape = runner.inputs[0].shape  # data that does not fit: one line, not onnxruntime's error
         static = all(isinstance(d, int) for d in shape)
         outs = [runner.run(to_file_layout(x[None], shape) if static else x[None])[0] for x in samples]
         return np.concatenate(outs), None
-    info = read_tflite(data)
-    tin, tout = info.tensors[info.inputs[0]], info.tensors[info.outputs[0]]
-    deq, raw = [], []
-    for i, x in enumerate(samples):
-        feed = to_file_layout(x[None], tin.shape)
-        if tin.dtype != "float32":
-            feed = quantize_input(feed, np.dtype(tin.dtype), tin.scale[0], tin.zero_point[0])
-        y = runner.run(feed)[0]
-        raw.append(y)
-        y = dequantize_output(y, tout.scale[0] if tout.scale else 0.0,
-                              tout.zero_point[0] if tout.zero_point else 0)
-        deq.append(from_file_layout(y, (1, *out_shape[1:]) if out_shape is not None else None))
-        if progress and (i + 1) % 16 == 0:
-            progress(f"{runtime}", 16, len(samples))
-    integer = np.concatenate(raw) if tout.dtype in ("int8", "uint8", "int16") else None
-    return np.concatenate(deq), integer
+    return isolated.run_tflite(data, runtime, samples, out_shape, where=where, progress=progress)
 
 
 def validate(artifacts: dict[str, str], samples: np.ndarray, *, labels=None, reference: np.ndarray | None = None,
@@ -91,12 +70,13 @@ def validate(artifacts: dict[str, str], samples: np.ndarray, *, labels=None, ref
             key = f"{label}@{runtime}"
             try:
                 outs, raw = run_artifact(data, kind, runtime, samples,
-                                         reference.shape if reference is not None else None, progress)
+                                         reference.shape if reference is not None else None, progress, str(path))
             except UnsupportedOpError as exc:  # e.g. TFLM has no GELU: say so, check the other runtimes
                 results[key] = {"artifact": str(path), "runtime": runtime, "not_run": str(exc),
                                 "missing_op": exc.op, "node": exc.node}
                 log.warning("%s not run on %s: %s", label, runtime, exc)
                 continue
+            outs = _per_sample(outs, len(samples), reference, f"{path} on {isolated.NAMES.get(runtime, runtime)}")
             results[key] = {"artifact": str(path), "runtime": runtime,
                             **(compare(reference, outs.reshape(reference.shape), labels)
                                if reference is not None else _accuracy_only(outs, labels))}
@@ -104,6 +84,9 @@ def validate(artifacts: dict[str, str], samples: np.ndarray, *, labels=None, ref
                 raws[runtime] = raw
         if "tflm" in raws and "litert-ref" in raws:
             a, b = raws["tflm"].astype(np.int64), raws["litert-ref"].astype(np.int64)
+            if a.shape != b.shape:  # the file's shapes are inconsistent and the runtimes resolve them apart
+                raise RuntimeFailure(f"{path}: TFLite Micro and LiteRT give outputs of different shapes "
+                                     f"({list(a.shape[1:])} and {list(b.shape[1:])} per sample)")
             results[f"{label}@tflm"]["vs_litert_reference"] = tflm_vs_reference(a, b, read_tflite(data))
     return results
 
@@ -122,6 +105,16 @@ def tflm_vs_reference(tflm: np.ndarray, ref: np.ndarray, info) -> dict:
     return out
 
 
+def _per_sample(outs: np.ndarray, n: int, reference, what: str) -> np.ndarray:
+    """Outputs as (n, values per sample); an artifact whose output does not match that (or the
+    reference's size) was not made for this model: say so."""
+    if outs.size % n or (reference is not None and outs.size != reference.size):
+        expected = f"the reference has {reference.size // n}" if reference is not None else f"for {n} samples"
+        raise RuntimeFailure(f"{what}: {outs.size} output values ({expected} per sample): "
+                             "its output shape does not match")
+    return outs.reshape(n, -1)
+
+
 def _accuracy_only(outs: np.ndarray, labels) -> dict:
     flat = outs.reshape(len(outs), -1)
     if labels is None or flat.shape[1] < 2:
@@ -129,39 +122,12 @@ def _accuracy_only(outs: np.ndarray, labels) -> dict:
     return {"samples": int(len(outs)), "accuracy": float(np.mean(flat.argmax(1) == np.asarray(labels).ravel()))}
 
 
-def per_layer_sqnr(int8_tflite: bytes, float_tflite: bytes, samples: np.ndarray, worst: int = 5) -> dict:
+def per_layer_sqnr(int8_tflite: bytes, float_tflite: bytes, samples: np.ndarray, worst: int = 5,
+                   where: str = "the model") -> dict:
     """SQNR of every int8 tensor (dequantized) against the same-named tensor of the float file,
-    over the given samples: where int8 loses accuracy, layer by layer."""
-    qinfo, finfo = read_tflite(int8_tflite), read_tflite(float_tflite)
-    qrt = LiteRT(int8_tflite, reference=True, preserve_all=True)
-    frt = LiteRT(float_tflite, reference=True, preserve_all=True)
-    producers = {o: op.op for op in qinfo.ops for o in op.outputs}
-    float_names = {t.name for t in finfo.tensors if not t.is_const}
-    signal: dict[str, list] = {}
-    tin_q, tin_f = qinfo.tensors[qinfo.inputs[0]], finfo.tensors[finfo.inputs[0]]
-    for x in samples:
-        fx = to_file_layout(x[None], tin_f.shape)
-        qx = quantize_input(to_file_layout(x[None], tin_q.shape), np.dtype(tin_q.dtype), tin_q.scale[0],
-                            tin_q.zero_point[0]) if tin_q.dtype != "float32" else fx
-        qrt.run(qx)
-        frt.run(fx)
-        qt, ft = qrt.tensors(), frt.tensors()
-        for t in qinfo.tensors:
-            if t.is_const or t.name not in float_names or t.name not in qt or not t.scale:
-                continue
-            value = dequantize_output(qt[t.name], t.scale[0], t.zero_point[0])
-            if value.shape != ft[t.name].shape:
-                continue
-            signal.setdefault(t.name, []).append((ft[t.name].ravel(), value.ravel(), t.index))
-    layers = []
-    for name, pairs in signal.items():
-        ref = np.concatenate([p[0] for p in pairs])
-        got = np.concatenate([p[1] for p in pairs])
-        t = qinfo.tensors[pairs[0][2]]
-        layers.append({"tensor": name, "op": producers.get(pairs[0][2], "INPUT"), "sqnr_db": sqnr_db(ref, got),
-                       **clipping(ref, t.scale[0], t.zero_point[0])})
-    order = {t.name: t.index for t in qinfo.tensors}
-    layers.sort(key=lambda r: order[r["tensor"]])
+    over the given samples: where int8 loses accuracy, layer by layer (on LiteRT's reference kernels,
+    in the runtime child process), with the share of float values each int8 range clips."""
+    layers = isolated.layer_sqnr(int8_tflite, float_tflite, samples, where=where)["layers"]
     # Pass-through ops (reshape, pad, ...) repeat their producer's error, and fixed-scale ops (softmax, ...)
     # cannot be fixed: rank the ops that compute with calibrated params.
     finite = [r for r in layers if np.isfinite(r["sqnr_db"]) and r["op"] not in PASS_THROUGH | FIXED_SCALE_OPS]

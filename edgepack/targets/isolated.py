@@ -1,0 +1,232 @@
+"""TFLite Micro and LiteRT run in a child process, never in edgepack's own: a malformed or hostile
+.tflite can make their C++ crash (SIGSEGV, SIGFPE, SIGABRT) or hang, and that must end in one line
+and exit 2, not a dead edgepack.
+
+One child serves the whole edgepack process (started on first use, about 0.2 s, restarted after a
+crash), and each job is one whole artifact run (all samples), so isolation costs a pipe copy of the
+model and the samples per run. The child's address space is limited (RLIMIT_AS, ``MEMORY_LIMIT`` or
+$EDGEPACK_RUNTIME_MEMORY bytes) and it must say something (a result, or progress every 16 samples)
+within ``STALL_SECONDS`` ($EDGEPACK_RUNTIME_TIMEOUT), or its process group is killed.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EdgepackError, ModelLoadError, UnsupportedOpError
+from . import frames
+from .runtime_jobs import OUT_OF_MEMORY
+from .runtimes import RuntimeFailure
+from .tflite_check import check_tflite
+
+log = logging.getLogger(__name__)
+
+STALL_SECONDS = 120.0
+MEMORY_LIMIT = 4 << 30  # the child peaks near 200 MB on the zoo (address space, XNNPACK threads included)
+NAMES = {"tflm": "TFLite Micro", "litert": "LiteRT", "litert-ref": "LiteRT (reference kernels)"}
+
+
+class RuntimeCrash(RuntimeFailure):
+    """A runtime died (a signal) or hung on a file; ``signal`` is e.g. 'SIGSEGV' or 'timeout'."""
+
+    def __init__(self, message: str, signal_name: str):
+        self.signal = signal_name
+        super().__init__(message)
+
+
+def run_tflite(data: bytes, runtime: str, samples: np.ndarray, out_shape=None, *, where: str = "the model",
+               progress=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(dequantized outputs in the reference layout, raw integer outputs or None) of a .tflite on
+    ``runtime`` (tflm, litert, litert-ref) for N samples."""
+    def tick(n):
+        if progress:
+            progress(runtime, n, len(samples))
+
+    meta, arrays = _call({"job": "run", "runtime": runtime,
+                          "out_shape": list(out_shape) if out_shape is not None else None},
+                         {"model": _bytes(data, where), "samples": np.asarray(samples, np.float32)},
+                         NAMES[runtime], where, tick)
+    return arrays["outputs"], arrays.get("raw")
+
+
+def layer_sqnr(int8_tflite: bytes, float_tflite: bytes, samples: np.ndarray, *, where: str = "the model") -> dict:
+    """{"layers": [...]}: per-layer SQNR and clipping of the int8 file against the float one, on
+    LiteRT's reference kernels (runtime_jobs.layer_sqnr)."""
+    meta, _ = _call({"job": "layers"},
+                    {"model": _bytes(int8_tflite, where), "float_model": _bytes(float_tflite, where),
+                     "samples": np.asarray(samples, np.float32)}, NAMES["litert-ref"], where)
+    return meta
+
+
+def litert_latency(data: bytes, threads: int, repeats: int = 30, *, where: str = "the model") -> dict:
+    """{"ms": median LiteRT (XNNPACK) latency here, "undelegated": [{op, node}] XNNPACK did not take}."""
+    meta, _ = _call({"job": "latency", "threads": int(threads), "repeats": int(repeats)},
+                    {"model": _bytes(data, where)}, NAMES["litert"], where)
+    return meta
+
+
+def tflm_loads(data: bytes, arena_size: int, *, where: str = "the model") -> dict:
+    """{"loads": whether TFLM allocates the model in ``arena_size`` bytes, "error": its complaint when
+    that is not a matter of size}. A crash raises RuntimeCrash (some kernels crash when short)."""
+    meta, _ = _call({"job": "tflm_loads", "arena_size": int(arena_size)}, {"model": _bytes(data, where)},
+                    NAMES["tflm"], where)
+    return meta
+
+
+def _bytes(data: bytes, where: str) -> np.ndarray:
+    check_tflite(data, where)  # the cheap refusal first, with the field at fault
+    return np.frombuffer(bytes(data), np.uint8)
+
+
+def _call(meta: dict, arrays: dict, runtime: str, where: str, tick=None):
+    with _LOCK:
+        worker = _worker()
+        reply = worker.request(meta, arrays, runtime, where, tick)
+    error = reply[0].get("error")
+    if error is not None:
+        raise _rebuild(error, runtime, where)
+    return reply[0]["result"], reply[1]
+
+
+def _rebuild(error: dict, runtime: str, where: str) -> EdgepackError:
+    """The child's exception as an EdgepackError with one line naming the runtime and the file."""
+    if error.get("class") == "UnsupportedOpError":
+        return UnsupportedOpError(error["op"], error["node"], error["supported"], where=error["where"])
+    if error.get("class") == "MemoryError":
+        return RuntimeFailure(f"{where}: {runtime} ran out of memory (limit {_memory_limit() >> 20} MiB)")
+    if error.get("class") == "ModelLoadError":
+        return ModelLoadError(error["message"])
+    if error.get("edgepack"):
+        return RuntimeFailure(f"{where}: {error['message']}")
+    return RuntimeFailure(f"{where}: {runtime} failed: {error['message']}")
+
+
+def _stall_seconds() -> float:
+    return float(os.environ.get("EDGEPACK_RUNTIME_TIMEOUT") or STALL_SECONDS)
+
+
+def _memory_limit() -> int:
+    return int(os.environ.get("EDGEPACK_RUNTIME_MEMORY") or MEMORY_LIMIT)
+
+
+class _Stalled(Exception):
+    pass
+
+
+class _Worker:
+    """The child process and its two pipes."""
+
+    def __init__(self):
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])  # the child imports this very edgepack
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        # Tied to the parent's life only when started from the main thread: PR_SET_PDEATHSIG follows the
+        # thread that started the child, and a worker thread may end before edgepack does.
+        code = "from edgepack.targets.runtime_jobs import serve; serve(%d, %d)" % (
+            _memory_limit(), os.getpid() if _in_main_thread() else 0)
+        self.pid_owner = os.getpid()
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+        self.out = self.proc.stdout.fileno()
+
+    def alive(self) -> bool:
+        return self.pid_owner == os.getpid() and self.proc.poll() is None
+
+    def request(self, meta: dict, arrays: dict, runtime: str, where: str, tick):
+        finished = False
+        try:
+            try:
+                for piece in frames.encode(meta, arrays):
+                    self.proc.stdin.write(piece)
+                self.proc.stdin.flush()
+                while True:
+                    reply = frames.decode(self._read_exact)
+                    if "progress" not in reply[0]:
+                        finished = True
+                        return reply
+                    if tick:
+                        tick(int(reply[0]["progress"]))
+            except _Stalled:
+                raise RuntimeCrash(f"{where}: {runtime} did not finish (nothing for {_stall_seconds():.0f} s: "
+                                   "a hang, stopped)", "timeout") from None
+            except (OSError, EOFError, frames.FrameError):
+                raise self._death(runtime, where) from None
+        finally:
+            if not finished:  # a crash, a hang, Ctrl-C: this child is done
+                self.kill()
+
+    def _death(self, runtime: str, where: str) -> RuntimeCrash:
+        try:
+            code = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        if code == OUT_OF_MEMORY:
+            return RuntimeCrash(f"{where}: {runtime} ran out of memory (limit {_memory_limit() >> 20} MiB)", "memory")
+        name = signal.Signals(-code).name if code is not None and code < 0 else f"exit code {code}"
+        return RuntimeCrash(f"{where}: {runtime} crashed ({name}); the file is malformed or hits a bug in "
+                            "that runtime (edgepack ran it in a separate process)", name)
+
+    def _read_exact(self, n: int) -> bytes:
+        chunks, left = [], n
+        while left:
+            ready, _, _ = select.select([self.out], [], [], _stall_seconds())
+            if not ready:
+                raise _Stalled
+            chunk = os.read(self.out, min(left, 1 << 20))
+            if not chunk:
+                raise EOFError
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    def kill(self) -> None:
+        if self.pid_owner != os.getpid():
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        self.close()
+
+    def close(self) -> None:
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+_LOCK = threading.Lock()
+_WORKER: list[_Worker] = []
+
+
+def _worker() -> _Worker:
+    if not _WORKER or not _WORKER[0].alive():
+        _WORKER[:] = [_Worker()]
+    return _WORKER[0]
+
+
+@atexit.register
+def shutdown() -> None:
+    """Stop the child (it exits when its stdin closes)."""
+    if _WORKER and _WORKER[0].pid_owner == os.getpid():
+        _WORKER.pop().close()
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+

@@ -1,0 +1,204 @@
+"""What the runtime child process does (see isolated.py): each job is one whole run of a .tflite on
+TFLite Micro or LiteRT, all samples at once. isolated.py starts it running ``serve``, which answers
+jobs read from stdin (frames.py) until stdin closes.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+
+from ..errors import EdgepackError, UnsupportedOpError
+from .io_mapping import dequantize_output, from_file_layout, quantize_input, to_file_layout
+from .metrics import sqnr_db
+from .tflite_file import read_tflite
+
+PROGRESS_EVERY = 16  # samples between two progress messages (each also tells the parent we are alive)
+OUT_OF_MEMORY = 3  # exit code when even a request does not fit in the memory limit
+
+
+def _runner(data: bytes, runtime: str, arena_size: int | None = None):
+    from .runtimes import TFLM, LiteRT
+
+    if runtime == "tflm":
+        return TFLM(data, arena_size=arena_size)
+    return LiteRT(data, reference=runtime == "litert-ref")
+
+
+def run_tflite(data: bytes, runtime: str, samples: np.ndarray, out_shape=None, tick=None):
+    """(dequantized outputs in the reference layout, raw integer outputs or None) for N samples."""
+    runner = _runner(data, runtime)
+    info = read_tflite(data)
+    tin, tout = info.tensors[info.inputs[0]], info.tensors[info.outputs[0]]
+    deq, raw = [], []
+    for i, x in enumerate(samples):
+        feed = to_file_layout(x[None], tin.shape)
+        if tin.dtype != "float32":
+            feed = quantize_input(feed, np.dtype(tin.dtype), tin.scale[0], tin.zero_point[0])
+        y = runner.run(feed)[0]
+        raw.append(y)
+        y = dequantize_output(y, tout.scale[0] if tout.scale else 0.0,
+                              tout.zero_point[0] if tout.zero_point else 0)
+        deq.append(from_file_layout(y, (1, *out_shape[1:]) if out_shape is not None else None))
+        if tick and (i + 1) % PROGRESS_EVERY == 0:
+            tick(PROGRESS_EVERY)
+    integer = np.concatenate(raw) if tout.dtype in ("int8", "uint8", "int16") else None
+    return np.concatenate(deq), integer
+
+
+def layer_sqnr(int8_tflite: bytes, float_tflite: bytes, samples: np.ndarray, tick=None) -> dict:
+    """{"layers": [{tensor, op, sqnr_db, clipped_fraction, clipped_energy}]}: SQNR of every int8 tensor
+    (dequantized) against the same-named tensor of the float file over the given samples, in tensor
+    order, and the share of float values (and energy) outside the int8 range (validate.py ranks them)."""
+    from .diagnose import clipping
+    from .runtimes import LiteRT
+
+    qinfo, finfo = read_tflite(int8_tflite), read_tflite(float_tflite)
+    qrt = LiteRT(int8_tflite, reference=True, preserve_all=True)
+    frt = LiteRT(float_tflite, reference=True, preserve_all=True)
+    producers = {o: op.op for op in qinfo.ops for o in op.outputs}
+    float_names = {t.name for t in finfo.tensors if not t.is_const}
+    signal: dict[str, list] = {}
+    tin_q, tin_f = qinfo.tensors[qinfo.inputs[0]], finfo.tensors[finfo.inputs[0]]
+    for i, x in enumerate(samples):
+        fx = to_file_layout(x[None], tin_f.shape)
+        qx = quantize_input(to_file_layout(x[None], tin_q.shape), np.dtype(tin_q.dtype), tin_q.scale[0],
+                            tin_q.zero_point[0]) if tin_q.dtype != "float32" else fx
+        qrt.run(qx)
+        frt.run(fx)
+        qt, ft = qrt.tensors(), frt.tensors()
+        for t in qinfo.tensors:
+            if t.is_const or t.name not in float_names or t.name not in qt or not t.scale:
+                continue
+            value = dequantize_output(qt[t.name], t.scale[0], t.zero_point[0])
+            if value.shape != ft[t.name].shape:
+                continue
+            signal.setdefault(t.name, []).append((ft[t.name].ravel(), value.ravel(), t.index))
+        if tick and (i + 1) % PROGRESS_EVERY == 0:
+            tick(PROGRESS_EVERY)
+    layers = []
+    for name, pairs in signal.items():
+        ref = np.concatenate([p[0] for p in pairs])
+        got = np.concatenate([p[1] for p in pairs])
+        t = qinfo.tensors[pairs[0][2]]
+        layers.append({"tensor": name, "op": producers.get(pairs[0][2], "INPUT"),
+                       "sqnr_db": float(sqnr_db(ref, got)), **clipping(ref, t.scale[0], t.zero_point[0])})
+    order = {t.name: t.index for t in qinfo.tensors}
+    layers.sort(key=lambda r: order[r["tensor"]])
+    return {"layers": layers}
+
+
+def litert_latency(data: bytes, threads: int, repeats: int = 30) -> dict:
+    """Median LiteRT (XNNPACK) latency of one inference here, batch 1, and the ops XNNPACK left out."""
+    from .runtimes import LiteRT
+
+    info = read_tflite(data)
+    tin = info.tensors[info.inputs[0]]
+    rt = LiteRT(data, threads=threads)
+    x = np.zeros(tin.shape, np.dtype(tin.dtype))
+    rt.run(x)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        rt.run(x)
+        times.append(time.perf_counter() - t)
+    return {"ms": float(np.median(times) * 1000.0), "undelegated": rt.undelegated_ops()}
+
+
+def tflm_loads(data: bytes, arena_size: int) -> dict:
+    """Whether TFLM allocates the model in ``arena_size`` bytes; ``error``: its complaint when the
+    failure is not a matter of size (an op it lacks, a broken file...)."""
+    import re
+
+    import tflite_micro
+
+    from .runtimes import _captured_stderr
+
+    with _captured_stderr() as err:
+        try:
+            tflite_micro.runtime.Interpreter.from_bytes(data, arena_size=int(arena_size))
+            return {"loads": True, "error": ""}
+        except Exception as exc:
+            answer = str(exc)
+    text = err.getvalue()
+    if re.search(r"missing: \d+|Failed to (allocate|resize)|Too many buffers", text):
+        return {"loads": False, "error": ""}
+    return {"loads": False, "error": " ".join(((text.strip() or answer).splitlines() or ["?"])[0].split())}
+
+
+def _job(meta: dict, arrays: dict, tick):
+    """One request -> (result meta, result arrays)."""
+    job = meta["job"]
+    model = arrays["model"].tobytes() if "model" in arrays else b""
+    if job == "run":
+        deq, raw = run_tflite(model, meta["runtime"], arrays["samples"], meta.get("out_shape"), tick)
+        return {}, {"outputs": deq, **({"raw": raw} if raw is not None else {})}
+    if job == "layers":
+        return layer_sqnr(model, arrays["float_model"].tobytes(), arrays["samples"], tick), {}
+    if job == "latency":
+        return litert_latency(model, meta["threads"], meta["repeats"]), {}
+    if job == "tflm_loads":
+        return tflm_loads(model, meta["arena_size"]), {}
+    raise ValueError(f"unknown job {job!r}")
+
+
+def _describe(exc: BaseException) -> dict:
+    text = str(exc).strip()
+    error = {"class": type(exc).__name__, "message": text.splitlines()[0] if text else type(exc).__name__,
+             "edgepack": isinstance(exc, EdgepackError)}
+    if isinstance(exc, UnsupportedOpError):
+        error.update(op=exc.op, node=exc.node, supported=exc.supported, where=exc.where)
+    return error
+
+
+def serve(limit: int, parent: int = 0) -> None:
+    """Answer jobs until stdin closes. ``limit``: address-space bytes (0: none); ``parent``: a pid whose
+    death kills this process even in the middle of a native hang (Linux; 0: none)."""
+    from . import frames
+
+    if parent:
+        _die_with(parent)
+    if limit > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # what native code prints to stdout must not land in our frames
+
+    def send(meta, arrays=None):
+        for piece in frames.encode(meta, arrays):
+            out.write(piece)
+        out.flush()
+
+    def read_exact(n: int) -> bytes:
+        data = sys.stdin.buffer.read(n)
+        if len(data) != n:
+            raise EOFError
+        return data
+
+    while True:
+        try:
+            meta, arrays = frames.decode(read_exact)
+        except EOFError:
+            return
+        except MemoryError:  # the rest of the request is still in the pipe: no way to answer it
+            os._exit(OUT_OF_MEMORY)
+        try:
+            result, result_arrays = _job(meta, arrays, lambda n: send({"progress": n}))
+        except Exception as exc:
+            send({"error": _describe(exc)})
+            continue
+        send({"result": result}, result_arrays)
+
+
+def _die_with(parent: int) -> None:
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before we asked
+        os._exit(1)
