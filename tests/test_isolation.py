@@ -62,9 +62,14 @@ def test_the_cli_exits_2_with_one_line_on_a_crash(files):
 
 
 def test_a_stalled_run_is_stopped_and_named(files, monkeypatch):
-    monkeypatch.setenv("EDGEPACK_RUNTIME_TIMEOUT", "0.001")  # no child answers that fast
+    import os
+    import signal
+
+    isolated.run_tflite(files["good"].read_bytes(), "tflm", np.load(files["x"]))  # the child is up
+    os.kill(isolated._WORKER[0].proc.pid, signal.SIGSTOP)  # it never answers now, however fast the machine
+    monkeypatch.setenv("EDGEPACK_RUNTIME_TIMEOUT", "1")
     with pytest.raises(isolated.RuntimeCrash, match=r"good\.tflite: LiteRT \(reference kernels\) did not finish"
-                                                    r" \(nothing for 0 s: a hang, stopped\)") as err:
+                                                    r" \(nothing for 1 s: a hang, stopped\)") as err:
         isolated.run_tflite(files["good"].read_bytes(), "litert-ref", np.load(files["x"]), where=str(files["good"]))
     assert err.value.signal == "timeout"
     assert isolated._WORKER and not isolated._WORKER[0].alive()  # the child was killed

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import ModelLoadError
 
+DECODE_CUSTOM_OP = b"TFLM_DECODE"  # TFLite Micro's decoder of compressed (look-up-table) tensors
 # TFLite TensorType -> numpy dtype name: the types a file may hold here (read by tflite_file.py too)
 DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16",
           9: "int8", 10: "float64"}
@@ -96,6 +97,7 @@ class _Checker:
         self.codes = self.check_opcodes(model)
         self.field = "subgraph 0"
         sub = model.Subgraphs(0)
+        self.encoded = self.decode_inputs(model, sub)
         self.tensors = self.check_tensors(sub)
         n = len(self.tensors)
         graph_io = {}
@@ -140,6 +142,18 @@ class _Checker:
             codes.append(names[builtin])
         return codes
 
+    def decode_inputs(self, model, sub) -> set[int]:
+        """Tensors TFLite Micro's compression stores encoded (input 0 of its TFLM_DECODE custom op): their
+        data are packed table indices, so their shape no longer matches their per-channel scales."""
+        found = set()
+        for k in range(sub.OperatorsLength()):
+            op = sub.Operators(k)
+            code = op.OpcodeIndex()
+            if 0 <= code < model.OperatorCodesLength() and op.InputsLength() and \
+                    model.OperatorCodes(code).CustomCode() == DECODE_CUSTOM_OP:
+                found.add(int(op.Inputs(0)))
+        return found
+
     def check_tensors(self, sub) -> list[tuple[str, int, bool, bool]]:
         """(dtype, elements, constant, variable) of each tensor."""
         out, activations = [], 0
@@ -167,7 +181,8 @@ class _Checker:
                 self.refuse(f"{name} has {stored} bytes of data but its shape {shape} of {dtype} needs {nbytes}")
             if not stored:
                 activations += nbytes
-            self.check_quantization(name, tensor.Quantization(), dtype, shape)
+            if t not in self.encoded:
+                self.check_quantization(name, tensor.Quantization(), dtype, shape)
             out.append((dtype, elements, bool(stored), bool(tensor.IsVariable())))
         if activations > MAX_ACTIVATION_BYTES:
             self.refuse(f"its non-constant tensors need {activations} bytes (at most {MAX_ACTIVATION_BYTES})")
