@@ -18,9 +18,9 @@ from edgepack.targets.metrics import sqnr_db
 from edgepack.targets.runtimes import LiteRT, OnnxRuntime
 from edgepack.targets.tflite_file import read_tflite
 
-# Image-like outputs: min SQNR (dB) vs float (was 35). Measured (benchmarks/results/threshold_spread.md, 5 seeds
-# x one thread, seeds 0-2 x AVX2, seed 0 x two threads, 437 digits): autoencoder 41.3-44.5, unet 47.1-50.3,
-# decoder 52.3-53.3 dB, the same within 0.1 dB across kernels; margin 3.3 dB.
+# Image-like outputs: min SQNR (dB) vs float (was 35). Measured (benchmarks/results/threshold_spread.md: 5 seeds
+# x one thread, seeds 0-2 x ONEDNN AVX2 and x two threads, 437 digits): autoencoder 41.3-44.5, unet 47.1-50.3,
+# decoder 52.3-53.3 dB, within 0.1 dB across kernels; margin 3.3 dB.
 DENSE = {"decoder": 38.0, "unet": 38.0, "autoencoder": 38.0}
 # Models that do not learn digits in the few steps given: squeezenet's ReLU before its pooled classifier
 # starts dead, its float output is 0 (or < 0.09) for every input, so top-1 agreement is an argmax of ties
@@ -32,12 +32,12 @@ STEPS = 80
 TRAIN = 1000  # the first TRAIN digits of the training split train; the next HELD_OUT test
 # All 437 left (was 100: one sample = 1 point, and gap_head read 0.93 on an AVX512-FP16/AMX Xeon).
 HELD_OUT = 437
-# Min top-1 agreement of int8 (LiteRT and onnxruntime) with float. Measured (threshold_spread.md: 5 seeds x
-# one thread, seeds 0-2 x AVX2, seed 0 x two threads): worst of every other model 0.966 (mobilenet_v2,
-# densenet), seed 0 0.970-0.998; act_heads (few steps, small logit margins) 0.936-0.977. Margin >= 0.016
-# (7 of 437 digits); a broken int8 kernel or scale reads far lower.
-MIN_TOP1 = 0.95
-MIN_TOP1_OF = {"act_heads": 0.92}
+# Min top-1 agreement of int8 (LiteRT and onnxruntime) with float (was 0.95 for all). Measured (same runs):
+# worst of every other model 0.961 (densenet, two threads, seed 1), 0.966 (mobilenet_v2, AVX2, seed 1);
+# act_heads (few steps, small logit margins) 0.936-0.977. Margin >= 0.021 (9 of 437 digits); a broken int8
+# kernel or scale reads far lower.
+MIN_TOP1 = 0.94
+MIN_TOP1_OF = {"act_heads": 0.91}
 # The float model tells >= MIN_CLASSES digits apart (else agreement says little); measured 6-10 (gap_head 6).
 MIN_CLASSES = 4
 
