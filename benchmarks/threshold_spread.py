@@ -115,7 +115,46 @@ def int8_digits(seed: int, tmp: Path) -> dict:
     return out
 
 
-GROUPS = {"zoo_coverage": zoo_coverage, "shrink": shrink, "finetune": finetune, "int8_digits": int8_digits}
+def autoquant(seed: int, tmp: Path) -> dict:
+    """tests/test_autoquant.py: output SQNR of --calibration auto against the best single method and minmax
+    (issue-like MLPs, trained zoo models), entropy's clipping on the spiky MLP, and bias correction's gain."""
+    from test_autoquant import METHODS, bias_correction_sqnr, outlier_mlp, spiky_mlp, sqnr_by_method, zoo_sqnr_by_method
+
+    out = {}
+    for build in (outlier_mlp, spiky_mlp):
+        model, shape, x = build(seed)
+        sqnr, _ = sqnr_by_method(model, shape, x[:300], x[300:])
+        name = build.__name__
+        out[f"{name}.auto_minus_best"] = sqnr["auto"] - max(sqnr[m] for m in METHODS)
+        out[f"{name}.auto_minus_minmax"] = sqnr["auto"] - sqnr["minmax"]
+        out[f"{name}.entropy_minus_minmax"] = sqnr["entropy"] - sqnr["minmax"]
+    for name in ("mobilenet_v2", "resnet", "gap_head"):
+        sqnr, *_ = zoo_sqnr_by_method(name, seed)
+        out[f"{name}.auto_minus_minmax"] = sqnr["auto"] - sqnr["minmax"]
+    for name in ("mobilenet_v2", "mobilenet_v3"):
+        off, on, bc = bias_correction_sqnr(name, seed)
+        out[f"{name}.bias_correction_gain"] = on - off
+        out[f"{name}.bias_correction_kept"] = float(bool(bc["kept"]))
+    return out
+
+
+def fc_per_channel(seed: int, tmp: Path) -> dict:
+    """tests/test_fc_per_channel.py: per-channel minus per-tensor FC output SQNR of the 10-Dense autoencoder,
+    and the SQNR of both artifacts of a default export."""
+    from edgepack.demo import digits_split
+    from edgepack.targets.metrics import sqnr_db
+    from test_fc_per_channel import export_and_run, per_tensor_and_per_channel_sqnr, train_autoencoder
+
+    model, x_train, x_test = train_autoencoder(digits_split(size=8), seed)
+    sqnr = per_tensor_and_per_channel_sqnr(model, x_train, x_test)
+    _, ref, tfl, ort = export_and_run(model, x_train, x_test, tmp)
+    return {"per_tensor_db": sqnr[False], "per_channel_db": sqnr[True],
+            "per_channel_gain_db": sqnr[True] - sqnr[False],
+            "export_tflite_sqnr_db": sqnr_db(ref, tfl), "export_onnx_sqnr_db": sqnr_db(ref, ort)}
+
+
+GROUPS = {"zoo_coverage": zoo_coverage, "shrink": shrink, "finetune": finetune, "int8_digits": int8_digits,
+          "autoquant": autoquant, "fc_per_channel": fc_per_channel}
 
 
 def worker(seed: int, threads: int, groups: list[str], result: Path) -> None:
@@ -160,6 +199,7 @@ def summarize(runs: list[dict], variations: list[str]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--variations", nargs="+", default=DEFAULT_VARIATIONS, choices=list(VARIATIONS))
     parser.add_argument("--groups", nargs="+", default=list(GROUPS), choices=list(GROUPS))
     parser.add_argument("--stem", default="threshold_spread", help="results/<stem>.json and .md")
@@ -180,7 +220,8 @@ def main() -> int:
         return 0
     runs, started = [], time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(args.seeds):  # seeds outside: a cut-short study still covers every variation
+        # seeds outside: a cut-short study still covers every variation
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for name in args.variations:
                 env_extra, threads = VARIATIONS[name]
                 env = {**os.environ, **env_extra, "OMP_NUM_THREADS": str(threads),

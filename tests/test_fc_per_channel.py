@@ -20,12 +20,11 @@ from edgepack.targets.validate import run_artifact
 DIMS = [64, 128, 96, 64, 32, 16, 32, 64, 96, 128, 64]  # 10 Dense layers
 
 
-@pytest.fixture(scope="module")
-def autoencoder(digits):
+def train_autoencoder(digits, seed: int = 0):
     """(torch model, x_train (N, 64), x_test (N, 64)): seeded, single-threaded, ~3 s."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     layers = []
     for i in range(10):
         layers += [torch.nn.Linear(DIMS[i], DIMS[i + 1])] + ([torch.nn.ReLU()] if i < 9 else [])
@@ -43,32 +42,56 @@ def autoencoder(digits):
     return model.eval(), digits[0].reshape(-1, 64), digits[2].reshape(-1, 64)
 
 
+@pytest.fixture(scope="module")
+def autoencoder(digits):
+    return train_autoencoder(digits)
+
+
 def int8_file(model, x_cal, per_channel: bool) -> bytes:
     g = edgepack.load(model, input_shape=(1, 64))
     ranges, _ = collect_ranges(g, [x_cal])
     return to_tflite(quantize_graph(g, ranges, QuantRules(per_channel_gemm=per_channel)), int8=True)
 
 
-def test_per_channel_fc_beats_per_tensor_and_the_estimate_covers_tflm(autoencoder):
-    model, x_train, x_test = autoencoder
+def per_tensor_and_per_channel_sqnr(model, x_train, x_test) -> dict:
+    """{per_channel: output SQNR (dB) of the int8 .tflite on LiteRT's reference kernels} on 200 test digits."""
     with torch.no_grad():
         ref = model(torch.from_numpy(x_test[:200])).numpy()
-    sqnr = {}
+    return {per_channel: sqnr_db(ref, run_artifact(int8_file(model, x_train[:256], per_channel), "tflite",
+                                                   "litert-ref", x_test[:200], ref.shape)[0])
+            for per_channel in (False, True)}
+
+
+def test_per_channel_fc_beats_per_tensor_and_the_estimate_covers_tflm(autoencoder):
+    model, x_train, x_test = autoencoder
     for per_channel in (False, True):
         data = int8_file(model, x_train[:256], per_channel)
-        got, _ = run_artifact(data, "tflite", "litert-ref", x_test[:200], ref.shape)
-        sqnr[per_channel] = sqnr_db(ref, got)
         measured = measure_arena(data)
         assert measured <= estimate_memory(data).arena_bytes <= measured + 64
         if per_channel:  # the multiplier and shift arrays: 8 B per output channel of every layer
             assert measured - measure_arena(int8_file(model, x_train[:256], False)) == 8 * sum(DIMS[1:])
-    # measured: 30.4 dB per-tensor, 35.0 dB per-channel (+4.6 dB; other seeds +1.5 and +2.8 dB)
-    assert sqnr[True] - sqnr[False] >= 4.0
+    sqnr = per_tensor_and_per_channel_sqnr(model, x_train, x_test)
+    # Per-channel minus per-tensor SQNR (threshold_spread.md, fc_per_channel group): seed 0 +4.6 dB (30.4 ->
+    # 35.0) on default kernels, AVX2 and two threads alike; seeds 1-4 +1.5, +2.8, +4.0, +3.5 dB (was >= 4.0, which
+    # only seeds 0 and 3 pass). Bound: the worst seed less a 0.46 dB margin; per-channel not applied reads 0.
+    assert sqnr[True] - sqnr[False] >= 1.0
+
+
+def export_and_run(model, x_train, x_test, out):
+    """(report, float reference, int8 .tflite on LiteRT-ref, int8 .onnx on onnxruntime) for 100 test digits
+    after a default export (per-channel FC weights chosen by the exporter)."""
+    report = edgepack.export(model, calib=x_train[:128], out=out, input_shape=(1, 64), validate=False)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x_test[:100])).numpy()
+    tfl, _ = run_artifact((out / "model.int8.tflite").read_bytes(), "tflite", "litert-ref", x_test[:100],
+                          ref.shape)
+    ort, _ = run_artifact((out / "model.int8.onnx").read_bytes(), "onnx", "onnxruntime", x_test[:100])
+    return report, ref, tfl, ort
 
 
 def test_export_chooses_per_channel_fc_where_it_helps_in_both_artifacts(autoencoder, tmp_path):
     model, x_train, x_test = autoencoder
-    report = edgepack.export(model, calib=x_train[:128], out=tmp_path, input_shape=(1, 64), validate=False)
+    report, ref, tfl, ort = export_and_run(model, x_train, x_test, tmp_path)
     fc = report.calibration["fc_weights"]
     assert len(fc["layers"]) == 10
     for row in fc["layers"]:
@@ -80,12 +103,7 @@ def test_export_chooses_per_channel_fc_where_it_helps_in_both_artifacts(autoenco
                       and len(info.tensors[o.inputs[1]].scale) > 1]
     assert len(per_channel_fc) == len(chosen)
     assert all(t.quantized_dimension == 0 and len(t.scale) == t.shape[0] for t in per_channel_fc)
-    with torch.no_grad():
-        ref = model(torch.from_numpy(x_test[:100])).numpy()
-    tfl, _ = run_artifact((tmp_path / "model.int8.tflite").read_bytes(), "tflite", "litert-ref", x_test[:100],
-                          ref.shape)
-    ort, _ = run_artifact((tmp_path / "model.int8.onnx").read_bytes(), "onnx", "onnxruntime", x_test[:100])
-    assert sqnr_db(ref, tfl) > 30 and sqnr_db(ref, ort) > 30
+    assert sqnr_db(ref, tfl) > 30 and sqnr_db(ref, ort) > 30  # measured 33.5 to 37.5 dB over 5 seeds
     assert np.max(np.abs(tfl - ort.reshape(tfl.shape))) <= 8 * info.tensors[info.outputs[0]].scale[0]
 
 

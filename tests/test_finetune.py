@@ -64,9 +64,11 @@ def test_distillation_recovers_accuracy_after_pruning(pruned_digits, digits):
     ticks = []
     got, recovered, history = label_free_recovery(teacher, student, digits, progress=lambda *a: ticks.append(a))
     print(f"digits accuracy: {got}; MACs {macs['macs_before']} -> {macs['macs_after']}")
+    # Measured over 5 seeds, one thread (threshold_spread.md): original 0.981-0.983, original - pruned
+    # 0.557-0.822, distilled - pruned 0.535-0.802, distilled - original -0.036 to -0.008 (was >= -0.04).
     assert got["original"] > 0.93
     assert got["pruned"] < got["original"] - 0.1  # pruning by half really hurt
-    assert got["distilled"] > got["pruned"] + 0.1 and got["distilled"] >= got["original"] - 0.04
+    assert got["distilled"] > got["pruned"] + 0.1 and got["distilled"] >= got["original"] - 0.06
     assert len(history["train_loss"]) == history["epochs_run"] == len(ticks)
     assert ticks[0] == ("distilling", 1, 8)
     assert history["val_loss"][-1] < history["val_loss"][0]
@@ -128,7 +130,7 @@ def test_fake_quant_distillation_recovers_the_int8_model(pruned_digits, digits):
     with pytest.raises(ConfigError, match="calibrated student"):
         distill(student, teacher, digits[0], fake_quant=True)
     before, after, qstudent, result = fake_quant_recovery(teacher, student, digits)
-    assert after > before + 0.1
+    assert after > before + 0.1  # measured +0.49 to +0.77 over 5 seeds (threshold_spread.md)
     assert result.tensors[result.nodes[0].inputs[1]].quant == qstudent.tensors[qstudent.nodes[0].inputs[1]].quant
 
 

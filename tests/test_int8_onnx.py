@@ -15,6 +15,9 @@ from edgepack.exporter.emit_onnx_qdq import to_onnx_qdq
 from edgepack.ir import torch_exec
 
 METHODS = ["minmax", "percentile", "mse", "entropy"]
+# Most int8 accuracy may fall below float on the 359 held-out digits (was 0.01): measured -0.003 to +0.003
+# (one digit) for mobilenet_v2 / resnet over 5 seeds, 4 methods and TFLM (threshold_spread.md); margin 0.012.
+MAX_INT8_LOSS = 0.015
 
 
 def _ort_accuracy(path_or_bytes, x, y):
@@ -46,7 +49,7 @@ def exports(tmp_path_factory, digits, trained):
 def test_int8_accuracy_within_one_point_of_float(exports, digits, name, method):
     float_acc, int8_acc = float_and_int8_accuracy(exports[name, method], digits)
     assert float_acc > 0.9
-    assert int8_acc >= float_acc - 0.01, f"{name}/{method}: float {float_acc:.3f} int8 {int8_acc:.3f}"
+    assert int8_acc >= float_acc - MAX_INT8_LOSS, f"{name}/{method}: float {float_acc:.3f} int8 {int8_acc:.3f}"
 
 
 def _optimized_ops(path) -> collections.Counter:
@@ -166,5 +169,5 @@ def fake_quant_vs_onnxruntime(model, digits) -> dict:
 
 def test_fake_quant_in_torch_matches_onnxruntime_int8(digits, trained):
     got = fake_quant_vs_onnxruntime(trained("mobilenet_v2"), digits)
-    assert got["top1_agreement"] >= 0.98 and got["accuracy_gap"] <= 0.01, got
+    assert got["top1_agreement"] >= 0.98 and got["accuracy_gap"] <= 0.01, got  # 5 seeds: 1.000 and 0.000
     assert got["sim_closer_than_float"]

@@ -16,6 +16,7 @@ from edgepack.exporter.emit_tflite import to_tflite
 from edgepack.targets.io_mapping import dequantize_output, from_file_layout, quantize_input, to_file_layout
 from edgepack.targets.runtimes import TFLM, LiteRT, OnnxRuntime
 from edgepack.targets.tflite_file import read_tflite
+from test_int8_onnx import MAX_INT8_LOSS
 
 _CACHE = {}
 
@@ -205,4 +206,4 @@ def int8_tflm_and_float_accuracy(model, digits, out):
 @pytest.mark.parametrize("name", ["mobilenet_v2", "resnet"])
 def test_int8_tflite_of_digits_cnns_keeps_accuracy(tmp_path, digits, trained, name):
     int8_acc, float_acc = int8_tflm_and_float_accuracy(trained(name), digits, tmp_path)
-    assert int8_acc >= float_acc - 0.01
+    assert int8_acc >= float_acc - MAX_INT8_LOSS  # TFLM: measured -0.003 to 0 over 5 seeds

@@ -18,18 +18,28 @@ from edgepack.targets.metrics import sqnr_db
 from edgepack.targets.runtimes import LiteRT, OnnxRuntime
 from edgepack.targets.tflite_file import read_tflite
 
-# Image-like outputs: min SQNR (dB) vs float; measured 44.5 (autoencoder) to 52.3 dB (threshold_spread.md).
-DENSE = {"decoder": 35.0, "unet": 35.0, "autoencoder": 35.0}
-# Models that do not learn digits in the few steps given (a random head predicts one class for every
-# input, which makes agreement trivial): squeezenet's ReLU before its pooled classifier starts dead.
+# Image-like outputs: min SQNR (dB) vs float (was 35). Measured (benchmarks/results/threshold_spread.md: 5 seeds
+# x one thread, seeds 0-2 x ONEDNN AVX2 and x two threads, 437 digits): autoencoder 41.3-44.5, unet 47.1-50.3,
+# decoder 52.3-53.3 dB, within 0.1 dB across kernels; margin 3.3 dB.
+DENSE = {"decoder": 38.0, "unet": 38.0, "autoencoder": 38.0}
+# Models that do not learn digits in the few steps given: squeezenet's ReLU before its pooled classifier
+# starts dead, its float output is 0 (or < 0.09) for every input, so top-1 agreement is an argmax of ties
+# (it read 0.20 with seed 3). Held instead to MAX_DEAD_ERROR: int8 vs float at most that far apart
+# (measured <= 2.4e-4 over 5 seeds x {default, AVX2}: one output LSB).
 NOT_LEARNING = {"squeezenet"}
+MAX_DEAD_ERROR = 1e-3
 STEPS = 80
 TRAIN = 1000  # the first TRAIN digits of the training split train; the next HELD_OUT test
 # All 437 left (was 100: one sample = 1 point, and gap_head read 0.93 on an AVX512-FP16/AMX Xeon).
 HELD_OUT = 437
-# benchmarks/results/threshold_spread.md, so far seed 0 only (one thread, default kernels): worst model and
-# runtime 0.970 at 437 samples (0.97 at 100); margin 0.02. The 5-seed x kernel study is still to run.
-MIN_TOP1 = 0.95
+# Min top-1 agreement of int8 (LiteRT and onnxruntime) with float (was 0.95 for all). Measured (same runs):
+# worst of every other model 0.961 (densenet, two threads, seed 1), 0.966 (mobilenet_v2, AVX2, seed 1);
+# act_heads (few steps, small logit margins) 0.936-0.977. Margin >= 0.021 (9 of 437 digits); a broken int8
+# kernel or scale reads far lower.
+MIN_TOP1 = 0.94
+MIN_TOP1_OF = {"act_heads": 0.91}
+# The float model tells >= MIN_CLASSES digits apart (else agreement says little); measured 6-10 (gap_head 6).
+MIN_CLASSES = 4
 
 
 def trained(name: str, seed: int = 0):
@@ -81,6 +91,9 @@ def agreement_of(name: str, want, tfl_int8, onnx_int8) -> dict:
     agreement with float and the number of classes the float model predicts."""
     if name in DENSE:
         return {"tflite_sqnr_db": sqnr_db(want, tfl_int8), "onnx_sqnr_db": sqnr_db(want, onnx_int8)}
+    if name in NOT_LEARNING:
+        return {"tflite_max_error": float(np.max(np.abs(tfl_int8 - want))),
+                "onnx_max_error": float(np.max(np.abs(onnx_int8 - want)))}
     top1 = want.argmax(1)
     return {"tflite_top1": float(np.mean(tfl_int8.argmax(1) == top1)),
             "onnx_top1": float(np.mean(onnx_int8.argmax(1) == top1)), "classes": len(np.unique(top1))}
@@ -98,5 +111,9 @@ def test_int8_tflite_and_onnx_agree_with_float(name):
     if name in DENSE:
         assert got["tflite_sqnr_db"] >= DENSE[name] and got["onnx_sqnr_db"] >= DENSE[name], got
         return
-    assert name in NOT_LEARNING or got["classes"] >= 5, got  # the float model tells digits apart
-    assert got["tflite_top1"] >= MIN_TOP1 and got["onnx_top1"] >= MIN_TOP1, got
+    if name in NOT_LEARNING:
+        assert got["tflite_max_error"] <= MAX_DEAD_ERROR and got["onnx_max_error"] <= MAX_DEAD_ERROR, got
+        return
+    assert got["classes"] >= MIN_CLASSES, got
+    least = MIN_TOP1_OF.get(name, MIN_TOP1)
+    assert got["tflite_top1"] >= least and got["onnx_top1"] >= least, got
