@@ -31,12 +31,14 @@ calib = rng.random((64, 1, 8, 8), np.float32)
 calib[0] = 1.0  # one bright calibration sample stretches the first conv's minmax range
 val = rng.random((32, 1, 8, 8), np.float32)
 
-before = edgepack.export(model, calib=calib, val=val, out=out / "minmax", input_shape=(1, 1, 8, 8))
+# minmax everywhere first (the default, auto, would already choose per tensor): the story of one bad layer
+before = edgepack.export(model, calib=calib, val=val, out=out / "minmax", input_shape=(1, 1, 8, 8),
+                         calibration="minmax")
 worst = next(r for r in before.per_layer["layers"] if r["op"] != "INPUT" and r["sqnr_db"] < 25)
 print(f"first low layer: {worst['op']} '{worst['tensor']}' {worst['sqnr_db']:.1f} dB")
 
 # The report's name for the layer is the key (a node name or op:TYPE works too).
 after = edgepack.export(model, calib=calib, val=val, out=out / "fixed", input_shape=(1, 1, 8, 8),
-                        layers={worst["tensor"]: {"calibration": "percentile", "percentile": 99}})
+                        calibration="minmax", layers={worst["tensor"]: {"calibration": "percentile", "percentile": 99}})
 fixed = next(r for r in after.per_layer["layers"] if r["tensor"] == worst["tensor"])
 print(f"with percentile on that layer: {fixed['sqnr_db']:.1f} dB (settings: {after.calibration['layers']})")

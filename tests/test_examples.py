@@ -18,7 +18,7 @@ def run_example(name, tmp_path, *args):
 
 def test_every_example_has_a_test():
     tested = {"pytorch_to_mcu", "onnx_to_phone", "prune_and_distill", "validate_tflite", "keras_to_mcu",
-              "fix_a_layer", "compression_ladder"}
+              "fix_a_layer", "compression_ladder", "check_model_support", "smaller_arena"}
     assert {p.stem for p in EXAMPLES.glob("*.py")} <= tested
 
 
@@ -84,3 +84,17 @@ def test_compression_ladder(tmp_path):
             assert rungs["int8"]["runs"][runtime]["accuracy"] >= float_acc - 0.01
         assert rungs["tflm_lut"]["runs"]["tflm"] == rungs["int8"]["runs"]["tflm"]  # LUT decode is exact
     assert "energy on stm32l4r5" in stdout
+
+
+def test_check_model_support(tmp_path):
+    _, stdout = run_example("check_model_support", tmp_path)
+    assert "Conv: 1 node: /conv3d/Conv" in stdout and "Erf: 2 nodes: /Erf, /Erf_1" in stdout
+    assert "exit code 2" in stdout
+
+
+def test_smaller_arena(tmp_path):
+    out, stdout = run_example("smaller_arena", tmp_path)
+    runtime, offline = (json.loads((out / p / "report.json").read_text())["memory"] for p in ("runtime", "offline"))
+    # measured here: 10,248 -> 9,976 bytes; the offline plan never makes TFLM's arena larger
+    assert offline["arena_lower_bound"] <= offline["arena_measured_tflm"] < runtime["arena_measured_tflm"]
+    assert "offline plan saves" in stdout
