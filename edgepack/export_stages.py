@@ -16,7 +16,7 @@ import numpy as np
 
 from . import artifacts
 from .config import ExportConfig
-from .errors import ConfigError
+from .errors import ConfigError, ShapeError
 from .ir import Graph
 from .report import Report
 
@@ -50,6 +50,7 @@ class ExportState:
     graph: Graph | None = None  # the float graph being exported
     original: Graph | None = None  # the float graph before shrinking
     checks: list = field(default_factory=list)  # rewrite checks (equalize) for the report
+    shape_note: str | None = None  # where the input shape came from, when not from the model or the user
     shrink: dict | None = None  # the shrink section of the report, with plan.json's content
     stages: dict = field(default_factory=dict)  # float graph after each shrink step (size ladder)
     report: Report | None = None
@@ -71,10 +72,30 @@ def load(s: ExportState) -> ExportState:
     from .config import bind_layers
 
     s.calib = s.given.calib
-    s.graph = load_model(s.given.model, config=s.cfg, example_input=s.given.example_input,
-                         custom_objects=s.given.custom_objects)
+    try:
+        s.graph = load_model(s.given.model, config=s.cfg, example_input=s.given.example_input,
+                             custom_objects=s.given.custom_objects)
+    except ShapeError as exc:  # dims the model leaves open: the calibration samples have a full shape
+        shape = _shape_from_samples(s) if "--input-shape" in str(exc) else None
+        if shape is None:
+            raise
+        s.cfg = s.cfg.replace(input_shape=shape)
+        s.graph = load_model(s.given.model, config=s.cfg, example_input=s.given.example_input,
+                             custom_objects=s.given.custom_objects)
+        s.shape_note = (f"input shape {'x'.join(map(str, shape))} taken from the calibration samples "
+                        "(the model leaves dims open; --input-shape sets it)")
     s.cfg = bind_layers(s.cfg, s.graph)
     return s
+
+
+def _shape_from_samples(s: "ExportState") -> tuple[int, ...] | None:
+    """(1, *sample shape) of the calibration samples, read once (kept for calibration), or None."""
+    if s.calib is None or s.cfg.calibration_file:
+        return None
+    from .calibration import load_samples
+
+    s.calib = load_samples(s.calib, mean=s.cfg.mean, std=s.cfg.std, limit=s.cfg.calib_limit)
+    return (1, *s.calib.sample_shape)
 
 
 def passes(s: ExportState) -> ExportState:
@@ -118,6 +139,8 @@ def shrink(s: ExportState) -> ExportState:
                       summary=summarize(graph)["totals"])
     if s.shrink:
         s.report.shrink = {k: v for k, v in s.shrink.items() if k != "plan"}
+    if s.shape_note:
+        s.report.notes.append(s.shape_note)
     return s
 
 
