@@ -309,7 +309,7 @@ def cmd_targets(args) -> int:
     if args.json:
         print(json.dumps([{"name": p.name, "kind": p.kind, "runtime": p.runtime, "core": p.core,
                            "clock_mhz": p.clock_mhz, "ram_bytes": p.ram_bytes, "flash_bytes": p.flash_bytes,
-                           "threads": p.threads, "aliases": list(p.aliases), "cost_model": p.cost_status}
+                           "threads": p.threads, "aliases": list(p.aliases), "cost_model": p.cost_model}
                           for p in profiles], indent=2))
         return 0
     from rich.console import Console
@@ -320,7 +320,7 @@ def cmd_targets(args) -> int:
         table.add_column(col)
     for p in profiles:
         table.add_row(p.name, p.kind, p.runtime, p.core, f"{p.clock_mhz:g}", f"{p.ram_bytes // 1024} KiB",
-                      f"{p.flash_bytes // 1024} KiB", ", ".join(p.aliases), p.cost_status)
+                      f"{p.flash_bytes // 1024} KiB", ", ".join(p.aliases), p.cost_model)
     Console().print(table)
     return 0
 

@@ -88,7 +88,7 @@ def check_target(report: Report, int8_tflite: Path, profile, graph=None, measure
         from .targets.latency_tflite import estimate_latency_tflite
 
         lat = estimate_latency_tflite(info, profile)
-    report.latency = {"target": profile.name, "total_ms": lat.total_ms, "cost_model": lat.cost_status,
+    report.latency = {"target": profile.name, "total_ms": lat.total_ms, "cost_model": lat.cost_model,
                       "per_op_type_ms": dict(lat.per_op)}
     if profile.kind in ("phone", "host"):
         from .targets.isolated import litert_latency

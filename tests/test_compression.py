@@ -132,7 +132,7 @@ def test_profile_energy_values_are_checked(energy, key):
     data = dict(load_profile("stm32l4r5").to_dict())
     raw = {k: data[k] for k in ("kind", "runtime", "core", "clock_mhz", "ram_bytes", "flash_bytes",
                                 "supported_ops")}
-    raw["cost"] = {"status": data["cost_status"], **data["cost"]}
+    raw["cost"] = {"status": data["cost_model"], **data["cost"]}
     raw["energy"] = energy
     with pytest.raises(ConfigError) as exc:
         parse_profile(raw, "mine")

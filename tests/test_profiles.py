@@ -55,11 +55,11 @@ def test_phone_and_host_run_litert_with_every_builtin():
     assert (phone.kind, phone.runtime, phone.threads) == ("phone", "litert", 4)
     assert (host.kind, host.runtime) == ("host", "litert")
     assert phone.supports("DIV") and host.supports("GATHER")
-    assert {phone.cost_status, host.cost_status} == {"rough"}
+    assert {phone.cost_model, host.cost_model} == {"rough"}
 
 
-def test_cost_status_says_which_profiles_were_fitted():
-    status = {p.name: p.cost_status for p in list_profiles()}
+def test_cost_model_says_which_profiles_were_fitted():
+    status = {p.name: p.cost_model for p in list_profiles()}
     assert [n for n in ("stm32l4r5", "ra6m4", "ra8d1") if status[n] == "fitted"] == ["stm32l4r5", "ra6m4", "ra8d1"]
     assert status["stm32h7a3"] == status["esp32-s3"] == "derived"
 

@@ -47,7 +47,7 @@ class NodeLatency:
 class LatencyEstimate:
     target: str
     clock_mhz: float
-    cost_status: str  # fitted | derived | rough: how far to trust the number
+    cost_model: str  # fitted | derived | rough: how far to trust the number
     total_cycles: float
     total_ms: float
     nodes: tuple[NodeLatency, ...]
@@ -59,7 +59,7 @@ class LatencyEstimate:
         return sorted(self.nodes, key=lambda r: -r.cycles)[:n]
 
     def to_dict(self) -> dict:
-        return {"target": self.target, "clock_mhz": self.clock_mhz, "cost_status": self.cost_status,
+        return {"target": self.target, "clock_mhz": self.clock_mhz, "cost_model": self.cost_model,
                 "total_ms": self.total_ms, "total_cycles": self.total_cycles,
                 "per_op_ms": dict(self.per_op), "per_kind_ms": dict(self.per_kind),
                 "nodes": [vars(r).copy() for r in self.nodes]}
@@ -117,7 +117,7 @@ def price(work, profile: TargetProfile) -> LatencyEstimate:
     total = sum(r.cycles for r in rows)
     log.debug("latency on %s: %.0f cycles over %d nodes", profile.name, total, len(rows))
     return LatencyEstimate(
-        target=profile.name, clock_mhz=profile.clock_mhz, cost_status=profile.cost_status,
+        target=profile.name, clock_mhz=profile.clock_mhz, cost_model=profile.cost_model,
         total_cycles=total, total_ms=total / hz * 1e3, nodes=tuple(rows),
         per_op=_grouped(rows, "op"), per_kind=_grouped(rows, "kind"))
 

@@ -61,7 +61,7 @@ class TargetProfile:
     dtypes: tuple[str, ...]  # tensor types the runtime's kernels run for this target
     supported_ops: tuple[str, ...]  # TFLite builtin names, e.g. CONV_2D; ("*",) = all builtins
     cost: Mapping[str, OpCost] = field(repr=False, hash=False)  # per COST_KINDS entry
-    cost_status: str = "rough"  # fitted | derived | rough
+    cost_model: str = "rough"  # fitted | derived | rough
     path: str = ""  # the .toml the profile was read from
     energy: EnergyCosts | None = None  # per-access energies with their source (energy.py); None: not given
 
@@ -74,7 +74,7 @@ class TargetProfile:
                 "runtime": self.runtime, "core": self.core, "clock_mhz": self.clock_mhz,
                 "ram_bytes": self.ram_bytes, "flash_bytes": self.flash_bytes, "threads": self.threads,
                 "aliases": list(self.aliases), "dtypes": list(self.dtypes),
-                "supported_ops": list(self.supported_ops), "cost_status": self.cost_status,
+                "supported_ops": list(self.supported_ops), "cost_model": self.cost_model,
                 "cost": {k: vars(c).copy() for k, c in self.cost.items()},
                 "energy": self.energy.to_dict() if self.energy else None}
 
@@ -182,7 +182,7 @@ def parse_profile(data: dict, name: str, path: str = "") -> TargetProfile:
         flash_bytes=_number(data["flash_bytes"], "flash_bytes", where, integer=True),
         threads=_number(data.get("threads", 1), "threads", where, integer=True),
         aliases=tuple(a.lower() for a in _strings(data.get("aliases", []), "aliases", where)),
-        dtypes=dtypes, supported_ops=ops, cost=MappingProxyType(cost), cost_status=status, path=path,
+        dtypes=dtypes, supported_ops=ops, cost=MappingProxyType(cost), cost_model=status, path=path,
         energy=_parse_energy(data.get("energy"), where))
 
 
