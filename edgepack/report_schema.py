@@ -39,20 +39,24 @@ def schema_errors(value, schema: dict | None = None, where: str = "report") -> l
             return [f"{where}: {type(value).__name__} {json.dumps(value, default=str)[:40]} is not {'/'.join(names)}"]
     if "enum" in schema and value not in schema["enum"]:
         return [f"{where}: {value!r} is not one of {schema['enum']}"]
-    errors: list[str] = []
-    if isinstance(value, dict):
-        if "maxProperties" in schema and len(value) > schema["maxProperties"]:
-            errors.append(f"{where}: {len(value)} keys, at most {schema['maxProperties']} allowed")
-        errors += [f"{where}: missing key '{k}'" for k in schema.get("required", []) if k not in value]
-        props, extra = schema.get("properties", {}), schema.get("additionalProperties", True)
-        for key, item in value.items():
-            if key in props:
-                errors += schema_errors(item, props[key], f"{where}.{key}")
-            elif extra is False:
-                errors.append(f"{where}: unknown key '{key}' (allowed: {', '.join(sorted(props))})")
-            elif isinstance(extra, dict):
-                errors += schema_errors(item, extra, f"{where}.{key}")
+    errors = _object_errors(value, schema, where) if isinstance(value, dict) else []
     if isinstance(value, list) and "items" in schema:
         for i, item in enumerate(value):
             errors += schema_errors(item, schema["items"], f"{where}[{i}]")
+    return errors
+
+
+def _object_errors(value: dict, schema: dict, where: str) -> list[str]:
+    errors = []
+    if "maxProperties" in schema and len(value) > schema["maxProperties"]:
+        errors.append(f"{where}: {len(value)} keys, at most {schema['maxProperties']} allowed")
+    errors += [f"{where}: missing key '{k}'" for k in schema.get("required", []) if k not in value]
+    props, extra = schema.get("properties", {}), schema.get("additionalProperties", True)
+    for key, item in value.items():
+        if key in props:
+            errors += schema_errors(item, props[key], f"{where}.{key}")
+        elif extra is False:
+            errors.append(f"{where}: unknown key '{key}' (allowed: {', '.join(sorted(props))})")
+        elif isinstance(extra, dict):
+            errors += schema_errors(item, extra, f"{where}.{key}")
     return errors
