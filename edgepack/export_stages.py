@@ -262,7 +262,7 @@ def prove(s: ExportState) -> ExportState:
     reference = reference_outputs(paths["float_onnx"], x)
     check_accuracy(report, {k: paths[k] for k in ("int8_tflite", "int8_onnx", "float_tflite")}, x, labels,
                    reference, s.profile.runtime, s.progress)
-    check_layers(report, paths["int8_tflite"], paths["float_tflite"], x[:32])
+    check_layers(report, paths["int8_tflite"], paths["float_tflite"], x[:32], s.qgraph)
     report.notes.append(f"validated on {len(x)} samples of {where}")
     if report.shrink:
         _compare_with_original(report, s.original, x, labels)

@@ -33,7 +33,25 @@ def check_accuracy(report: Report, artifacts: dict[str, Path], samples: np.ndarr
                                  reference=reference, target_runtime=runtime, progress=progress)
 
 
-def check_layers(report: Report, int8_tflite: Path, float_tflite: Path, samples: np.ndarray) -> None:
+def layer_of(node_name: str) -> str:
+    """The source model's layer a node belongs to: the path component before the op
+    (``/features/features.0/Conv`` -> ``features.0``, ``functional/conv2d/convolution`` -> ``conv2d``, the
+    Keras frontend puts the layer names there); a node name without a path is the layer's name."""
+    parts = [p for p in node_name.split("/") if p]
+    return parts[-2] if len(parts) > 1 else node_name
+
+
+def name_layers(rows: list[dict], graph) -> None:
+    """Each row gets the IR node that computes its tensor (``node``) and that node's layer in the source
+    model (``layer``): the layer that computes the tensor, also when a fused activation named it."""
+    for row in rows:
+        node = graph.producer(row["tensor"]) if row["tensor"] in graph.tensors else None
+        if node is not None:
+            row["node"], row["layer"] = node.name, layer_of(node.name)
+
+
+def check_layers(report: Report, int8_tflite: Path, float_tflite: Path, samples: np.ndarray,
+                 graph=None) -> None:
     from .targets.validate import per_layer_sqnr
 
     from .targets.diagnose import const_arrays, diagnose
@@ -52,6 +70,9 @@ def check_layers(report: Report, int8_tflite: Path, float_tflite: Path, samples:
             advice.append(f"{row['op']} '{row['tensor']}' has {row['sqnr_db']:.1f} dB SQNR: "
                           + "; ".join(f"{d['cause']} ({d['detail']}): {d['fix']}" for d in row["diagnosis"]))
     result["advice"] = advice
+    if graph is not None:  # export has the graph; validate of a bare file leaves the names out
+        name_layers(result["layers"], graph)
+        name_layers(result["worst"], graph)
     report.per_layer = result
 
 

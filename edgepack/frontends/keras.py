@@ -256,7 +256,7 @@ def _model_to_onnx(tf, model, input_shape, opset: int, where: str | None) -> byt
         return dict(zip(names, ys))
 
     with _upsampling_as_resize(tf):
-        return _convert(tf, forward, specs, opset, where, order)
+        return _convert(tf, forward, specs, opset, where, order, model)
 
 
 @contextlib.contextmanager
@@ -321,7 +321,7 @@ def _saved_model_to_onnx(tf, path: Path, input_shape, opset: int) -> bytes:
     return _convert(tf, forward, specs, opset, str(path), [])
 
 
-def _convert(tf, fn, specs, opset: int, where: str | None, order: list[str]) -> bytes:
+def _convert(tf, fn, specs, opset: int, where: str | None, order: list[str], model=None) -> bytes:
     """tf.function -> ONNX. What tf2onnx.convert.from_function does, except that only the real inputs
     are graph inputs: from_function also lists the constants the function captures (e.g. a
     Normalization layer's mean), which then arrive as inputs without values."""
@@ -348,6 +348,10 @@ def _convert(tf, fn, specs, opset: int, where: str | None, order: list[str]) -> 
         outputs = [by_name[n] for n in order]
         del proto.graph.output[:]
         proto.graph.output.extend(outputs)
+    if model is not None:  # node names carry the Keras layer names, not TensorFlow's unique scopes
+        from .keras_names import rename_nodes
+
+        rename_nodes(proto, model)
     log.info("converted Keras model with tf2onnx (opset %d): %d ONNX nodes", opset, len(proto.graph.node))
     return proto.SerializeToString()
 
