@@ -59,7 +59,7 @@ def _export_into(out: Path, model, calib, val, val_labels, train, train_labels, 
 
     given = st.ExportInputs(model, calib, val, val_labels, train, train_labels, example_input, custom_objects)
     state = st.ExportState(given, cfg, out, _profile(cfg.target), progress)
-    for stage in (st.load, st.passes, st.shrink, st.calibrate, st.fix, st.emit, st.prove):
+    for stage in st.STAGES:
         state = stage(state)
     return state.report, state.profile
 

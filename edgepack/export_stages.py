@@ -157,13 +157,14 @@ def calibrate(s: ExportState) -> ExportState:
     if len(graph.inputs) != 1:
         raise ConfigError(f"int8 export handles single-input models; this one has {len(graph.inputs)} "
                           f"inputs ({', '.join(graph.inputs)})")
-    ranges = bias_deltas = None
+    ranges = bias_deltas = saved_channels = None
     if cfg.calibration_file:
         path = Path(cfg.calibration_file)
         if not path.exists():
             raise ConfigError(f"calibration file not found: {path}", "calibration_file")
         text = read_text(path, "calibration file", error=ConfigError)
         ranges, bias_deltas = load_calibration(text, str(path)), load_bias_deltas(text)
+        saved_channels = load_per_channel_nodes(text)  # the file's own choice: reusing it gives the same model
     else:
         s.samples = _samples(s.calib, graph, cfg, limit=cfg.calib_limit)
         _warn_raw_bytes(graph, s.samples, cfg, report)
@@ -171,10 +172,7 @@ def calibrate(s: ExportState) -> ExportState:
     tick = (lambda n: s.progress("calibrating", n, total)) if s.progress else None
     opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
     fc = choose_fc_weights(graph, s.samples.as_array()[:64] if s.samples is not None else None)
-    per_channel = fc.per_channel
-    if cfg.calibration_file:  # the file's own choice, so that reusing it gives the same model
-        saved = load_per_channel_nodes(Path(cfg.calibration_file).read_text())
-        per_channel = per_channel if saved is None else saved
+    per_channel = fc.per_channel if saved_channels is None else saved_channels
     per_tensor, s.rules = layer_rules(graph, cfg, per_channel)
     cal = calibrate_samples(graph, s.samples, cfg.calibration, progress=tick, ranges=ranges, rules=s.rules,
                             bias_correction=cfg.bias_correction, bias_deltas=bias_deltas, per_tensor=per_tensor,
@@ -226,8 +224,9 @@ def emit(s: ExportState) -> ExportState:
     calibration.json; written into the staging folder (a later failure still leaves --out as it was)."""
     from .exporter.emit_onnx import to_onnx
     from .exporter.emit_tflite import to_tflite
+    from .shrink import plan_bytes
 
-    files = {"plan": _plan_bytes(s.shrink)} if s.shrink else {}
+    files = {"plan": plan_bytes(s.shrink)} if s.shrink else {}
     files.update(float_onnx=to_onnx(s.graph).SerializeToString(), float_tflite=to_tflite(s.graph, int8=False))
     if s.qgraph is not None:
         from .calibration.quantize import save_calibration
@@ -354,12 +353,6 @@ def _warn_raw_bytes(graph: Graph, samples, cfg: ExportConfig, report: Report) ->
                 "normalised inputs, scale the samples or give --mean/--std")
         log.warning(note)
         report.notes.append(note)
-
-
-def _plan_bytes(section: dict) -> bytes:
-    from .shrink import plan_bytes
-
-    return plan_bytes(section)
 
 
 def _compare_with_original(report: Report, original: Graph, x, labels) -> None:
