@@ -7,14 +7,14 @@ import torch
 import torch.nn as nn
 
 import edgepack
+from int8_everywhere import int8_outputs
 from edgepack.calibration import calibrate_graph, load_samples
 from edgepack.exporter.emit_onnx import to_onnx
-from edgepack.exporter.emit_onnx_qdq import to_onnx_qdq
 from edgepack.exporter.emit_tflite import to_tflite
-from edgepack.targets.io_mapping import dequantize_output, quantize_input, to_file_layout
+from edgepack.targets.io_mapping import to_file_layout
 from edgepack.targets.memory import estimate_memory, measure_arena
 from edgepack.targets.metrics import sqnr_db
-from edgepack.targets.runtimes import TFLM, LiteRT, OnnxRuntime
+from edgepack.targets.runtimes import LiteRT, OnnxRuntime
 from edgepack.targets.tflite_file import read_tflite
 
 SHAPE = (1, 1, 8, 8)
@@ -68,21 +68,10 @@ def test_float_matches_torch_on_litert_and_onnxruntime(prelu):
 
 def test_int8_close_to_torch_on_litert_tflm_and_onnxruntime(prelu):
     _, model, _, qgraph = prelu
-    data = to_tflite(qgraph, int8=True)
-    info = read_tflite(data)
-    tin, tout = info.tensors[info.inputs[0]], info.tensors[info.outputs[0]]
-    ref, micro = LiteRT(data, reference=True), TFLM(data)
-    qdq = OnnxRuntime(to_onnx_qdq(qgraph).SerializeToString())
     xs = _xs(40, 3)
     want = model(torch.from_numpy(xs)).detach().numpy()
-    got, got_onnx = [], []
-    for x in xs:
-        q = quantize_input(to_file_layout(x[None], tin.shape), np.int8, tin.scale[0], tin.zero_point[0])
-        a, b = ref.run(q)[0].astype(int), micro.run(q)[0].astype(int)
-        assert np.max(np.abs(a - b)) <= 1  # TFLM's int8 FULLY_CONNECTED rounds twice (see test_tflite_zoo)
-        got.append(dequantize_output(a, tout.scale[0], tout.zero_point[0]))
-        got_onnx.append(qdq.run(x[None])[0])
-    assert sqnr_db(want, np.concatenate(got)) > 25 and sqnr_db(want, np.concatenate(got_onnx)) > 25
+    got, got_onnx = int8_outputs(qgraph, xs)  # and TFLM within 1 LSB of LiteRT's reference
+    assert sqnr_db(want, got) > 25 and sqnr_db(want, got_onnx) > 25
 
 
 def test_arena_estimate_models_the_prelu_kernel(prelu):

@@ -7,15 +7,15 @@ import torch.nn as nn
 from onnx import TensorProto, helper
 
 import edgepack
+from int8_everywhere import int8_outputs
 from edgepack.calibration import calibrate_graph, load_samples
 from edgepack.errors import ConfigError, UnsupportedOpError
 from edgepack.exporter.emit_onnx import to_onnx
-from edgepack.exporter.emit_onnx_qdq import to_onnx_qdq
 from edgepack.exporter.emit_tflite import to_tflite
 from edgepack.frontends.onnx import load_onnx
 from edgepack.frontends.torch import load_torch
 from edgepack.ir import torch_exec
-from edgepack.targets.io_mapping import dequantize_output, quantize_input
+from edgepack.targets.io_mapping import quantize_input
 from edgepack.targets.metrics import sqnr_db
 from edgepack.targets.runtimes import TFLM, LiteRT, OnnxRuntime
 from edgepack.targets.tflite_file import read_tflite
@@ -136,19 +136,9 @@ def test_int8_attention_runs_on_tflm_like_litert_and_close_to_float():
     info = read_tflite(data)
     ops = info.op_counts()
     assert ops["BATCH_MATMUL"] == 2 and ops["RSQRT"] == 2 and "TRANSPOSE" not in ops  # k^T: adj_y
-    tin, tout = info.tensors[info.inputs[0]], info.tensors[info.outputs[0]]
-    ref, micro = LiteRT(data, reference=True), TFLM(data)
-    qdq = OnnxRuntime(to_onnx_qdq(qgraph).SerializeToString())
     xs = _xs(40, 2)
     want = model(torch.from_numpy(xs)).detach().numpy()
-    got, got_onnx = [], []
-    for x in xs:
-        q = quantize_input(x[None], np.int8, tin.scale[0], tin.zero_point[0])
-        a, b = ref.run(q)[0].astype(int), micro.run(q)[0].astype(int)
-        assert np.max(np.abs(a - b)) <= 1  # TFLM's int8 FULLY_CONNECTED rounds twice (see test_tflite_zoo)
-        got.append(dequantize_output(a, tout.scale[0], tout.zero_point[0]))
-        got_onnx.append(qdq.run(x[None])[0])
-    got, got_onnx = np.concatenate(got), np.concatenate(got_onnx)
+    got, got_onnx = int8_outputs(qgraph, xs)  # and TFLM within 1 LSB of LiteRT's reference
     assert sqnr_db(want, got) > 25 and sqnr_db(want, got_onnx) > 25
     assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.9
 
