@@ -91,3 +91,15 @@ class BudgetExceeded(EdgepackError):
     """The model does not fit the target's flash or RAM budget (with --fail-on-budget)."""
 
     exit_code = 3
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """A library's exception text as one line (whitespace collapsed, at most ``limit`` characters)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a library's exception text (the rest is usually its traceback or context)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

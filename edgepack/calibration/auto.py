@@ -32,6 +32,7 @@ import numpy as np
 from ..ir import Graph, QuantParams
 from ..ir.quant import params_from_range
 from .observers import HistogramObserver, Observer
+from .output_error import db_or_none, ratio_to_db
 from .quantize import QuantRules, quantize_graph, shared_groups
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ class AutoChoice:
                         "tried (model outputs keep the starting method) and kept when the model output gains >= {MIN_GAIN_DB} dB; candidates clipping "
                         f"> {COLLAPSE_ENERGY:.0%} of a tensor's energy are collapsed and never chosen",
                 "scope": self.scope, "scored_on_samples": self.samples, "scored_held_out": self.held_out,
-                "methods_used": self.counts(), "output_sqnr_db": {k: _db(v) for k, v in self.output_sqnr_db.items()},
+                "methods_used": self.counts(), "output_sqnr_db": {k: db_or_none(v) for k, v in self.output_sqnr_db.items()},
                 "tensors": self.tensors}
 
 
@@ -218,7 +219,7 @@ def choose_ranges(graph: Graph, observers: dict[str, Observer], x: np.ndarray,
         for label in above[:TRIES_PER_GROUP]:
             noise = scorer.output_noise(_params(group, cands, label))
             if better(noise, best_noise):
-                record["output_gain_db"] = _db(output_db(noise) - output_db(best_noise))
+                record["output_gain_db"] = db_or_none(output_db(noise) - output_db(best_noise))
                 best_noise, current[root] = noise, label
             scorer.set_params(_params(group, cands, current[root]))
         record["method"] = current[root]
@@ -234,7 +235,7 @@ def choose_ranges(graph: Graph, observers: dict[str, Observer], x: np.ndarray,
     choice.scope = f"per-tensor (from {start})"
     choice.output_sqnr_db["auto"] = output_db(best_noise)
     log.info("auto calibration on %d samples: %s; output SQNR %s", len(x), choice.counts(),
-             {k: _db(v) for k, v in choice.output_sqnr_db.items()})
+             {k: db_or_none(v) for k, v in choice.output_sqnr_db.items()})
     return choice
 
 
@@ -269,7 +270,7 @@ def _reread_with_scoring_samples(acts, observers, scorer, free: dict, current: d
 
 def output_db(noise: np.ndarray) -> float:
     """Worst-output SQNR (dB) from ``GroupScorer.output_noise``."""
-    return _to_db(float(noise.sum(0).max()))
+    return ratio_to_db(float(noise.sum(0).max()))
 
 
 def better(trial: np.ndarray, current: np.ndarray) -> bool:
@@ -308,7 +309,7 @@ def score_group(scorer: GroupScorer, group: list[str], observers: dict[str, Obse
         by_params.setdefault((qp.scale, qp.zero_point), []).append(label)
     errors = {labels[0]: scorer.error(group, QuantParams(key[0], key[1])) for key, labels in by_params.items()}
     ranked = sorted(errors, key=lambda k: errors[k])  # stable: minmax first among equals
-    record = {"local_error_db": {k: _db(_to_db(v)) for k, v in errors.items()},
+    record = {"local_error_db": {k: db_or_none(ratio_to_db(v)) for k, v in errors.items()},
               "same_range": {labels[0]: labels[1:] for labels in by_params.values() if len(labels) > 1},
               "collapsed": collapsed}
     if len(group) > 1:
@@ -328,9 +329,3 @@ def _relative(got, ref) -> float:
     return float((d * d).sum()) / max(signal, 1e-30)
 
 
-def _to_db(ratio: float) -> float:
-    return float("inf") if ratio <= 0 else -10.0 * float(np.log10(ratio))
-
-
-def _db(v: float) -> float | None:
-    return round(float(v), 2) if np.isfinite(v) else None

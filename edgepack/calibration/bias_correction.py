@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..ir import Graph
+from .output_error import db_or_none, ratio_to_db
 from .quantize import QuantRules, quantize_graph
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class BiasCorrection:
                         "samples is folded into the bias, kept where the layer's int8 output gets closer to "
                         "float and when the model output SQNR does not drop",
                 "kept": self.kept, "layers_corrected": sum(1 for r in self.layers if r["kept"]),
-                "output_sqnr_db": {"without": _db(self.sqnr_without_db), "with": _db(self.sqnr_with_db)},
+                "output_sqnr_db": {"without": db_or_none(self.sqnr_without_db), "with": db_or_none(self.sqnr_with_db)},
                 "layers": self.layers}
 
     @property
@@ -138,16 +139,8 @@ def _correct_one(n, qmod, fmod, env, ref, q):
     signal = max(float((ref[out].double() ** 2).sum()), 1e-30)
     record = {"node": n.name, "channels": int(len(delta)), "kept": bool(kept),
               "mean_shift_max": round(float(delta.abs().max()), 6),
-              "error_db_before": _db(_to_db(err_before / signal)), "error_db_after": _db(_to_db(err_after / signal))}
+              "error_db_before": db_or_none(ratio_to_db(err_before / signal)), "error_db_after": db_or_none(ratio_to_db(err_after / signal))}
     return record, delta.numpy()
-
-
-def _to_db(ratio: float) -> float:
-    return float("inf") if ratio <= 0 else -10.0 * float(np.log10(ratio))
-
-
-def _db(v: float) -> float | None:
-    return round(float(v), 2) if np.isfinite(v) else None
 
 
 def apply_bias_deltas(graph: Graph, deltas: dict[str, list[float]]) -> Graph:

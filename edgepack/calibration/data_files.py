@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepack.errors import DataError
+from edgepack.errors import DataError, one_line
 from edgepack.input_files import MAX_DATA_BYTES, check_file
 
 from .samples import (IMAGE_FORMATS, IMAGE_SUFFIXES, INPUT_KEYS, LABEL_KEYS, SAMPLE_SUFFIXES, SampleSet, _fit_sample,
-                   _from_items, _normaliser, _one_line, _read_npy, _refuse_non_finite, _to_float)
+                   _from_items, _normaliser, _read_npy, _refuse_non_finite, _to_float)
 
 _PIL_FORMATS = sorted(set(IMAGE_FORMATS.values()))  # decoders only: never EPS (Ghostscript) and the like
 
@@ -55,7 +55,7 @@ def _pick_npz(path: Path, key: str | None, input_name: str | None):
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (ValueError, OSError, EOFError, MemoryError, zipfile.BadZipFile) as e:
-        raise DataError(f"cannot read {path}: {_one_line(e)}") from None
+        raise DataError(f"cannot read {path}: {one_line(e)}") from None
     names = ", ".join(sorted(arrays)) or "none"
     if key is None:
         wanted = ([input_name] if input_name else []) + list(INPUT_KEYS)
@@ -127,7 +127,7 @@ def _image_layout(sample_shape, first: Path) -> tuple[int, int, int, bool]:
             with _open_image(first) as im:
                 return (1 if im.mode in ("1", "L", "LA", "I", "I;16", "F") else 3), im.height, im.width, False
         except (OSError, ValueError) as e:
-            raise DataError(f"cannot read image {first}: {_one_line(e)}") from None
+            raise DataError(f"cannot read image {first}: {one_line(e)}") from None
     s = tuple(sample_shape)
     if len(s) == 2:
         return 1, s[0], s[1], False
@@ -149,7 +149,7 @@ def _read_image(path: Path, layout) -> np.ndarray:
                 im = im.resize((w, h), Image.BILINEAR)
             arr = np.asarray(im, np.float32) / 255.0
     except (OSError, ValueError) as e:  # UnidentifiedImageError is an OSError
-        raise DataError(f"cannot read image {path}: {_one_line(e)}") from None
+        raise DataError(f"cannot read image {path}: {one_line(e)}") from None
     if arr.ndim == 2:
         arr = arr[None]
     elif not channels_last:
@@ -168,4 +168,4 @@ def _open_image(path: Path):
         try:
             return Image.open(path, formats=_PIL_FORMATS)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise DataError(f"image {path} is too large to read safely: {_one_line(e)}") from None
+            raise DataError(f"image {path} is too large to read safely: {one_line(e)}") from None

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..ir import Graph
+from .output_error import db_or_none
 from ..ir.quant import quantize_array, symmetric_weight_params
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,8 @@ def choose_fc_weights(graph: Graph, samples: np.ndarray | None) -> FcChoice:
         pick = bool(c_db - t_db >= MIN_GAIN_DB)
         if pick:
             chosen.add(n.name)
-        layers.append({"node": n.name, "channels": int(w.shape[0]), "per_tensor_db": _round(t_db),
-                       "per_channel_db": _round(c_db), "per_channel": pick})
+        layers.append({"node": n.name, "channels": int(w.shape[0]), "per_tensor_db": db_or_none(t_db),
+                       "per_channel_db": db_or_none(c_db), "per_channel": pick})
     choice = FcChoice(frozenset(chosen), layers,
                       "calibration samples" if inputs else "weights alone (no samples)")
     log.info("per-channel FC weights on %d of %d Gemm layers (+%d B TFLM arena)", len(chosen), len(gemms),
@@ -92,5 +93,3 @@ def choose_fc_weights(graph: Graph, samples: np.ndarray | None) -> FcChoice:
     return choice
 
 
-def _round(v: float) -> float | None:
-    return round(v, 2) if np.isfinite(v) else None

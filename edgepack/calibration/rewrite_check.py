@@ -16,7 +16,7 @@ from ..errors import DataError
 from ..ir import Graph
 from .calibrate import collect_ranges
 from .fc_weights import choose_fc_weights
-from .output_error import quantized_output_sqnr
+from .output_error import db_or_none, quantized_output_sqnr
 from .quantize import QuantRules, quantize_graph
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,8 @@ class RewriteCheck:
                 f"{self.sqnr_without_db:.1f} dB without, {self.sqnr_with_db:.1f} dB with")
 
     def to_json(self) -> dict:
-        return {"rewrite": self.name, "kept": self.kept, "sqnr_without_db": _finite(self.sqnr_without_db),
-                "sqnr_with_db": _finite(self.sqnr_with_db)}
+        return {"rewrite": self.name, "kept": self.kept, "sqnr_without_db": db_or_none(self.sqnr_without_db),
+                "sqnr_with_db": db_or_none(self.sqnr_with_db)}
 
 
 def keep_if_not_worse(before: Graph, after: Graph, x: np.ndarray, name: str, method: str = "minmax",
@@ -63,5 +63,3 @@ def keep_if_not_worse(before: Graph, after: Graph, x: np.ndarray, name: str, met
     return (after if check.kept else before), check
 
 
-def _finite(v: float) -> float | None:
-    return round(float(v), 2) if np.isfinite(v) else None

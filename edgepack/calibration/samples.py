@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from edgepack.errors import ConfigError, DataError
+from edgepack.errors import ConfigError, DataError, one_line
 from edgepack.input_files import MAX_DATA_BYTES, check_file, read_text
 
 log = logging.getLogger(__name__)
@@ -142,12 +142,7 @@ def _read_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except Exception as e:  # numpy raises ValueError, OSError, EOFError, TokenError... on a broken file
-        raise DataError(f"cannot read {path}: {_one_line(e)}") from None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:300]
+        raise DataError(f"cannot read {path}: {one_line(e)}") from None
 
 
 def _pick_arrays(arrays: dict, input_name, where) -> tuple[np.ndarray, np.ndarray | None]:

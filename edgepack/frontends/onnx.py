@@ -13,7 +13,7 @@ import onnx
 import onnx.inliner
 
 from .. import ir
-from ..errors import ModelLoadError, ShapeError
+from ..errors import ModelLoadError, ShapeError, one_line
 from ..ir.passes import run_one
 from .keras_normalize import normalize_keras_graph
 from .onnx_fold import DEFAULT_DOMAINS, fold_constants
@@ -50,7 +50,7 @@ def load_onnx(model, input_shapes: dict[str, tuple[int, ...]] | None = None,
     except (ValueError, TypeError, ArithmeticError, IndexError, KeyError, AttributeError, ir.GraphError) as exc:
         # a malformed tensor or attribute (raw_data of the wrong size, an unknown data type, an input that is
         # never produced): the file's fault unless onnxruntime runs it, and then ours to hear about
-        raise ModelLoadError(f"malformed ONNX model: {_one_line(exc)} (if onnxruntime runs this model, please "
+        raise ModelLoadError(f"malformed ONNX model: {one_line(exc)} (if onnxruntime runs this model, please "
                              "report it as an edgepack bug)", path) from None
     log.info("loaded ONNX model %s: %d nodes %s", path or proto.graph.name, len(graph.nodes),
              graph.op_counts())
@@ -58,9 +58,6 @@ def load_onnx(model, input_shapes: dict[str, tuple[int, ...]] | None = None,
 
 
 # ---- reading and checking -------------------------------------------------------------------
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _read(model) -> tuple[onnx.ModelProto, str | None]:
@@ -91,7 +88,7 @@ def _parse(load, path):
     try:
         return load()
     except Exception as exc:  # protobuf and onnx raise a variety of types on garbage input
-        raise ModelLoadError(f"not a valid ONNX model: {_one_line(exc)}", path) from None
+        raise ModelLoadError(f"not a valid ONNX model: {one_line(exc)}", path) from None
 
 
 def _check(proto: onnx.ModelProto, path: str | None) -> None:
@@ -99,13 +96,13 @@ def _check(proto: onnx.ModelProto, path: str | None) -> None:
         onnx.checker.check_model(proto)
     except ValueError as exc:
         if path is None or "2GB" not in str(exc):
-            raise ModelLoadError(f"not a valid ONNX model: {_one_line(exc)}", path) from None
+            raise ModelLoadError(f"not a valid ONNX model: {one_line(exc)}", path) from None
         try:  # models over 2 GB can only be checked from their file
             onnx.checker.check_model(path)
         except Exception as exc2:
-            raise ModelLoadError(f"not a valid ONNX model: {_one_line(exc2)}", path) from None
+            raise ModelLoadError(f"not a valid ONNX model: {one_line(exc2)}", path) from None
     except Exception as exc:
-        raise ModelLoadError(f"not a valid ONNX model: {_one_line(exc)}", path) from None
+        raise ModelLoadError(f"not a valid ONNX model: {one_line(exc)}", path) from None
 
 
 def _default_opset(proto: onnx.ModelProto, path: str | None) -> int:

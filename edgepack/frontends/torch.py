@@ -9,7 +9,7 @@ import logging
 import warnings
 from pathlib import Path
 
-from ..errors import ConfigError, EdgepackError, ModelLoadError, ShapeError
+from ..errors import ConfigError, EdgepackError, ModelLoadError, ShapeError, first_line
 from ..ir import Graph
 from .torch_archive_check import pt2_problem, torchscript_problem
 
@@ -94,7 +94,7 @@ def _check_runs(torch, model, args) -> None:
             model(*args)
     except Exception as exc:
         shapes = ", ".join("x".join(map(str, a.shape)) for a in args if hasattr(a, "shape"))
-        raise ShapeError(f"the model does not run on an input of shape {shapes}: {_first_line(exc)} "
+        raise ShapeError(f"the model does not run on an input of shape {shapes}: {first_line(exc)} "
                          "(give the model's input shape with --input-shape, batch included)") from None
 
 
@@ -112,7 +112,7 @@ def load_torch_file(path, input_shape=None, *, trust_pickle: bool = False, expor
         try:
             program = torch.export.load(str(path))
         except Exception as exc:
-            raise ModelLoadError(f"not a torch.export program: {_first_line(exc)}", str(path)) from None
+            raise ModelLoadError(f"not a torch.export program: {first_line(exc)}", str(path)) from None
         shape = input_shape or _exported_input_shape(program)
         return load_torch(program, input_shape=shape, exporter="dynamo", opset=opset)
     if not trust_pickle:
@@ -129,7 +129,7 @@ def _refuse_code(path: Path, check, not_what: str) -> None:
     try:
         problem = check(path)
     except Exception as exc:  # zip, JSON and pickle readers raise many types on a damaged file
-        raise ModelLoadError(f"{not_what}: {_first_line(exc)}", str(path)) from None
+        raise ModelLoadError(f"{not_what}: {first_line(exc)}", str(path)) from None
     if problem:
         raise ModelLoadError(f"holds {problem}; loading it runs code from the file. Re-run with "
                              "--trust-pickle (Python: trust_pickle=True) if you trust it", str(path))
@@ -147,14 +147,14 @@ def _load_pickled(torch, path: Path, trust_pickle: bool, jit_exc: Exception):
                     "is a pickled Python object; loading it runs code from the file. "
                     "Re-run with --trust-pickle if you trust it, or save it with torch.jit.save / "
                     "torch.export.save", str(path)) from None
-            raise ModelLoadError(f"not a TorchScript or PyTorch file: {_first_line(jit_exc)}",
+            raise ModelLoadError(f"not a TorchScript or PyTorch file: {first_line(jit_exc)}",
                                  str(path)) from None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 obj = torch.load(str(path), map_location="cpu", weights_only=False)
         except Exception as exc2:
-            raise ModelLoadError(f"cannot unpickle: {_first_line(exc2)}", str(path)) from None
+            raise ModelLoadError(f"cannot unpickle: {first_line(exc2)}", str(path)) from None
     if not isinstance(obj, torch.nn.Module):
         raise ModelLoadError(
             f"holds a {type(obj).__name__}, not a model (a state_dict has no architecture: "
@@ -170,6 +170,3 @@ def _exported_input_shape(program):
     return None
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from ..errors import EdgepackError, UnsupportedOpError
+from ..errors import EdgepackError, UnsupportedOpError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +23,6 @@ RUNTIMES = ("onnxruntime", "litert", "litert-ref", "tflm")
 
 class RuntimeFailure(EdgepackError):
     """A runtime refused or failed to run an artifact (the message says which and why)."""
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class LiteRT:
@@ -47,7 +42,7 @@ class LiteRT:
                 step = "allocate the model's tensors"  # fails with no message when memory runs out
                 self.interp.allocate_tensors()
         except Exception as exc:
-            raise RuntimeFailure(f"LiteRT cannot {step}: {_first_line(exc)}") from None
+            raise RuntimeFailure(f"LiteRT cannot {step}: {first_line(exc)}") from None
         self.inputs = self.interp.get_input_details()
         self.outputs = self.interp.get_output_details()
 
@@ -126,7 +121,7 @@ class TFLM:
             if missing is not None:
                 raise missing from None
             raise RuntimeFailure(f"TFLite Micro cannot load the model with a {self.arena_size}-byte arena: "
-                                 f"{_first_line(failure)}") from None
+                                 f"{first_line(failure)}") from None
         n_in, n_out = _io_counts(self.model)
         self.inputs = [self.interp.get_input_details(i) for i in range(n_in)]
         self.outputs = [self.interp.get_output_details(i) for i in range(n_out)]
@@ -178,7 +173,7 @@ class OnnxRuntime:
         try:
             self.sess = ort.InferenceSession(bytes(model), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise RuntimeFailure(f"onnxruntime cannot load the model: {_first_line(exc)}") from None
+            raise RuntimeFailure(f"onnxruntime cannot load the model: {first_line(exc)}") from None
         self.inputs = self.sess.get_inputs()
         self.outputs = self.sess.get_outputs()
 
