@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgepack.cli import _equal_pct
+from edgepack.cli_tables import _equal_pct
 from edgepack.targets.metrics import compare, output_kind
 from edgepack.targets.tflite_file import TfliteModel, TfliteOp
 from edgepack.targets.validate import tflm_vs_reference
