@@ -16,7 +16,8 @@ from ..ir.quant import QuantParams, params_from_range, quantize_array
 from .layout import NHWC, file_transpose_perm, identity, padding_plan, resize_flags, stored_axis, stored_shape
 from .tflite_builder import (Activation, BuiltinOp, Options, Padding, TfliteExportError, same_params,
                              tfl)
-from .tflite_ops_extra import EXTRA_NOT_EMITTED, EXTRA_WRITERS, write_grouped_conv
+from .tflite_ops_conv import write_conv_transpose, write_grouped_conv
+from .tflite_ops_simple import LOWERED_FIRST, SIMPLE_WRITERS
 from .tflite_versions import version  # noqa: F401  (re-exported: emit_tflite imports it from here)
 
 _FUSED = {None: Activation.NONE, "Relu": Activation.RELU, "Relu6": Activation.RELU6}
@@ -369,7 +370,7 @@ NOT_EMITTED = {
     "BatchNormalization": "fold it into the preceding Conv/Gemm first (passes.fold_bn)",
     "Identity": "a no-op: the cleanup pass removes it before emission",
     "Dropout": "a no-op at inference: the cleanup pass removes it before emission",
-    **EXTRA_NOT_EMITTED,
+    **LOWERED_FIRST,
 }
 
 WRITERS = {
@@ -381,5 +382,6 @@ WRITERS = {
     "Clip": write_clip, "LeakyRelu": write_leaky_relu, "HardSigmoid": write_hard_sigmoid,
     "Softmax": write_softmax, "Reshape": write_reshape, "Transpose": write_transpose,
     "Pad": write_pad, "Resize": write_resize,
-    **EXTRA_WRITERS,  # ConvTranspose, Gelu, Rsqrt: in tflite_ops_extra.py
+    "ConvTranspose": write_conv_transpose,
+    **SIMPLE_WRITERS,  # Gelu, Rsqrt, Slice, Pow, Neg, Min/Max: tflite_ops_simple.py
 }

@@ -9,7 +9,7 @@ import onnx
 
 from ..ir import OPS, ops_where
 from .onnx_builder import Builder, unsupported_variant
-from .onnx_ops_extra import EXTRA_RULES, conv1d, global_average_pool1d, pool1d
+from .onnx_lowering import LOWERING_RULES, conv1d, global_average_pool1d, pool1d
 
 
 def _f32(a: np.ndarray) -> np.ndarray:
@@ -304,5 +304,5 @@ RULES = {
     "Pad": _pad,
     "Resize": _resize,
     "ReduceMean": _reduce_mean,
-    **EXTRA_RULES,  # ConvTranspose, LayerNormalization, Gelu
+    **LOWERING_RULES,  # ConvTranspose, LayerNormalization, Gelu
 }

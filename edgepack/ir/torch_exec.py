@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from .graph import Graph, GraphError, Node
 from .ops import OPS
 from .fake_quant import fake_quant_activation, fake_quant_tflite  # noqa: F401  (public here too)
-from .torch_ops_extra import EXTRA_IMPLS
+from .torch_ops_math import MATH_IMPLS
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ OP_IMPLS: dict[str, Callable] = {
     "Identity": lambda n, xs: xs[0],
     "Dropout": lambda n, xs: xs[0],
     "BatchNormalization": _batchnorm,
-    **EXTRA_IMPLS,  # ConvTranspose, LayerNormalization, Gelu, Rsqrt: in torch_ops_extra.py
+    **MATH_IMPLS,  # transposed conv, layer norm, GELU, math, slices: torch_ops_math.py
 }
 
 _ACTIVATIONS = {None: None, "Relu": F.relu, "Relu6": lambda x: torch.clamp(x, 0.0, 6.0)}

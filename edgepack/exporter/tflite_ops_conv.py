@@ -1,16 +1,13 @@
-"""TFLite writers of the ops added for broad model coverage (merged into ``tflite_ops.WRITERS``):
+"""TFLite writers of the convolutions that need more than one CONV_2D row (merged into ``tflite_ops.WRITERS``):
 
 - ConvTranspose -> TRANSPOSE_CONV (inputs: output shape, OHWI weights, input, bias), weights per output
   channel (IR axis 1 of (Cin, Cout, kh, kw), file axis 0), int32 bias at input scale x weight scale;
   a crop TFLite's SAME/VALID cannot express adds a SLICE of the full output;
-- Gelu -> GELU (LiteRT has int8 and float kernels; TFLite Micro has no GELU kernel);
-- Rsqrt -> RSQRT (from the LayerNormalization lowering; int8 kernels in LiteRT and TFLM).
 - a grouped Conv (group neither 1 nor depthwise) -> one SLICE of the input channels, one CONV_2D per group
   and one CONCATENATION. TFLite's own grouped CONV_2D (filter depth = input depth / groups) runs on
   LiteRT and on TFLM's reference kernel, but TFLM's CMSIS-NN CONV_2D takes the filter depth to be the
   input depth (MatchingDim(input, 3, filter, 3)), so on a Cortex-M build it would be wrong or refused;
   the split form runs on every kernel set.
-LayerNormalization itself has no TFLite builtin: the pass ``passes.layernorm`` lowers it first.
 """
 from __future__ import annotations
 
@@ -19,7 +16,8 @@ import numpy as np
 from ..errors import UnsupportedOpError
 from ..ir.quant import QuantParams, quantize_array, symmetric_weight_params
 from .layout import NHWC
-from .tflite_builder import BuiltinOp, Options, Padding, same_params, tfl
+from .tflite_builder import BuiltinOp, Options, Padding, tfl
+
 
 OHWI_FROM_IOHW = (1, 2, 3, 0)  # IR ConvTranspose weights (Cin, Cout, kh, kw) -> TFLite (Cout, kh, kw, Cin)
 
@@ -116,79 +114,3 @@ def write_grouped_conv(ctx, node, w: np.ndarray, xi: int, opts) -> None:
         parts.append(out)
     ctx.op(BuiltinOp.CONCATENATION, parts, [ctx.output(out_name)], Options.ConcatenationOptions,
            tfl.ConcatenationOptionsT(axis=3))
-
-
-def write_gelu(ctx, node):
-    xi = ctx.input(node.inputs[0])
-    opts = tfl.GeluOptionsT(approximate=node.attrs.get("approximate", "none") == "tanh")
-    ctx.op(BuiltinOp.GELU, [xi], [ctx.output(node.outputs[0])], Options.GeluOptions, opts)
-
-
-def write_rsqrt(ctx, node):
-    xi = ctx.input(node.inputs[0])
-    ctx.op(BuiltinOp.RSQRT, [xi], [ctx.output(node.outputs[0])])
-
-
-def write_slice(ctx, node):
-    """SLICE in the stored layout of the output (begin and size permuted like the tensor)."""
-    x, out_name = node.inputs[0], node.outputs[0]
-    perm = ctx.perm(out_name)
-    xi = ctx.input(x, perm)
-    begin = ctx.b.add_int32(f"{node.name}/begin", [int(node.attrs["starts"][p]) for p in perm])
-    size = ctx.b.add_int32(f"{node.name}/size", [int(node.attrs["sizes"][p]) for p in perm])
-    ctx.op(BuiltinOp.SLICE, [xi, begin, size], [ctx.output(out_name)], Options.SliceOptions, tfl.SliceOptionsT())
-
-
-def write_pow(ctx, node):
-    """POW with a constant exponent. TFLite has no int8 POW: an int8 file computes it in float between a
-    DEQUANTIZE and a QUANTIZE (LiteRT runs it; TFLite Micro has no POW kernel at all)."""
-    x, out_name = node.inputs[0], node.outputs[0]
-    xi, shape = ctx.input(x), None
-    exponent = ctx.b.add_const(f"{node.name}/exponent", np.array([node.attrs["exponent"]], np.float32), "float32")
-    if not ctx.int8:
-        ctx.op(BuiltinOp.POW, [xi, exponent], [ctx.output(out_name)])
-        return
-    shape = ctx.b.shape(xi)
-    xf = ctx.b.add_tensor(f"{node.name}/float_in", shape, "float32", None)
-    yf = ctx.b.add_tensor(f"{node.name}/float_out", shape, "float32", None)
-    ctx.op(BuiltinOp.DEQUANTIZE, [xi], [xf], Options.DequantizeOptions, tfl.DequantizeOptionsT())
-    ctx.op(BuiltinOp.POW, [xf, exponent], [yf])
-    ctx.op(BuiltinOp.QUANTIZE, [yf], [ctx.output(out_name)], Options.QuantizeOptions, tfl.QuantizeOptionsT())
-
-
-def write_neg(ctx, node):
-    """NEG in float. LiteRT's int8 NEG negates stored values whatever the params (wrong unless the output
-    zero-point is minus the input's) and TFLite Micro has none: int8 writes SUB(0, x) instead."""
-    x, out_name = node.inputs[0], node.outputs[0]
-    xi = ctx.input(x)
-    if not ctx.int8:
-        ctx.op(BuiltinOp.NEG, [xi], [ctx.output(out_name)])
-        return
-    qout = ctx.quant(out_name)
-    zero = ctx.b.add_const(f"{node.name}/zero", np.array([qout.zero_point[0]], np.int8), "int8", qout)
-    ctx.op(BuiltinOp.SUB, [zero, xi], [ctx.output(out_name)], Options.SubOptions, tfl.SubOptionsT())
-
-
-def write_min_max(ctx, node):
-    """MAXIMUM / MINIMUM compare stored values, so in int8 both operands are first brought to the output's
-    params (a QUANTIZE for an activation whose params differ; a constant is quantized in them)."""
-    out_name = node.outputs[0]
-    qout = ctx.quant(out_name)
-    ins = []
-    for k, name in enumerate(node.inputs):
-        idx = ctx.operand(name, out_name, quant=qout)
-        if ctx.int8 and not ctx.g.tensors[name].is_const and not same_params(ctx.quant(name), qout):
-            moved = ctx.temp(f"{node.name}/operand{k}", ctx.b.shape(idx), qout)
-            ctx.op(BuiltinOp.QUANTIZE, [idx], [moved], Options.QuantizeOptions, tfl.QuantizeOptionsT())
-            idx = moved
-        ins.append(idx)
-    code = BuiltinOp.MAXIMUM if node.op == "Max" else BuiltinOp.MINIMUM
-    ctx.op(code, ins, [ctx.output(out_name)], Options.MaximumMinimumOptions, tfl.MaximumMinimumOptionsT())
-
-
-EXTRA_WRITERS = {"ConvTranspose": write_conv_transpose, "Gelu": write_gelu, "Rsqrt": write_rsqrt,
-                 "Slice": write_slice, "Pow": write_pow, "Neg": write_neg, "Max": write_min_max, "Min": write_min_max}
-EXTRA_NOT_EMITTED = {
-    "LayerNormalization": "no TFLite builtin: passes.decompose_layernorm lowers it to "
-                          "MEAN/SUB/MUL/ADD/RSQRT first",
-}

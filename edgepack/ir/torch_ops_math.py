@@ -1,4 +1,4 @@
-"""torch implementations of the ops added for broad model coverage (transposed convolution, layer norm,
+"""torch implementations of the math and layer ops (transposed convolution, layer norm,
 GELU, rsqrt, the elementwise ops decomposed graphs leave behind, static slices), registered into ``torch_exec.OP_IMPLS``. Same contract: ``fn(node, inputs) -> tensor``
 following the normalised attributes of ``ir/ops.py``."""
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _slice(n: Node, xs):
                        for a, (s, k) in enumerate(zip(starts, sizes)))]
 
 
-EXTRA_IMPLS = {
+MATH_IMPLS = {
     "Slice": _slice,
     "Sqrt": lambda n, xs: torch.sqrt(xs[0]),
     "Exp": lambda n, xs: torch.exp(xs[0]),

@@ -1,4 +1,4 @@
-"""ONNX rules added for broad model coverage: ConvTranspose, LayerNormalization, Gelu (opset 20), the
+"""ONNX rules that lower ops into the IR's forms: ConvTranspose, LayerNormalization, Gelu (opset 20), the
 1-D forms of Conv / MaxPool / AveragePool / GlobalAveragePool, Slice / Split / Gather on constant
 indices (as static Slice windows), Pow with a constant exponent and Min / Max.
 
@@ -273,7 +273,7 @@ def _tile(b: Builder, node, attrs):
         cur = out
 
 
-EXTRA_RULES = {
+LOWERING_RULES = {
     "Softplus": _softplus,
     "Tile": _tile,
     "Slice": _slice,
