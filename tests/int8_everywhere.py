@@ -17,7 +17,7 @@ def int8_outputs(qgraph, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     info = read_tflite(data)
     tin, tout = info.tensors[info.inputs[0]], info.tensors[info.outputs[0]]
     ref, micro = LiteRT(data, reference=True), TFLM(data)
-    qdq = OnnxRuntime(to_onnx_qdq(qgraph).SerializeToString())
+    qdq = OnnxRuntime(to_onnx_qdq(qgraph).SerializeToString(), reference=True)  # the file, not MLAS (cpu.py)
     got, got_onnx = [], []
     for x in xs:
         q = quantize_input(to_file_layout(x[None], tin.shape), np.int8, tin.scale[0], tin.zero_point[0])

@@ -44,7 +44,7 @@ def run_int8(qgraph, xs: np.ndarray, tflm: bool = True) -> dict[str, np.ndarray]
     runtimes = {"litert": LiteRT(data, reference=True)}
     if tflm:
         runtimes["tflm"] = TFLM(data)
-    qdq = OnnxRuntime(to_onnx_qdq(qgraph).SerializeToString())
+    qdq = OnnxRuntime(to_onnx_qdq(qgraph).SerializeToString(), reference=True)  # the file, not MLAS (cpu.py)
     got = {k: [] for k in [*runtimes, "onnxruntime"]}
     for x in xs:
         q = quantize_input(to_file_layout(x[None], tin.shape), np.int8, tin.scale[0], tin.zero_point[0])

@@ -150,7 +150,7 @@ def test_onnxruntime_and_litert_int8_agree_within_one_lsb(name):
     _, qgraph, _, xs = quantized(name)
     model = to_tflite(qgraph, int8=True)
     lite = Int8Runner(LiteRT(model, reference=True), model)
-    ort_ = OnnxRuntime(to_onnx_qdq(qgraph).SerializeToString())
+    ort_ = OnnxRuntime(to_onnx_qdq(qgraph).SerializeToString(), reference=True)  # the file, not MLAS (cpu.py)
     out = read_tflite(model).tensors[read_tflite(model).outputs[0]]
     diffs = []
     for x in xs:

@@ -70,7 +70,8 @@ def float_and_int8_outputs(name: str, seed: int = 0, held_out: int = HELD_OUT):
     info = read_tflite(data)
     tin, tout = info.tensors[info.inputs[0]], info.tensors[info.outputs[0]]
     lite = LiteRT(data, reference=True)
-    flt, qdq = (OnnxRuntime(m.SerializeToString()) for m in (to_onnx(graph), to_onnx_qdq(qgraph)))
+    flt = OnnxRuntime(to_onnx(graph).SerializeToString())
+    qdq = OnnxRuntime(to_onnx_qdq(qgraph).SerializeToString(), reference=True)  # the file, not MLAS (cpu.py)
     xs = zoo.digits_like(shape, TRAIN + held_out)[TRAIN:]
     want = np.concatenate([flt.run(x[None])[0] for x in xs])
     onnx_int8 = np.concatenate([qdq.run(x[None])[0] for x in xs])

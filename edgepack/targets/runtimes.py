@@ -18,7 +18,7 @@ from ..errors import EdgepackError, UnsupportedOpError, first_line
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("onnxruntime", "litert", "litert-ref", "tflm")
+RUNTIMES = ("onnxruntime", "onnxruntime-ref", "litert", "litert-ref", "tflm")
 
 
 class RuntimeFailure(EdgepackError):
@@ -162,14 +162,18 @@ def _io_counts(model: bytes) -> tuple[int, int]:
 
 
 class OnnxRuntime:
-    """An .onnx on onnxruntime's CPU provider."""
+    """An .onnx on onnxruntime's CPU provider. ``reference=True`` runs the file's QDQ arithmetic as the ONNX
+    spec defines it (no fusion of DequantizeLinear-op-QuantizeLinear into onnxruntime's integer kernels,
+    whose U8S8 int16 pair sums saturate on x86 CPUs without VNNI: onnxruntime issue 16105)."""
 
-    def __init__(self, model: bytes, threads: int = 1):
+    def __init__(self, model: bytes, threads: int = 1, reference: bool = False):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
+        if reference:  # basic: constant folding and such; the QDQ fusions are 'extended'
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         try:
             self.sess = ort.InferenceSession(bytes(model), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:

@@ -25,15 +25,16 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
 # Layers without an error of their own: the builtins of ops that copy values, a nearest resize, the input
 # and the edge converters.
+FUSED_WARN_DB = 35.0  # fused vs reference QDQ below this: more than int8 rounding noise
 PASS_THROUGH = tflite_builtins(*ops_where(copies_values=True), aux=True) | {
     "INPUT", "QUANTIZE", "DEQUANTIZE", "RESIZE_NEAREST_NEIGHBOR"}
 
 
-def runtimes_for(path: str, target_runtime: str | None) -> list[str]:
+def runtimes_for(path: str, target_runtime: str | None, quantized: bool = True) -> list[str]:
     """Which runtimes an artifact is checked on: the target's own, plus LiteRT's reference kernels for
     a .tflite (the yardstick TFLM must match bit for bit)."""
-    if str(path).endswith(".onnx"):
-        return ["onnxruntime"]
+    if str(path).endswith(".onnx"):  # a QDQ file also as the ONNX spec computes it (the yardstick)
+        return ["onnxruntime", "onnxruntime-ref"] if quantized else ["onnxruntime"]
     if target_runtime == "tflm":
         return ["tflm", "litert-ref"]
     if target_runtime == "litert":
@@ -46,7 +47,7 @@ def run_artifact(data: bytes, kind: str, runtime: str, samples: np.ndarray, out_
     """(dequantized outputs in the reference layout, raw integer outputs or None) for N samples.
     A .tflite runs in edgepack's runtime child process (isolated.py); ``where`` names the file."""
     if kind == "onnx":
-        runner = OnnxRuntime(data)
+        runner = OnnxRuntime(data, reference=runtime == "onnxruntime-ref")
         shape = runner.inputs[0].shape  # data that does not fit: one line, not onnxruntime's error
         static = all(isinstance(d, int) for d in shape)
         outs = [runner.run(to_file_layout(x[None], shape) if static else x[None])[0] for x in samples]
@@ -66,7 +67,7 @@ def validate(artifacts: dict[str, str], samples: np.ndarray, *, labels=None, ref
         data = Path(path).read_bytes()
         kind = "onnx" if str(path).endswith(".onnx") else "tflite"
         raws = {}
-        for runtime in runtimes_for(path, target_runtime):
+        for runtime in runtimes_for(path, target_runtime, quantized=b"QuantizeLinear" in data):
             key = f"{label}@{runtime}"
             try:
                 outs, raw = run_artifact(data, kind, runtime, samples,
@@ -80,8 +81,11 @@ def validate(artifacts: dict[str, str], samples: np.ndarray, *, labels=None, ref
             results[key] = {"artifact": str(path), "runtime": runtime,
                             **(compare(reference, outs.reshape(reference.shape), labels)
                                if reference is not None else _accuracy_only(outs, labels))}
-            if raw is not None:
-                raws[runtime] = raw
+            if raw is not None or kind == "onnx":
+                raws[runtime] = raw if raw is not None else outs
+        if kind == "onnx" and raws.keys() >= {"onnxruntime", "onnxruntime-ref"}:
+            results[f"{label}@onnxruntime"]["vs_onnxruntime_reference"] = fused_vs_reference(
+                raws["onnxruntime"], raws["onnxruntime-ref"])
         if "tflm" in raws and "litert-ref" in raws:
             a, b = raws["tflm"].astype(np.int64), raws["litert-ref"].astype(np.int64)
             if a.shape != b.shape:  # the file's shapes are inconsistent and the runtimes resolve them apart
@@ -89,6 +93,22 @@ def validate(artifacts: dict[str, str], samples: np.ndarray, *, labels=None, ref
                                      f"({list(a.shape[1:])} and {list(b.shape[1:])} per sample)")
             results[f"{label}@tflm"]["vs_litert_reference"] = tflm_vs_reference(a, b, read_tflite(data))
     return results
+
+
+def fused_vs_reference(fused: np.ndarray, ref: np.ndarray) -> dict:
+    """How onnxruntime's fused integer kernels differ from the QDQ file's own arithmetic, and why."""
+    from .metrics import sqnr_db
+    from .cpu import ort_u8s8_saturates
+
+    out = {"identical_fraction": float(np.mean(fused == ref)), "sqnr_db": float(sqnr_db(ref, fused))}
+    if out["sqnr_db"] < FUSED_WARN_DB:
+        out["why"] = ("onnxruntime's fused U8S8 integer kernels saturate their int16 pair sums on this CPU "
+                      "(x86 without AVX-VNNI; onnxruntime issue 16105): the file is right, this CPU's kernels "
+                      "lose accuracy; on VNNI x86 and ARM they match the reference, or use --onnx-activations "
+                      "int8 (not fused on x86: slower, exact)" if ort_u8s8_saturates() else
+                      "onnxruntime's fused integer kernels differ from the QDQ arithmetic on this CPU "
+                      "(please report it)")
+    return out
 
 
 def tflm_vs_reference(tflm: np.ndarray, ref: np.ndarray, info) -> dict:
