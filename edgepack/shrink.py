@@ -1,5 +1,6 @@
-"""The shrink stage of export: structured channel pruning, depthwise-separable replacement and weight
-clustering on the IR, with knowledge distillation from the original graph to recover accuracy."""
+"""The shrink stage of export: structured channel pruning, depthwise-separable replacement, low-rank
+factorisation, unstructured (magnitude) sparsity and weight clustering on the IR, with knowledge
+distillation from the original graph to recover accuracy."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,11 @@ from .ir.summary import summarize
 log = logging.getLogger(__name__)
 
 def wants_shrink(cfg: ExportConfig) -> bool:
-    return bool(cfg.prune) or cfg.separable not in (None, "none") or bool(cfg.cluster)
+    from .config import parse_low_rank
+
+    per_layer = any(s.sparsity or s.rank is not None for s in cfg.layers.values())
+    return (bool(cfg.prune) or cfg.separable not in (None, "none") or bool(cfg.cluster) or bool(cfg.sparsity)
+            or parse_low_rank(cfg.low_rank) is not None or per_layer)
 
 
 def shrink(graph: Graph, cfg: ExportConfig, train, train_labels, progress=None) -> tuple[Graph, dict]:
@@ -37,8 +42,9 @@ def shrink_stages(graph: Graph, cfg: ExportConfig, train, train_labels, progress
         raise ConfigError("--finetune-epochs needs --train data (or calibration data to reuse)",
                           "finetune_epochs")
     before = summarize(graph)["totals"]
-    passes = stage(build_pipeline(cfg, train), "shrink")  # separable, pruning, clustering
-    structural = [p for p in passes if p.pass_name != "cluster_weights"]
+    passes = stage(build_pipeline(cfg, train), "shrink")  # separable, pruning, low rank, sparsity, clustering
+    structural = [p for p in passes if p.pass_name not in ("cluster_weights", "sparse_weights")]
+    sparsity = next((p for p in passes if p.pass_name == "sparse_weights"), None)
     clustering = next((p for p in passes if p.pass_name == "cluster_weights"), None)
     student = run_passes(graph, structural) if structural else graph
     separable = next((p.replaced for p in passes if p.pass_name == "separable_convs"), [])
@@ -50,6 +56,10 @@ def shrink_stages(graph: Graph, cfg: ExportConfig, train, train_labels, progress
         student, history = _distill(student, graph, cfg, train, train_labels, progress)
     if structural:
         stages["pruned"] = student
+    sparse = None
+    if sparsity is not None:
+        student, sparse = _sparsify(student, graph, sparsity, cfg, train, train_labels, progress)
+        stages["sparse"] = student
     cluster = None
     if clustering is not None:
         student, cluster = _cluster(student, graph, clustering, cfg, train, train_labels, progress)
@@ -60,10 +70,18 @@ def shrink_stages(graph: Graph, cfg: ExportConfig, train, train_labels, progress
                "macs_ratio": before["macs"] / max(after["macs"], 1),
                "params_ratio": before["params"] / max(after["params"], 1),
                "separable_nodes": separable, "distillation": history}
+    low_rank = next((p for p in passes if p.pass_name == "low_rank"), None)
+    if low_rank is not None:
+        section["low_rank"] = _low_rank_section(low_rank, cfg)
+    if sparse is not None:
+        section["sparsity"] = sparse
     if cluster is not None:
         section["cluster"] = cluster
     plan_json = plan.to_json() if plan is not None else {"separable_nodes": separable}
     plan_json["totals"] = {"before": section["before"], "after": section["after"]}
+    for key in ("low_rank", "sparsity"):
+        if key in section:
+            plan_json[key] = {k: v for k, v in section[key].items() if k != "steps"}
     if cluster is not None:
         plan_json["cluster"] = {"k": cluster["k"], "layers": cluster["layers"]}
     section["plan"] = plan_json
@@ -94,6 +112,50 @@ def _cluster(student: Graph, teacher: Graph, clustering, cfg: ExportConfig, trai
                        "schedule": ("k-means per layer (linear init), codebook on the int8 grid"
                                     + (f", centroids distilled for up to {cfg.finetune_epochs} epochs"
                                        if history else ", no fine-tuning"))}
+
+
+SPARSE_RUNTIMES = ("dense zeros: every runtime runs the file unchanged and gains size only (Huffman / zlib / "
+                   "lzma rungs of the size ladder), not speed; TFLite sparsity metadata is not written "
+                   "(benchmarks/results/sparse_tflite.md: LiteRT's XNNPACK runs such files no faster here "
+                   "and TFLite Micro cannot load them)")
+
+
+def _sparsify(student: Graph, teacher: Graph, sparsity, cfg: ExportConfig, train, labels, progress):
+    """Magnitude pruning raised in steps (sparsity.schedule), each followed by distillation with the
+    pruned weights held at zero; without --finetune-epochs one cut to the target."""
+    from .exporter.passes import run_passes
+    from .exporter.passes.sparsity import STEPS, SparsityPass, keep_zeros, schedule, zero_fractions
+
+    tune = bool(cfg.finetune_epochs) and train is not None
+    ramp = schedule(1.0, STEPS) if tune else [1.0]
+    epochs = max(1, int(cfg.finetune_epochs) // len(ramp)) if tune else 0
+    steps = []
+    for fraction in ramp:
+        cut = SparsityPass(lambda node, op, f=fraction: f * sparsity.sparsity_of(node, op))
+        student = run_passes(student, [cut])
+        history = None
+        if tune and cut.masks:
+            student, history = _distill(student, teacher, cfg.replace(finetune_epochs=epochs), train, labels,
+                                        progress, after_step=lambda m, masks=cut.masks: keep_zeros(m, masks))
+        steps.append({"fraction_of_target": fraction, "distillation": history})
+    layers = zero_fractions(student)
+    how = (f"{len(ramp)} steps to the target (cubic ramp: {', '.join(f'{f:.0%}' for f in ramp)} of it), "
+           f"{epochs} epochs of distillation after each" if tune else
+           "one cut to the target, no distillation (give --finetune-epochs and --train data to prune in steps)")
+    return student, {"target": float(cfg.sparsity), "schedule": how, "steps": steps, "layers": layers,
+                     "zero_fraction": _overall(student, layers), "runtimes": SPARSE_RUNTIMES}
+
+
+def _overall(graph: Graph, layers: dict) -> float:
+    sizes = {name: graph.tensors[name].size for name in layers}
+    return sum(layers[n] * sizes[n] for n in layers) / max(sum(sizes.values()), 1)
+
+
+def _low_rank_section(low_rank, cfg: ExportConfig) -> dict:
+    return {"setting": cfg.low_rank, "chosen_by": f"the target's estimated {cfg.shrink_cost} ({cfg.target})",
+            "layers": {f.node: {"rank": f.rank, "full_rank": f.full_rank, "energy_kept": f.energy_kept,
+                                f"{cfg.shrink_cost}_before": f.cost_before, f"{cfg.shrink_cost}_after": f.cost_after}
+                       for f in low_rank.done}}
 
 
 def plan_bytes(section: dict) -> bytes:

@@ -208,8 +208,9 @@ def trained_on_digits(name: str, digits, seed: int = 0):
     weights and the batch order."""
     from edgepack.demo import train_classifier
 
-    model, _ = build(name, seed)
-    return train_classifier(model, digits[0], digits[1], epochs=8, lr=5e-3, seed=seed)
+    model, shape = build(name, seed)
+    x = digits[0].reshape(len(digits[0]), -1) if len(shape) == 2 else digits[0]  # (1, 64): flattened 8x8
+    return train_classifier(model, x, digits[1], epochs=8, lr=5e-3, seed=seed)
 
 
 def digits_like(shape, n: int):
