@@ -30,9 +30,10 @@ def shrink(graph: Graph, cfg: ExportConfig, train, train_labels, progress=None) 
 
 
 def shrink_stages(graph: Graph, cfg: ExportConfig, train, train_labels, progress=None):
-    """``shrink`` and the float graph after each step, {"pruned": ..., "clustered": ...} (for the size
-    ladder). The structural passes (separable, pruning) are distilled first; clustering comes
-    after them and its centroids are distilled with the weights kept shared (Deep Compression's order)."""
+    """``shrink`` and the float graph after each step, {"pruned": ..., "sparse": ..., "clustered": ...} (for
+    the size ladder). The structural passes (separable, pruning, low rank) are distilled first; sparsity is
+    raised in steps after them; clustering comes last and its centroids are distilled with the weights
+    kept shared (Deep Compression's order)."""
     from .exporter.passes import run_passes
     from .pipeline import build_pipeline, stage
 
@@ -62,30 +63,32 @@ def shrink_stages(graph: Graph, cfg: ExportConfig, train, train_labels, progress
         stages["sparse"] = student
     cluster = None
     if clustering is not None:
-        student, cluster = _cluster(student, graph, clustering, cfg, train, train_labels, progress)
+        kept = None if sparse is None else _nonzero(student)
+        student, cluster = _cluster(student, graph, clustering, cfg, train, train_labels, progress, kept)
         stages["clustered"] = student
-    after = summarize(student)["totals"]
+    extra = {"low_rank": next((_low_rank_section(p, cfg) for p in passes if p.pass_name == "low_rank"), None),
+             "sparsity": sparse, "cluster": cluster}
+    section = _section(before, summarize(student)["totals"], separable, history, plan, extra)
+    return student, section, stages
+
+
+def _section(before: dict, after: dict, separable, history, plan, extra: dict) -> dict:
+    """The shrink section of the report and plan.json's content (``extra``: the optional steps' sections)."""
     section = {"before": {k: before[k] for k in ("params", "macs")},
                "after": {k: after[k] for k in ("params", "macs")},
                "macs_ratio": before["macs"] / max(after["macs"], 1),
                "params_ratio": before["params"] / max(after["params"], 1),
                "separable_nodes": separable, "distillation": history}
-    low_rank = next((p for p in passes if p.pass_name == "low_rank"), None)
-    if low_rank is not None:
-        section["low_rank"] = _low_rank_section(low_rank, cfg)
-    if sparse is not None:
-        section["sparsity"] = sparse
-    if cluster is not None:
-        section["cluster"] = cluster
+    section.update({k: v for k, v in extra.items() if v is not None})
     plan_json = plan.to_json() if plan is not None else {"separable_nodes": separable}
     plan_json["totals"] = {"before": section["before"], "after": section["after"]}
     for key in ("low_rank", "sparsity"):
         if key in section:
             plan_json[key] = {k: v for k, v in section[key].items() if k != "steps"}
-    if cluster is not None:
-        plan_json["cluster"] = {"k": cluster["k"], "layers": cluster["layers"]}
+    if "cluster" in section:
+        plan_json["cluster"] = {"k": section["cluster"]["k"], "layers": section["cluster"]["layers"]}
     section["plan"] = plan_json
-    return student, section, stages
+    return section
 
 
 def _distill(student: Graph, teacher: Graph, cfg: ExportConfig, train, labels, progress, **kwargs):
@@ -95,18 +98,26 @@ def _distill(student: Graph, teacher: Graph, cfg: ExportConfig, train, labels, p
                    progress=progress, **kwargs)
 
 
-def _cluster(student: Graph, teacher: Graph, clustering, cfg: ExportConfig, train, labels, progress):
+def _cluster(student: Graph, teacher: Graph, clustering, cfg: ExportConfig, train, labels, progress, kept=None):
     """Cluster the weights, then (with --finetune-epochs) distil the centroids: each step sets every weight
-    of a cluster to the cluster's mean, and the tuned codebook is put back on the int8 grid."""
+    of a cluster to the cluster's mean, and the tuned codebook is put back on the int8 grid. ``kept``
+    (after --sparsity): the nonzero weights; the pruned ones stay zero (K shared values plus the zeros)."""
     from .exporter.passes import run_passes
     from .exporter.passes.cluster import codebook_summary, share_weights, snap_graph
+    from .exporter.passes.sparsity import keep_zeros
+
+    def after_step(module):
+        share_weights(module, clustering.assignments)
+        keep_zeros(module, kept or {})
 
     clustered = run_passes(student, [clustering])
     history = None
     if cfg.finetune_epochs and clustering.assignments:
-        tuned, history = _distill(clustered, teacher, cfg, train, labels, progress,
-                                  after_step=lambda m: share_weights(m, clustering.assignments))
+        tuned, history = _distill(clustered, teacher, cfg, train, labels, progress, after_step=after_step)
         clustered = snap_graph(tuned, clustering.assignments, cfg.cluster)
+    for name, keep in (kept or {}).items():
+        t = clustered.tensors[name]
+        t.data = np.where(keep, t.data, 0).astype(t.data.dtype)
     return clustered, {"k": cfg.cluster, "layers": codebook_summary(clustered, clustering.assignments),
                        "distillation": history,
                        "schedule": ("k-means per layer (linear init), codebook on the int8 grid"
@@ -144,6 +155,12 @@ def _sparsify(student: Graph, teacher: Graph, sparsity, cfg: ExportConfig, train
            "one cut to the target, no distillation (give --finetune-epochs and --train data to prune in steps)")
     return student, {"target": float(cfg.sparsity), "schedule": how, "steps": steps, "layers": layers,
                      "zero_fraction": _overall(student, layers), "runtimes": SPARSE_RUNTIMES}
+
+
+def _nonzero(graph: Graph) -> dict:
+    from .exporter.passes.sparsity import prunable_weights
+
+    return {name: graph.tensors[name].data != 0 for _, name in prunable_weights(graph)}
 
 
 def _overall(graph: Graph, layers: dict) -> float:

@@ -116,3 +116,15 @@ def test_settings_are_checked(settings, key):
     with pytest.raises(ConfigError) as exc:
         ExportConfig(**settings)
     assert exc.value.key == key
+
+
+def test_sparsity_then_clustering_keeps_the_zeros(trained):
+    """Deep Compression's order, one cut without distillation: K shared values plus the pruned zeros"""
+    from edgepack.shrink import shrink_stages
+
+    graph = edgepack.load(trained("fc_heavy"), input_shape=(1, 64))
+    student, section, stages = shrink_stages(graph, ExportConfig(sparsity=0.8, cluster=16), None, None)
+    assert list(stages) == ["sparse", "clustered"] and "one cut" in section["sparsity"]["schedule"]
+    for name in section["sparsity"]["layers"]:
+        w = student.tensors[name].data
+        assert np.mean(w == 0) >= 0.8 - 1e-3 and np.unique(w).size <= 17
