@@ -127,8 +127,8 @@ def _cluster(student: Graph, teacher: Graph, clustering, cfg: ExportConfig, trai
 
 SPARSE_RUNTIMES = ("dense zeros: every runtime runs the file unchanged and gains size only (Huffman / zlib / "
                    "lzma rungs of the size ladder), not speed; TFLite sparsity metadata is not written "
-                   "(benchmarks/results/sparse_tflite.md: LiteRT's XNNPACK runs such files no faster here "
-                   "and TFLite Micro cannot load them)")
+                   "(benchmarks/results/sparse_tflite.md: LiteRT's XNNPACK refuses such files, its builtin "
+                   "kernels densify them and run no faster, TFLite Micro has no DENSIFY kernel)")
 
 
 def _sparsify(student: Graph, teacher: Graph, sparsity, cfg: ExportConfig, train, labels, progress):
