@@ -69,7 +69,10 @@ def build_pipeline(cfg: ExportConfig, train=None) -> list[Step]:
 
 
 def _sparsity(cfg: ExportConfig, node: str, op: str) -> float:
+    """A layer's sparsity; the two layers low rank made of one (``NODE/low_rank_a``, ``_b``) take NODE's."""
     own = cfg.layer(node, op).sparsity
+    if own is None and "/low_rank_" in node:
+        own = cfg.layer(node.rsplit("/low_rank_", 1)[0], op).sparsity
     return float(cfg.sparsity if own is None else own)
 
 

@@ -128,3 +128,17 @@ def test_sparsity_then_clustering_keeps_the_zeros(trained):
     for name in section["sparsity"]["layers"]:
         w = student.tensors[name].data
         assert np.mean(w == 0) >= 0.8 - 1e-3 and np.unique(w).size <= 17
+
+
+def test_per_layer_sparsity_and_rank_override_the_global_settings(trained):
+    from edgepack.shrink import shrink_stages
+
+    graph = edgepack.load(trained("fc_heavy"), input_shape=(1, 64))
+    first, head = graph.nodes[0].name, graph.nodes[-1].name
+    cfg = ExportConfig(sparsity=0.8, layers=[f"{first}:sparsity=0.5", f"{head}:rank=0", "op:Gemm:rank=16"])
+    _, section, _ = shrink_stages(graph, cfg, None, None)
+    zeros = section["sparsity"]["layers"]  # the first layer's two factors take its own sparsity
+    assert sorted(zeros.values()) == pytest.approx([0.5, 0.5, 0.8, 0.8, 0.8], abs=1e-3)
+    assert zeros[graph.nodes[-1].inputs[1]] == pytest.approx(0.8, abs=1e-3)
+    ranks = {node: layer["rank"] for node, layer in section["low_rank"]["layers"].items()}
+    assert ranks == {n.name: 16 for n in graph.nodes if n.op == "Gemm" and n.name != head}
