@@ -35,7 +35,8 @@ def sparse(fc_data, tmp_path_factory):
 
 
 def test_sparsity_keeps_accuracy_and_huffman_file_is_10x_smaller(sparse):
-    """measured: 98.67% float, 98.33% int8 on TFLM; Huffman-coded int8 11.4x smaller than the float file"""
+    """measured: float 98.67%, int8 98.33% on LiteRT and TFLM; Huffman-coded int8 12.1x smaller than the
+    float file (28,232 of 341,168 bytes), lzma 13.5x"""
     report, out = sparse
     rungs = {r["rung"]: r for r in report.ladder["rungs"]}
     float_acc = rungs["float"]["runs"]["litert-ref"]["accuracy"]
@@ -58,7 +59,7 @@ def test_sparsity_schedule_is_reported(sparse):
 
 
 def test_low_rank_cuts_macs_2x_within_a_point(fc_data, tmp_path):
-    """measured: MACs 84480 -> 22968 (3.7x), int8 on TFLM 98.67% for the float model's 98.67%"""
+    """measured: MACs 84,480 -> 27,324 (3.1x), int8 on TFLM 98.00% for the float model's 98.67%"""
     report = _export(fc_data, tmp_path, low_rank="energy:0.8")
     shrink = report.shrink
     assert shrink["macs_ratio"] >= 2.0
