@@ -143,3 +143,20 @@ def test_per_layer_sparsity_and_rank_override_the_global_settings(trained):
     assert zeros[graph.nodes[-1].inputs[1]] == pytest.approx(0.8, abs=1e-3)
     ranks = {node: layer["rank"] for node, layer in section["low_rank"]["layers"].items()}
     assert ranks == {n.name: 16 for n in graph.nodes if n.op == "Gemm" and n.name != head}
+
+
+def test_separable_auto_ranked_by_energy():
+    """--separable auto with --shrink-cost energy: the convs whose replacement lowers the target's energy,
+    the biggest saving first (each saving checked on the whole graph)"""
+    import zoo
+    from edgepack.exporter.passes.separable import SeparablePass, apply_separable
+    from edgepack.targets.energy import graph_energy_pj
+    from edgepack.targets.profile import load_profile
+
+    graph = zoo.loaded("resnet")
+    sep = SeparablePass("auto", error_threshold=float("inf"), cost=shrink_cost(ExportConfig(shrink_cost="energy")))
+    run_passes(graph, [sep])
+    costs = load_profile("stm32l4r5").energy
+    whole = graph_energy_pj(graph, costs)
+    savings = [whole - graph_energy_pj(apply_separable(graph, [name]), costs) for name in sep.replaced]
+    assert sep.replaced and all(s > 0 for s in savings) and savings == sorted(savings, reverse=True)
