@@ -160,3 +160,18 @@ def test_separable_auto_ranked_by_energy():
     whole = graph_energy_pj(graph, costs)
     savings = [whole - graph_energy_pj(apply_separable(graph, [name]), costs) for name in sep.replaced]
     assert sep.replaced and all(s > 0 for s in savings) and savings == sorted(savings, reverse=True)
+
+
+def test_low_rank_of_pointwise_convs_at_full_rank_is_exact():
+    """resnet's 1x1 stride-2 shortcut conv: the stride goes to the first of the two convs"""
+    import zoo
+    from edgepack.ir.torch_exec import run
+
+    graph = zoo.loaded("resnet")
+    full = LowRankPass(None, shrink_cost(ExportConfig()), lambda node, op: 1000 if op == "Conv" else None)  # capped: min(out, in)
+    exact = run_passes(graph, [full])
+    pointwise = [n for n in graph.nodes if n.op == "Conv" and graph.tensors[n.inputs[1]].shape[2:] == (1, 1)]
+    assert len(full.done) == len(pointwise) >= 1 and len(exact.nodes) == len(graph.nodes) + len(pointwise)
+    x = zoo.digits_like((1, 1, 16, 16), 4)
+    ref, got = run(graph, [x])[graph.outputs[0]], run(exact, [x])[exact.outputs[0]]
+    assert np.abs(ref - got).max() < 1e-3 * max(1.0, np.abs(ref).max())
