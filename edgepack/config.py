@@ -91,8 +91,27 @@ def _check_shrink(cfg) -> None:
     if cfg.cluster and not 2 <= int(cfg.cluster) <= 128:
         raise ConfigError(f"cluster must be 0 (off) or a number of shared values in 2..128, got {cfg.cluster}",
                           "cluster")
+    if not 0.0 <= float(cfg.sparsity) < 1.0:
+        raise ConfigError(f"sparsity must be a fraction of zero weights in [0, 1), got {cfg.sparsity}", "sparsity")
+    parse_low_rank(cfg.low_rank)
     if int(cfg.round_to) < 1 or int(cfg.finetune_epochs) < 0 or int(cfg.qat_epochs) < 0:
         raise ConfigError("round_to must be >= 1, finetune_epochs and qat_epochs >= 0")
+
+
+def parse_low_rank(value) -> float | None:
+    """``low_rank``: "none" -> None, "energy:F" -> F, the fraction of singular-value energy kept."""
+    text = str(value).strip().lower()
+    if text in ("none", "", "off"):
+        return None
+    kind, _, number = text.partition(":")
+    try:
+        fraction = float(number) if kind == "energy" else None
+    except ValueError:
+        fraction = None
+    if fraction is None or not 0.0 < fraction < 1.0:
+        raise ConfigError(f"low_rank '{value}' is not allowed (none, or energy:F with F in (0, 1), e.g. "
+                          "energy:0.9; a rank per layer: layers NODE:rank=N)", "low_rank")
+    return fraction
 
 
 def _check_percentile(value, key: str) -> float:
@@ -120,6 +139,8 @@ class LayerSettings:
     per_channel: bool | None = None  # weights per output channel (Conv: yes; Gemm: chosen from data)
     precision: str | None = None  # int8 (int16 and float: not supported yet)
     prune: bool | None = None  # false: pruning leaves this layer's channels alone
+    sparsity: float | None = None  # fraction of this layer's weights set to zero (--sparsity per layer)
+    rank: int | None = None  # low rank: this layer's rank (0: not factorised), instead of --low-rank energy
 
     def given(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
@@ -148,11 +169,28 @@ def _layer_settings(name: str, values) -> LayerSettings:
     for key in ("per_channel", "prune"):
         if key in v:
             v[key] = _bool(v[key], f"{where} {key}")
+    _layer_shrink(v, where)
     if "precision" in v and v["precision"] not in PRECISIONS:
         planned = v["precision"] in ("int16", "float")
         raise ConfigError(f"precision '{v['precision']}' for layer '{name}' is "
                           + ("not supported yet" if planned else "unknown"), "layers", PRECISIONS)
     return LayerSettings(**v)
+
+
+def _layer_shrink(v: dict, where: str) -> None:
+    """The per-layer sparsity (a fraction in [0, 1)) and rank (an integer >= 0), from TOML or CLI text."""
+    for key, kind, ok, allowed in (("sparsity", float, lambda x: 0.0 <= x < 1.0, "a fraction in [0, 1)"),
+                                   ("rank", int, lambda x: x >= 0, "an integer >= 0 (0: not factorised)")):
+        if key not in v:
+            continue
+        try:
+            value = kind(v[key]) if not isinstance(v[key], bool) else None
+        except (TypeError, ValueError):
+            value = None
+        if value is None or not ok(value) or (kind is int and str(v[key]).strip() != str(value)
+                                              and not isinstance(v[key], int)):
+            raise ConfigError(f"{where} {key} '{v[key]}' is not allowed ({allowed})", "layers")
+        v[key] = value
 
 
 def parse_layers(value) -> dict[str, LayerSettings]:
@@ -258,6 +296,15 @@ class ExportConfig:
                                  "values in the file (0: off; 2..128)")
     size_ladder: bool = setting(False, "report the Deep Compression size ladder (float, pruned, clustered, int8, "
                                        "Huffman/zlib/lzma bytes, each rung run); on with --cluster")
+    sparsity: float = setting(0.0, "unstructured pruning: fraction of each Conv/Gemm layer's weights set to zero "
+                                   "by magnitude, in steps with distillation between them (0: off; per layer: "
+                                   "layers NODE:sparsity=F)")
+    low_rank: str = setting("none", "none | energy:F: factorise Gemm/MatMul/1x1-conv weights by SVD keeping the "
+                                    "fraction F of singular-value energy, where the target's cost falls (per "
+                                    "layer: layers NODE:rank=N)")
+    shrink_cost: str = setting("latency", "what ranks shrink options (low rank, --separable auto): the target's "
+                                          "estimated latency or energy per inference",
+                               choices=("latency", "energy"))
     finetune_epochs: int = setting(0, "distil the shrunk model from the original for this many epochs "
                                       "(on --train data, else the calibration samples)")
     finetune_lr: float = setting(3e-3, "Adam learning rate of the distillations (finetune and QAT)")

@@ -265,7 +265,7 @@ def prove(s: ExportState) -> ExportState:
     report.notes.append(f"validated on {len(x)} samples of {where}")
     if report.shrink:
         _compare_with_original(report, s.original, x, labels)
-    if not (s.cfg.size_ladder or s.cfg.cluster):  # every rung is run again: only when asked
+    if not (s.cfg.size_ladder or s.cfg.cluster or s.cfg.sparsity):  # every rung is run again: only when asked
         return s
     from .ladder import size_ladder
 

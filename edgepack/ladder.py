@@ -1,6 +1,6 @@
 """The size ladder of an export, Deep Compression style: what each step costs in bytes and in accuracy.
 
-float file -> pruned -> clustered -> int8 -> (TFLM LUT-compressed) -> Huffman-coded weights -> zlib / lzma.
+float file -> pruned -> sparse -> clustered -> int8 -> (TFLM LUT-compressed) -> Huffman-coded weights -> zlib / lzma.
 Every rung that is a file is run on the real runtimes (float files on LiteRT's reference kernels, int8
 ones on LiteRT and TFLite Micro; a LUT file on TFLM, the only runtime with its DECODE op) and compared with
 the ORIGINAL float model (accuracy with labels, top-1 agreement, SQNR). The coded rungs are lossless
@@ -19,8 +19,8 @@ log = logging.getLogger(__name__)
 
 FLOAT_RUNTIMES = ("litert-ref",)
 INT8_RUNTIMES = ("litert-ref", "tflm")
-WHAT = {"float": "the original float .tflite", "pruned": "after the structural passes (pruning, separable), "
-        "float", "clustered": "after weight clustering, float (same bytes, K values per layer)",
+WHAT = {"float": "the original float .tflite", "pruned": "after the structural passes (pruning, separable, low rank), "
+        "float", "sparse": "after unstructured pruning, float (the zeros stored dense)", "clustered": "after weight clustering, float (same bytes, K values per layer)",
         "int8": "the int8 .tflite written", "tflm_lut": "int8 with TFLM LUT-compressed weights (DECODE ops)",
         "huffman": "int8 with its weights Huffman-coded per tensor", "zlib": "int8 file, zlib -9",
         "lzma": "int8 file, lzma -9e"}
@@ -56,7 +56,7 @@ def size_ladder(original: Graph, stages: dict[str, Graph], int8: bytes, x, label
     float_file = to_tflite(original, int8=False)
     fb = len(float_file)
     rungs = [_rung("float", fb, fb, runs=_measure(float_file, FLOAT_RUNTIMES, x, labels, reference))]
-    for name in ("pruned", "clustered"):
+    for name in ("pruned", "sparse", "clustered"):
         if name in stages:
             data = to_tflite(stages[name], int8=False)
             extra = _packed(stages[name], data, cluster_k) if name == "clustered" else {}

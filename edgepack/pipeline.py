@@ -6,10 +6,12 @@ declared in place or copying, checked by ``run_passes``) and the stage that runs
   tidying only on tf2onnx files); listed here so that the order is read in one place;
 - cleanup: ``exporter.passes.DEFAULT_PASSES``, run by ``api.load``;
 - equalize: run by ``api.export`` and kept only when the fake-quant int8 check says it does not hurt;
-- shrink: separable replacement, channel pruning, then weight clustering, run by ``shrink.shrink`` (the
-  passes keep what they did, ``.replaced``, ``.plan`` and ``.assignments``, for plan.json and for the
-  centroid fine-tuning); the structural passes are distilled first, clustering after them (Deep
-  Compression's order).
+- shrink: separable replacement, channel pruning, low rank, unstructured sparsity, then weight clustering,
+  run by ``shrink.shrink`` (the passes keep what they did, ``.replaced``, ``.plan``, ``.done``, ``.masks``
+  and ``.assignments``, for plan.json and for the fine-tuning); the structural passes are distilled first,
+  then sparsity is raised in steps with distillation between them, clustering comes last (Deep
+  Compression's order). Low rank (and ``--separable auto`` with ``--shrink-cost energy``) asks the
+  target's cost model, latency or energy (``shrink_cost``), whether a replacement is cheaper.
 """
 from __future__ import annotations
 
@@ -33,9 +35,12 @@ class Step:
 
 def build_pipeline(cfg: ExportConfig, train=None) -> list[Step]:
     """The passes ``cfg`` asks for, in the order they run. ``train``: samples for taylor importance."""
+    from .config import parse_low_rank
     from .exporter.passes import DEFAULT_PASSES
     from .exporter.passes.cluster import ClusterPass
     from .exporter.passes.equalize import equalize
+    from .exporter.passes.low_rank import LowRankPass
+    from .exporter.passes.sparsity import SparsityPass
     from .exporter.passes.prune import PrunePass
     from .exporter.passes.separable import AUTO_ERROR_THRESHOLD, SEPARABLE_ERROR_WITH_FINETUNE, SeparablePass
     from .frontends.keras_normalize import normalize_keras_graph
@@ -47,14 +52,43 @@ def build_pipeline(cfg: ExportConfig, train=None) -> list[Step]:
         steps.append(Step("equalize", equalize))
     if cfg.separable not in (None, "none"):
         threshold = SEPARABLE_ERROR_WITH_FINETUNE if cfg.finetune_epochs else AUTO_ERROR_THRESHOLD
-        steps.append(Step("shrink", SeparablePass(cfg.separable, error_threshold=threshold)))
+        cost = shrink_cost(cfg) if cfg.separable == "auto" and cfg.shrink_cost == "energy" else None
+        steps.append(Step("shrink", SeparablePass(cfg.separable, error_threshold=threshold, cost=cost)))
     if cfg.prune:
         samples = train[:256] if train is not None else None
         steps.append(Step("shrink", PrunePass(cfg.prune, importance=cfg.prune_importance,
                                               round_to=cfg.round_to, samples=samples, keep=_kept(cfg))))
+    energy = parse_low_rank(cfg.low_rank)
+    if energy is not None or any(s.rank is not None for s in cfg.layers.values()):
+        steps.append(Step("shrink", LowRankPass(energy, shrink_cost(cfg), lambda node, op: cfg.layer(node, op).rank)))
+    if cfg.sparsity or any(s.sparsity for s in cfg.layers.values()):
+        steps.append(Step("shrink", SparsityPass(lambda node, op: _sparsity(cfg, node, op))))
     if cfg.cluster:
         steps.append(Step("shrink", ClusterPass(cfg.cluster)))
     return steps
+
+
+def _sparsity(cfg: ExportConfig, node: str, op: str) -> float:
+    """A layer's sparsity; the two layers low rank made of one (``NODE/low_rank_a``, ``_b``) take NODE's."""
+    own = cfg.layer(node, op).sparsity
+    if own is None and "/low_rank_" in node:
+        own = cfg.layer(node.rsplit("/low_rank_", 1)[0], op).sparsity
+    return float(cfg.sparsity if own is None else own)
+
+
+def shrink_cost(cfg: ExportConfig):
+    """``cost(graph)`` of the target named by ``cfg``: estimated cycles, or pJ with ``shrink_cost = energy``."""
+    from .errors import ConfigError
+    from .targets.energy import graph_energy_pj
+    from .targets.latency import estimate_latency
+    from .targets.profile import load_profile
+
+    profile = load_profile(cfg.target)
+    if cfg.shrink_cost == "latency":
+        return lambda graph: estimate_latency(graph, profile).total_cycles
+    if profile.energy is None:
+        raise ConfigError(f"--shrink-cost energy: target '{profile.name}' has no [energy] table", "shrink_cost")
+    return lambda graph: graph_energy_pj(graph, profile.energy)
 
 
 def _kept(cfg: ExportConfig):

@@ -56,3 +56,29 @@ def estimate_energy(info: TfliteModel, macs: int, costs: EnergyCosts) -> dict:
             "per_access": costs.to_dict(),
             "model": "lower bound: each weight byte read once, each op reads its inputs and writes its output "
                      "once; core, instruction and static power not included"}
+
+
+def graph_energy_pj(graph, costs: EnergyCosts) -> float:
+    """Energy of one inference of an IR graph as int8 (the same model as ``estimate_energy``, counted on
+    the graph before it is written: 1 byte per weight and activation element, 4 per bias), in pJ. Used to
+    rank shrink options (``--shrink-cost energy``)."""
+    import numpy as np
+
+    from ..ir import OPS
+    from ..ir.summary import node_macs
+
+    weights = acts = macs = 0
+    for node in graph.nodes:
+        weight_slots = OPS[node.op].weights
+        for i, name in enumerate(node.inputs):
+            t = graph.tensors.get(name) if name else None
+            if t is None:
+                continue
+            n = int(np.prod(t.shape, dtype=np.int64))
+            if t.is_const:
+                weights += n * (4 if i == 2 and i in weight_slots else 1)
+            else:
+                acts += n
+        acts += sum(int(np.prod(graph.tensors[o].shape, dtype=np.int64)) for o in node.outputs if o)
+        macs += node_macs(graph, node)
+    return weights * costs.pj_per_flash_byte + acts * costs.pj_per_sram_byte + macs * costs.pj_per_mac

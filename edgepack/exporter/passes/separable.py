@@ -152,18 +152,34 @@ def apply_separable(graph: Graph, nodes: Sequence[str] | str, multiplier: int = 
     return graph
 
 
+def ranked_by_cost(graph: Graph, names: list[str], multiplier: int, cost) -> list[str]:
+    """The convs among ``names`` whose replacement lowers ``cost`` (e.g. the target's energy), the biggest
+    saving first; each is priced alone (its node and tensors), so this is linear in the graph."""
+    from .low_rank import isolated
+
+    saving = {}
+    for name in names:
+        alone = isolated(graph, [graph.node(name)], [])
+        saving[name] = cost(alone) - cost(apply_separable(alone, [name], multiplier))
+    return sorted((n for n in names if saving[n] > 0), key=lambda n: (-saving[n], n))
+
+
 class SeparablePass:
     """``pass(graph) -> PassResult`` (copying): ``nodes`` is "auto", "none" or node names."""
 
     in_place, pass_name = False, "separable_convs"
 
-    def __init__(self, nodes="auto", multiplier: int = 1, error_threshold: float = AUTO_ERROR_THRESHOLD):
+    def __init__(self, nodes="auto", multiplier: int = 1, error_threshold: float = AUTO_ERROR_THRESHOLD,
+                 cost=None):
         self.nodes, self.multiplier, self.error_threshold = nodes, multiplier, error_threshold
+        self.cost = cost  # with "auto": cost(graph) of the target; keep the convs whose cost falls, most first
         self.replaced: list[str] = []
         self.__name__ = self.pass_name
 
     def __call__(self, graph: Graph) -> PassResult:
         self.replaced = resolve_nodes(graph, self.nodes, self.multiplier, self.error_threshold)
+        if self.cost is not None and self.nodes == "auto":
+            self.replaced = ranked_by_cost(graph, self.replaced, self.multiplier, self.cost)
         if not self.replaced:
             return PassResult(graph, False)
         return PassResult(apply_separable(graph, self.replaced, self.multiplier), True)
