@@ -113,3 +113,10 @@ def test_sparse_and_low_rank(tmp_path):
     assert low_rank["shrink"]["macs_ratio"] >= 2
     assert low_rank["validation"]["int8_tflite@tflm"]["accuracy"] >= float_acc - 0.01
     assert "4 steps to the target" in stdout
+    section = sparse["shrink"]["sparsity"]
+    assert all(s["distillation"]["epochs_run"] >= 1 for s in section["steps"]) and len(section["steps"]) == 4
+    assert abs(section["zero_fraction"] - 0.8) < 0.01 and "size only" in section["runtimes"]
+    assert set(rungs["int8"]["runs"]) == {"litert-ref", "tflm"}
+    layers = low_rank["shrink"]["low_rank"]["layers"]
+    assert layers and all(r["latency_after"] < r["latency_before"] and r["rank"] < r["full_rank"]
+                          for r in layers.values())

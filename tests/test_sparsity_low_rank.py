@@ -10,64 +10,12 @@ from edgepack.exporter.passes import run_passes
 from edgepack.exporter.passes.low_rank import LowRankPass, rank_for_energy
 from edgepack.exporter.passes.sparsity import magnitude_mask, schedule
 from edgepack.pipeline import shrink_cost
-from edgepack.targets.compressed_sizes import int8_constants
 
 PER_TENSOR_FC = {"op:Gemm": {"per_channel": False}}  # per-channel FC scales would cost 12 kB of the 30 kB
 
 
-@pytest.fixture(scope="module")
-def fc_data(digits, trained):
-    x_train, y_train, x_test, y_test = digits
-    flat = (lambda x: x.reshape(len(x), -1))
-    return trained("fc_heavy"), flat(x_train), y_train, flat(x_test), y_test
-
-
-def _export(fc_data, out, **settings):
-    net, x_train, y_train, x_test, y_test = fc_data
-    return edgepack.export(net, calib=x_train[:300], out=out, input_shape=(1, 64), finetune_epochs=8,
-                           train=x_train, train_labels=y_train, val=x_test, val_labels=y_test, **settings)
-
-
-@pytest.fixture(scope="module")
-def sparse(fc_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("sparse")
-    return _export(fc_data, out, sparsity=0.8, layers=PER_TENSOR_FC), out
-
-
-def test_sparsity_keeps_accuracy_and_huffman_file_is_10x_smaller(sparse):
-    """measured: float 98.67%, int8 98.33% on LiteRT and TFLM; Huffman-coded int8 12.1x smaller than the
-    float file (28,232 of 341,168 bytes), lzma 13.5x"""
-    report, out = sparse
-    rungs = {r["rung"]: r for r in report.ladder["rungs"]}
-    float_acc = rungs["float"]["runs"]["litert-ref"]["accuracy"]
-    for rung in ("sparse", "int8"):
-        for runtime, metrics in rungs[rung]["runs"].items():
-            assert metrics["accuracy"] >= float_acc - 0.01, (rung, runtime)
-    assert set(rungs["int8"]["runs"]) == {"litert-ref", "tflm"}
-    assert rungs["huffman"]["x_smaller"] >= 10 and rungs["lzma"]["x_smaller"] >= 10
-    weights = [np.frombuffer(w, np.int8) for n, w in int8_constants((out / "model.int8.tflite").read_bytes()).items()
-               if n.endswith("weight")]
-    assert len(weights) == 3 and all(abs(np.mean(w == 0) - 0.8) < 0.01 for w in weights)  # zeros stay zeros
-
-
-def test_sparsity_schedule_is_reported(sparse):
-    section = sparse[0].shrink["sparsity"]
-    assert [s["fraction_of_target"] for s in section["steps"]] == pytest.approx(schedule(1.0))
-    assert all(s["distillation"]["epochs_run"] >= 1 for s in section["steps"])
-    assert "4 steps" in section["schedule"] and section["zero_fraction"] == pytest.approx(0.8, abs=0.01)
-    assert "size only" in section["runtimes"]
-
-
-def test_low_rank_cuts_macs_2x_within_a_point(fc_data, tmp_path):
-    """measured: MACs 84,480 -> 27,324 (3.1x), int8 on TFLM 98.00% for the float model's 98.67%"""
-    report = _export(fc_data, tmp_path, low_rank="energy:0.8")
-    shrink = report.shrink
-    assert shrink["macs_ratio"] >= 2.0
-    vs = shrink["int8_tflite_vs_original_float"]
-    assert vs["accuracy"] >= vs["reference_accuracy"] - 0.01
-    assert report.validation["int8_tflite@tflm"]["accuracy"] >= vs["reference_accuracy"] - 0.01
-    layers = shrink["low_rank"]["layers"]
-    assert all(r["latency_after"] < r["latency_before"] and r["rank"] < r["full_rank"] for r in layers.values())
+# The exports of the FC-heavy model (sparsity 0.8 and low rank energy:0.8, with their accuracy, sizes, schedule
+# and per-layer latencies) are asserted once, by tests/test_examples.py::test_sparse_and_low_rank.
 
 
 def test_low_rank_follows_the_latency_model_not_macs_and_is_exact_at_full_rank(trained):
