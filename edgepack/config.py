@@ -141,6 +141,7 @@ class LayerSettings:
     prune: bool | None = None  # false: pruning leaves this layer's channels alone
     sparsity: float | None = None  # fraction of this layer's weights set to zero (--sparsity per layer)
     rank: int | None = None  # low rank: this layer's rank (0: not factorised), instead of --low-rank energy
+    cluster: int | None = None  # weight sharing: this layer's K (0: not clustered), instead of --cluster
 
     def given(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
@@ -178,9 +179,11 @@ def _layer_settings(name: str, values) -> LayerSettings:
 
 
 def _layer_shrink(v: dict, where: str) -> None:
-    """The per-layer sparsity (a fraction in [0, 1)) and rank (an integer >= 0), from TOML or CLI text."""
+    """The per-layer sparsity (a fraction in [0, 1)), rank and cluster K (integers), from TOML or CLI text."""
     for key, kind, ok, allowed in (("sparsity", float, lambda x: 0.0 <= x < 1.0, "a fraction in [0, 1)"),
-                                   ("rank", int, lambda x: x >= 0, "an integer >= 0 (0: not factorised)")):
+                                   ("rank", int, lambda x: x >= 0, "an integer >= 0 (0: not factorised)"),
+                                   ("cluster", int, lambda x: x == 0 or 2 <= x <= 128,  # cluster.MIN_K, MAX_K
+                                    "0 (not clustered) or K in 2..128")):
         if key not in v:
             continue
         try:

@@ -265,11 +265,13 @@ def prove(s: ExportState) -> ExportState:
     report.notes.append(f"validated on {len(x)} samples of {where}")
     if report.shrink:
         _compare_with_original(report, s.original, x, labels)
-    if not (s.cfg.size_ladder or s.cfg.cluster or s.cfg.sparsity):  # every rung is run again: only when asked
+    cluster = (s.shrink or {}).get("cluster") or {}
+    if not (s.cfg.size_ladder or cluster or s.cfg.sparsity):  # every rung is run again: only when asked
         return s
     from .ladder import size_ladder
 
-    report.ladder = size_ladder(s.original, s.stages, paths["int8_tflite"].read_bytes(), x, labels, s.cfg.cluster)
+    report.ladder = size_ladder(s.original, s.stages, paths["int8_tflite"].read_bytes(), x, labels,
+                                cluster.get("layers"))
     return s
 
 

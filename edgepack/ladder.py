@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import warnings
 
-import numpy as np
 
 from .ir import Graph
 
@@ -44,7 +43,7 @@ def _rung(name: str, nbytes: int, float_bytes: int, **extra) -> dict:
 
 
 def size_ladder(original: Graph, stages: dict[str, Graph], int8: bytes, x, labels,
-                cluster_k: int | None = None) -> dict:
+                clustered: dict | None = None) -> dict:
     """The ladder section of the report. ``stages``: float graphs after each shrink step (shrink_stages);
     ``x``/``labels``: validation samples (at most a few hundred)."""
     from .exporter.emit_tflite import to_tflite
@@ -59,7 +58,7 @@ def size_ladder(original: Graph, stages: dict[str, Graph], int8: bytes, x, label
     for name in ("pruned", "sparse", "clustered"):
         if name in stages:
             data = to_tflite(stages[name], int8=False)
-            extra = _packed(stages[name], data, cluster_k) if name == "clustered" else {}
+            extra = _packed(stages[name], data, clustered) if name == "clustered" else {}
             rungs.append(_rung(name, len(data), fb, runs=_measure(data, FLOAT_RUNTIMES, x, labels, reference),
                                **extra))
     int8_runs = _measure(int8, INT8_RUNTIMES, x, labels, reference)
@@ -91,21 +90,19 @@ def size_ladder(original: Graph, stages: dict[str, Graph], int8: bytes, x, label
                                              "x_smaller": best["x_smaller"]}, "notes": notes}
 
 
-def _packed(graph: Graph, data: bytes, k: int | None) -> dict:
+def _packed(graph: Graph, data: bytes, clustered: dict | None) -> dict:
     """A clustered float file as Deep Compression stores it: each clustered weight as log2(K)-bit indices
-    plus a float32 codebook (the rest of the file as it is)."""
-    if not k:
+    plus a float32 codebook (the rest of the file as it is). ``clustered``: weight -> {values, index_bits}
+    (the shrink report's cluster layers; K can differ per layer)."""
+    if not clustered:
         return {}
     saved = 0
-    bits = max(1, int(np.ceil(np.log2(k))))
-    for node in graph.nodes:
-        if len(node.inputs) > 1 and node.inputs[1] in graph.tensors:
-            t = graph.tensors[node.inputs[1]]
-            if t.is_const and t.dtype == "float32":
-                n = np.unique(t.data).size
-                if n <= k:
-                    saved += 4 * t.size - ((t.size * bits + 7) // 8 + 4 * n)
-    return {"index_packed_bytes": len(data) - saved, "index_bits": bits}
+    for name, layer in clustered.items():
+        t = graph.tensors.get(name)
+        if t is not None and t.is_const and t.dtype == "float32":
+            saved += 4 * t.size - ((t.size * layer["index_bits"] + 7) // 8 + 4 * layer["values"])
+    return {"index_packed_bytes": len(data) - saved,
+            "index_bits": max(layer["index_bits"] for layer in clustered.values())}
 
 
 def _tflm_arena(data: bytes) -> int | None:

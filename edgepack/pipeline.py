@@ -63,8 +63,8 @@ def build_pipeline(cfg: ExportConfig, train=None) -> list[Step]:
         steps.append(Step("shrink", LowRankPass(energy, shrink_cost(cfg), lambda node, op: cfg.layer(node, op).rank)))
     if cfg.sparsity or any(s.sparsity for s in cfg.layers.values()):
         steps.append(Step("shrink", SparsityPass(lambda node, op: _sparsity(cfg, node, op))))
-    if cfg.cluster:
-        steps.append(Step("shrink", ClusterPass(cfg.cluster)))
+    if cfg.cluster or any(s.cluster for s in cfg.layers.values()):
+        steps.append(Step("shrink", ClusterPass(cfg.cluster, lambda node, op: cfg.layer(node, op).cluster)))
     return steps
 
 

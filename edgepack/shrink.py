@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 def wants_shrink(cfg: ExportConfig) -> bool:
     from .config import parse_low_rank
 
-    per_layer = any(s.sparsity or s.rank is not None for s in cfg.layers.values())
+    per_layer = any(s.sparsity or s.rank is not None or s.cluster for s in cfg.layers.values())
     return (bool(cfg.prune) or cfg.separable not in (None, "none") or bool(cfg.cluster) or bool(cfg.sparsity)
             or parse_low_rank(cfg.low_rank) is not None or per_layer)
 
@@ -114,7 +114,7 @@ def _cluster(student: Graph, teacher: Graph, clustering, cfg: ExportConfig, trai
     history = None
     if cfg.finetune_epochs and clustering.assignments:
         tuned, history = _distill(clustered, teacher, cfg, train, labels, progress, after_step=after_step)
-        clustered = snap_graph(tuned, clustering.assignments, cfg.cluster)
+        clustered = snap_graph(tuned, clustering.assignments)
     for name, keep in (kept or {}).items():
         t = clustered.tensors[name]
         t.data = np.where(keep, t.data, 0).astype(t.data.dtype)

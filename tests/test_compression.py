@@ -153,3 +153,24 @@ def test_energy_estimate_counts_traffic(clustered):
     assert e["macs_uj"] == pytest.approx(1000 * 1e-6)
     assert e["weights_from_flash_uj"] == pytest.approx(e["weight_bytes"] * 10e-6)
     assert e["activations_in_sram_uj"] == pytest.approx(e["activation_bytes"] * 100e-6)
+
+
+def test_per_layer_cluster_k_overrides_the_global_k():
+    from edgepack.exporter.passes import run_passes
+    from edgepack.pipeline import build_pipeline, stage
+
+    torch.manual_seed(0)
+    graph = edgepack.load(digits_cnn(), input_shape=(1, 1, 8, 8))
+    weighted = [n for n in graph.nodes if n.op in ("Conv", "Gemm")]
+    first, second, last = weighted[0], weighted[1], weighted[-1]
+    cfg = ExportConfig(cluster=8, layers={first.name: {"cluster": 4}, "op:Gemm": {"cluster": 0}})
+    out = run_passes(graph, stage(build_pipeline(cfg), "shrink"))
+    distinct = {n.name: np.unique(out.tensors[n.inputs[1]].data).size for n in weighted}
+    assert distinct[first.name] == 4 and distinct[second.name] == 8  # node > global
+    assert distinct[last.name] == np.unique(graph.tensors[last.inputs[1]].data).size > 8  # op:Gemm = 0: left
+    with pytest.raises(ConfigError, match="cluster"):
+        ExportConfig(layers={first.name: {"cluster": 1}})
+    only = ExportConfig(layers={first.name: {"cluster": 4}})  # no global K: only that layer
+    out = run_passes(graph, stage(build_pipeline(only), "shrink"))
+    assert np.unique(out.tensors[first.inputs[1]].data).size == 4
+    assert np.unique(out.tensors[second.inputs[1]].data).size > 8

@@ -101,20 +101,26 @@ class ClusterPass:
     """Copying pass: every Conv / ConvTranspose / Gemm weight with more than K values -> K shared values on
     an int8 grid. ``assignments``: weight tensor name -> flat cluster index of each weight."""
 
-    def __init__(self, k: int):
+    def __init__(self, k: int, k_for=None):
         self.k = int(k)
+        self.k_for = k_for  # (node, op) -> this layer's K, or None for k (per-layer settings); 0: not clustered
         self.assignments: dict[str, np.ndarray] = {}
         graph_pass(self, in_place=False, name="cluster_weights")
 
+    def _k(self, node) -> int:
+        k = self.k_for(node.name, node.op) if self.k_for is not None else None
+        return self.k if k is None else int(k)
+
     def __call__(self, graph: Graph) -> PassResult:
-        layers = clustered_layers(graph, self.k)
+        layers = [(n, self._k(n)) for n in clustered_layers(graph, MIN_K)]
+        layers = [(n, k) for n, k in layers if k and np.unique(graph.tensors[n.inputs[1]].data).size > k]
         if not layers:
             return PassResult(graph, False)
         g = graph.copy()
-        for node in layers:
+        for node, k in layers:
             t = g.tensors[node.inputs[1]]
-            _, idx = kmeans_1d(t.data, self.k)
-            t.data = snap_to_grid(t.data, idx, self.k)
+            _, idx = kmeans_1d(t.data, k)
+            t.data = snap_to_grid(t.data, idx, k)
             self.assignments[t.name] = idx
             log.info("clustered '%s' into %d shared values", node.name, np.unique(t.data).size)
         return PassResult(g, True)
@@ -139,13 +145,13 @@ def share_weights(module, assignments: dict[str, np.ndarray]) -> None:
             flat.copy_((sums / counts)[index])
 
 
-def snap_graph(graph: Graph, assignments: dict[str, np.ndarray], k: int) -> Graph:
+def snap_graph(graph: Graph, assignments: dict[str, np.ndarray]) -> Graph:
     """A copy of ``graph`` with each clustered weight put back on its layer's int8-grid codebook."""
     g = graph.copy()
     for name, idx in assignments.items():
         if name in g.tensors and g.tensors[name].size == idx.size:
             t = g.tensors[name]
-            t.data = snap_to_grid(t.data, idx, k)
+            t.data = snap_to_grid(t.data, idx, int(idx.max()) + 1)
     return g
 
 
