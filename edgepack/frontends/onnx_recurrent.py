@@ -68,6 +68,7 @@ class _Unroller:
         self.steps, self.batch = (shape[0], shape[1]) if layout == 0 else (shape[1], shape[0])
         self.x, self.features = x, shape[2]
         self.base = node.output[0] or node.name or "rnn"
+        self.values: dict[str, np.ndarray] = {}  # constant initial states by name
 
     def shape(self, name: str) -> tuple[int, ...]:
         """Shapes of the tensors made here live in the graph, the model's in the builder."""
@@ -114,6 +115,9 @@ class _Unroller:
         """R h (+ bias) as a Gemm; None when h is the zero state and there is no bias."""
         if h is None:
             return None
+        if h in self.values:  # a constant initial state: R h0 (+ bias) is a constant too
+            value = self.values[h] @ r.T + (0 if bias is None else bias)
+            return self.b.new_const(f"{self.base}/{key}/const", _f32(value))
         ins = [h, self.b.new_const(f"{self.base}/{key}/R", _f32(r))]
         if bias is not None:
             ins.append(self.b.new_const(f"{self.base}/{key}/Rb", _f32(bias)))
@@ -128,12 +132,17 @@ class _Unroller:
         if value is not None:
             if not np.any(value):
                 return None
-            return self.b.new_const(f"{self.base}/{key}/init", _f32(np.asarray(value)[d]))
-        if self.b.shape(name)[0] == 1:
+            state = _f32(np.asarray(value)[d] if self.layout == 0 else np.asarray(value)[:, d])
+            name = self.b.new_const(f"{self.base}/{key}/init", state)
+            self.values[name] = state
+            return name
+        axis = 0 if self.layout == 0 else 1  # the direction axis of (D, N, H) / (N, D, H)
+        if self.b.shape(name)[axis] == 1:
             return self.emit("Reshape", [name], f"{key}/init", (self.batch, self.hidden),
                              {"shape": [self.batch, self.hidden]})
-        sizes = [1, self.batch, self.hidden]
-        cut = self.emit("Slice", [name], f"{key}/init_dir", sizes, {"starts": [d, 0, 0], "sizes": sizes, "axes": [0]})
+        sizes, starts = list(self.b.shape(name)), [0, 0, 0]
+        sizes[axis], starts[axis] = 1, d
+        cut = self.emit("Slice", [name], f"{key}/init_dir", sizes, {"starts": starts, "sizes": sizes, "axes": [axis]})
         return self.emit("Reshape", [cut], f"{key}/init", (self.batch, self.hidden),
                          {"shape": [self.batch, self.hidden]})
 
@@ -244,7 +253,7 @@ def gru(b: Builder, node, attrs):
                               f"{s}/n_in", shape, {"activation": None})
             else:
                 rh = u.emit("Mul", [rg, h], f"{s}/r_h", shape, {"activation": None})
-                n_in = u.emit("Add", [x_n, u.recur(rh, r[d, hh:], f"{s}/h_proj_n", rb[hh:])], f"{s}/n_in", shape,
+                n_in = u.emit("Add", [x_n, u.recur(rh, r[d, hh:], f"{s}/h_proj_n")], f"{s}/n_in", shape,
                               {"activation": None})
             n = u.emit("Tanh", [n_in], f"{s}/n", shape)
             if h is None:  # h = (1 - z) * n = n - z * n
