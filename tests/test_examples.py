@@ -18,7 +18,7 @@ def run_example(name, tmp_path, *args):
 
 def test_every_example_has_a_test():
     tested = {"pytorch_to_mcu", "onnx_to_phone", "prune_and_distill", "validate_tflite", "keras_to_mcu",
-              "fix_a_layer", "compression_ladder", "check_model_support", "smaller_arena"}
+              "fix_a_layer", "compression_ladder", "check_model_support", "smaller_arena", "lstm_keyword_spotting"}
     assert {p.stem for p in EXAMPLES.glob("*.py")} <= tested
 
 
@@ -98,3 +98,12 @@ def test_smaller_arena(tmp_path):
     # measured here: 10,248 -> 9,976 bytes; the offline plan never makes TFLM's arena larger
     assert offline["arena_lower_bound"] <= offline["arena_measured_tflm"] < runtime["arena_measured_tflm"]
     assert "offline plan saves" in stdout
+
+
+def test_lstm_keyword_spotting(tmp_path):
+    out, stdout = run_example("lstm_keyword_spotting", tmp_path, "--epochs", "6")
+    report = json.loads((out / "report.json").read_text())
+    assert report["verdict"]["fits"]
+    for run in ("int8_tflite@tflm", "int8_tflite@litert-ref"):  # measured: 99.0% agreement, 19.1 dB (8 epochs)
+        assert report["validation"][run]["top1_agreement"] >= 0.95 and report["validation"][run]["sqnr_db"] >= 15
+    assert "int8_tflite@tflm: accuracy" in stdout

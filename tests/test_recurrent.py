@@ -17,11 +17,11 @@ from edgepack.targets.runtimes import LiteRT, OnnxRuntime
 T, N, I, H = 5, 2, 3, 4
 
 
-def _model(op: str, direction="forward", output=0, layout=0, init=False, **attrs):
+def _model(op: str, direction="forward", output=0, layout=0, init=False, steps=T, **attrs):
     """One LSTM / GRU node with seeded random weights (and biases), returning output ``output``."""
     rng = np.random.default_rng(7)
     gates, dirs = (4 if op == "LSTM" else 3), (2 if direction == "bidirectional" else 1)
-    x_shape = [T, N, I] if layout == 0 else [N, T, I]
+    x_shape = [steps, N, I] if layout == 0 else [N, steps, I]
     inits = {"W": rng.normal(0, 0.6, (dirs, gates * H, I)), "R": rng.normal(0, 0.6, (dirs, gates * H, H)),
              "B": rng.normal(0, 0.3, (dirs, 2 * gates * H))}
     ins = ["x", "W", "R", "B", "", ""]
@@ -38,19 +38,20 @@ def _model(op: str, direction="forward", output=0, layout=0, init=False, **attrs
     node = helper.make_node(op, ins, outs, hidden_size=H, direction=direction, **attrs)
     graph = helper.make_graph(
         [node], "rnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
-        [helper.make_tensor_value_info(outs[output], TensorProto.FLOAT, _out_shape(output, layout, dirs))],
+        [helper.make_tensor_value_info(outs[output], TensorProto.FLOAT, _out_shape(output, layout, dirs, steps))],
         initializer=[numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
 
 
-def _out_shape(output: int, layout: int, dirs: int) -> list[int]:
+def _out_shape(output: int, layout: int, dirs: int, steps: int) -> list[int]:
     if output == 0:
-        return [T, dirs, N, H] if layout == 0 else [N, T, dirs, H]
+        return [steps, dirs, N, H] if layout == 0 else [N, steps, dirs, H]
     return [dirs, N, H] if layout == 0 else [N, dirs, H]
 
 
 FORMS = {
     "LSTM forward Y": dict(op="LSTM"),
+    "LSTM forward Y, 23 steps (TFLM: Concat in chunks of 10)": dict(op="LSTM", steps=23),
     "LSTM reverse Y_h": dict(op="LSTM", direction="reverse", output=1),
     "LSTM bidirectional Y_c, initial states": dict(op="LSTM", direction="bidirectional", output=2, init=True),
     "LSTM layout 1 bidirectional Y": dict(op="LSTM", direction="bidirectional", layout=1),
@@ -81,16 +82,18 @@ def _reference(form: dict, x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("form", sorted(FORMS))
 def test_unrolled_recurrent_layer_equals_onnxruntime_in_float(form):
     model = _model(**FORMS[form])
-    shape = (T, N, I) if not FORMS[form].get("layout") else (N, T, I)
+    steps = FORMS[form].get("steps", T)
+    shape = (steps, N, I) if not FORMS[form].get("layout") else (N, steps, I)
     x = np.random.default_rng(1).normal(0, 1, shape).astype(np.float32)
     want = _reference(FORMS[form], x)
     graph = load_onnx(model)
     ops = {n.op for n in graph.nodes}
     assert ops <= {"Gemm", "Sigmoid", "Tanh", "Mul", "Add", "Sub", "Slice", "Reshape", "Concat"}, ops
-    steps = sum(n.op == "Tanh" for n in graph.nodes)  # one tanh per step (GRU), two (LSTM), per direction
+    tanhs = sum(n.op == "Tanh" for n in graph.nodes)  # one tanh per step (GRU), two (LSTM), per direction
     dirs = 2 if FORMS[form].get("direction") == "bidirectional" else 1
     unused_last_tanh = dirs if FORMS[form].get("output") == 2 else 0  # Y_c alone: no tanh(c_T) is needed
-    assert steps == T * dirs * (2 if FORMS[form]["op"] == "LSTM" else 1) - unused_last_tanh
+    assert tanhs == steps * dirs * (2 if FORMS[form]["op"] == "LSTM" else 1) - unused_last_tanh
+    assert max((len(n.inputs) for n in graph.nodes if n.op == "Concat"), default=0) <= 10  # TFLite Micro's kMaxInputNum
     lite = LiteRT(to_tflite(graph, int8=False)).run(x)[0]
     if lite.ndim == 4:  # a 4-D output (Y) is NHWC in the .tflite, as every 4-D tensor
         lite = lite.transpose(0, 3, 1, 2)

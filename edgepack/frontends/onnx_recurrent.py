@@ -14,6 +14,7 @@ import numpy as np
 
 from .onnx_builder import Builder, unsupported_variant
 
+TFLM_CONCAT_INPUTS = 10  # kMaxInputNum of TFLite Micro's CONCATENATION kernel
 _LSTM_ACTS = ["Sigmoid", "Tanh", "Tanh"]
 _GRU_ACTS = ["Sigmoid", "Tanh"]
 
@@ -157,7 +158,7 @@ class _Unroller:
                          for d, hs in enumerate(per_dir_h)]
                 steps.append(parts[0] if dirs == 1 else
                              self.emit("Concat", parts, f"t{t}/h_dirs", self._y_step(dirs), {"axis": 1 if self.layout == 0 else 2}))
-            b.emit("Concat", steps, [self.node.output[0]], {"axis": 0 if self.layout == 0 else 1}, suffix="Y")
+            self.concat(steps, self.node.output[0], 0 if self.layout == 0 else 1, "Y")
         for index, states in finals.items():
             if not _used(b, self.node, index):
                 continue
@@ -170,6 +171,19 @@ class _Unroller:
                          for d, s in enumerate(states)]
                 b.emit("Concat", parts, [self.node.output[index]], {"axis": 0 if self.layout == 0 else 1},
                        suffix=f"final{index}")
+
+    def concat(self, parts: list[str], out: str, axis: int, key: str) -> None:
+        """Concat into ``out``, at most TFLM_CONCAT_INPUTS inputs per node (TFLite Micro's limit): longer
+        sequences are joined in chunks, then the chunks."""
+        if len(parts) > TFLM_CONCAT_INPUTS:
+            chunks = []
+            for k in range(0, len(parts), TFLM_CONCAT_INPUTS):
+                group = parts[k:k + TFLM_CONCAT_INPUTS]
+                shape = list(self.shape(group[0]))
+                shape[axis] = sum(self.shape(p)[axis] for p in group)
+                chunks.append(self.emit("Concat", group, f"{key}/chunk{k // TFLM_CONCAT_INPUTS}", shape, {"axis": axis}))
+            return self.concat(chunks, out, axis, key)
+        self.b.emit("Concat", parts, [out], {"axis": axis}, suffix=key)
 
     def _y_step(self, dirs: int):
         return (1, dirs, self.batch, self.hidden) if self.layout == 0 else (self.batch, 1, dirs, self.hidden)
