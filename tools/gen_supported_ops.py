@@ -96,7 +96,7 @@ RECURRENT = [
     "convert (`tf.TensorListReserve requires element_shape to be static`); a tf_keras 2.21 LSTM converts to it "
     "(int8 weights and activations, int16 cell state) whose float twin equals Keras (136.8 dB); the int8 file "
     "loads and runs on LiteRT and TFLM alike, but its output is unrelated to float (top-1 agreement 12%, "
-    "-0.3 dB, seed 0): its four gate intermediates are left float and unquantized by the converter. So "
+    "-0.3 dB, seed 0); the converter leaves its four gate intermediates float without scales, the likely cause. So "
     "edgepack does not emit the fused op; `benchmarks/recurrent_forms.py` re-measures both forms.",
 ]
 
