@@ -23,7 +23,9 @@ MCU_PROFILE = "stm32l4r5"
 # plain_onnx in the op table is read from the ONNX op of its name and needs no row.
 FROM_ONNX = {
     "Conv": ["Conv (1-D, 2-D)"], "ConvTranspose": ["ConvTranspose (2-D)"],
-    "Gemm": ["Gemm", "MatMul (constant weights)"], "MatMul": ["MatMul (two activations)"],
+    "Gemm": ["Gemm", "MatMul (constant weights)",
+             "LSTM (unrolled per time step, with Sigmoid, Tanh, Mul, Add, Slice, Reshape, Concat; see below)",
+             "GRU (unrolled likewise, with Sub too)"], "MatMul": ["MatMul (two activations)"],
     "Concat": ["Concat", "Tile (constant repeats: copies concatenated)"],
     "MaxPool": ["MaxPool (1-D, 2-D)"], "AveragePool": ["AveragePool (1-D, 2-D)"],
     "GlobalAveragePool": ["GlobalAveragePool", "ReduceMean (over H, W)"], "ReduceMean": ["ReduceMean"],
@@ -69,6 +71,34 @@ TFLITE_HOW = {
 FLOAT_ONLY = {"Div": "int8 only with a constant divisor"}
 QUANT_NOTE = {"BatchNormalization": "folded into the weights before calibration",
               "LayerNormalization": "lowered first: each intermediate gets its own calibrated scale"}
+
+
+# Recurrent layers: what was measured, shown below the table (tests/test_recurrent*.py hold the numbers).
+RECURRENT = [
+    "## Recurrent layers (LSTM, GRU)", "",
+    "ONNX LSTM and GRU (forward, reverse, bidirectional; layout 0 and 1; initial states; GRU's "
+    "linear_before_reset 0 and 1; PyTorch nn.LSTM / nn.GRU, batch_first or not) are **unrolled** over their "
+    "static time steps into the ops above: one Gemm projects the input of every step, then per step a Gemm "
+    "of the hidden state, Add, Slice of the gates, Sigmoid / Tanh, Mul, Add (GRU: Sub). Every state h_t, c_t "
+    "is an ordinary tensor with its own calibrated range; Sigmoid and Tanh outputs keep the spec's fixed "
+    "scales. The output sequence is joined with Concats of at most 10 inputs (TFLite Micro's limit). "
+    "Refused with one line: peepholes, clip, input_forget, other activations, sequence_lens shorter than "
+    "the input. Keras LSTM / GRU / SimpleRNN (also in Bidirectional) are converted from an unrolled copy: "
+    "rolled, Keras 3 runs them in a while loop that tf2onnx writes as an ONNX Loop.", "",
+    "Which form runs where, and how close int8 stays to float:", "",
+    "- **Unrolled (what edgepack writes)**: int8 runs on LiteRT, TFLite Micro and onnxruntime (QDQ). TFLM "
+    "stays within 5 LSB of LiteRT's reference kernels on the logits after 8 steps (its FULLY_CONNECTED rounds "
+    "twice, and the recurrence carries it on). Digits rows as 8 steps of 8 features, hidden 16, seeds 0-4: "
+    "LSTM top-1 agreement with float 96-99%, logit SQNR 16.9-21.3 dB; GRU 91-98%, 15.0-18.4 dB (LiteRT and "
+    "TFLM; onnxruntime 1-2 dB lower). On a Keras LSTM, onnxruntime's QDQ fusions (its default level) gave "
+    "7.1 dB where its basic level gave 27.3 dB (LiteRT, TFLM: 27.4 dB).",
+    "- **UNIDIRECTIONAL_SEQUENCE_LSTM (TFLiteConverter, int8 with an int16 cell)**: a Keras 3 LSTM does not "
+    "convert (`tf.TensorListReserve requires element_shape to be static`); a tf_keras 2.21 LSTM converts to it "
+    "(int8 weights and activations, int16 cell state) whose float twin equals Keras (136.8 dB); the int8 file "
+    "loads and runs on LiteRT and TFLM alike, but its output is unrelated to float (top-1 agreement 12%, "
+    "-0.3 dB, seed 0); the converter leaves its four gate intermediates float without scales, the likely cause. So "
+    "edgepack does not emit the fused op; `benchmarks/recurrent_forms.py` re-measures both forms.",
+]
 
 
 def from_onnx(op: str) -> list[str]:
@@ -132,7 +162,7 @@ def render() -> str:
         types = f"int8, float ({FLOAT_ONLY[name]})" if name in FLOAT_ONLY else "int8, float"
         lines.append(f"| {name} | {spec.doc} | {_inputs(spec)} | {_quant_rule(spec, WEIGHT_AXIS)} | {onnx_ops} | "
                      f"{tflite} | {types} | {_tflm(builtins, supported)} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + [""] + RECURRENT) + "\n"
 
 
 def main(argv: list[str]) -> int:

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import EdgepackError, ModelLoadError, ShapeError
 from ..ir import Graph
+from .keras_unroll import unroll_recurrent
 from .tf_quiet import import_tf as _tf
 from .tf_quiet import quiet as _quiet
 
@@ -67,9 +68,9 @@ def load_keras(model, *, custom_objects: dict | None = None, trust_code: bool = 
             onnx_bytes = _saved_model_to_onnx(tf, path, input_shape, opset)
         else:
             keras_model = _load_file(keras, path, custom_objects, trust_code)
-            onnx_bytes = _model_to_onnx(tf, keras_model, input_shape, opset, str(path))
+            onnx_bytes = _model_to_onnx(tf, unroll_recurrent(keras, keras_model), input_shape, opset, str(path))
     elif is_keras_model(model):
-        onnx_bytes = _model_to_onnx(tf, model, input_shape, opset, None)
+        onnx_bytes = _model_to_onnx(tf, unroll_recurrent(keras, model), input_shape, opset, None)
     else:
         raise ModelLoadError(f"cannot load a {type(model).__name__} as Keras: pass a keras.Model or a path "
                              "to a .keras, .h5 or .hdf5 file or a SavedModel folder")

@@ -10,6 +10,7 @@ import onnx
 from ..ir import OPS, ops_where
 from .onnx_builder import Builder, unsupported_variant
 from .onnx_lowering import LOWERING_RULES, conv1d, global_average_pool1d, pool1d
+from .onnx_recurrent import RECURRENT_RULES
 
 
 def _f32(a: np.ndarray) -> np.ndarray:
@@ -305,4 +306,5 @@ RULES = {
     "Resize": _resize,
     "ReduceMean": _reduce_mean,
     **LOWERING_RULES,  # ConvTranspose, LayerNormalization, Gelu
+    **RECURRENT_RULES,  # LSTM, GRU: unrolled over the time steps
 }
