@@ -85,6 +85,10 @@ def load(s: ExportState) -> ExportState:
         s.shape_note = (f"input shape {'x'.join(map(str, shape))} taken from the calibration samples "
                         "(the model leaves dims open; --input-shape sets it)")
     s.cfg = bind_layers(s.cfg, s.graph)
+    if s.cfg.layers:  # an int16 / float layer the target cannot run: refused before the long work
+        from .precision import check_precision, layer_precisions
+
+        check_precision(s.graph, layer_precisions(s.graph, s.cfg), s.profile)
     return s
 
 
@@ -178,6 +182,10 @@ def calibrate(s: ExportState) -> ExportState:
                             bias_correction=cfg.bias_correction, bias_deltas=bias_deltas, per_tensor=per_tensor,
                             **opts)
     s.qgraph, s.ranges, s.calibration = cal.qgraph, cal.ranges, cal
+    if cfg.layers:  # int16 / float layers: marked on the int8 graph, both emitters follow the marks
+        from .precision import apply_precision, layer_precisions
+
+        apply_precision(s.qgraph, layer_precisions(s.qgraph, cfg), s.profile)
     report.calibration = {"method": cfg.calibration, "samples": total,
                           "from_file": cfg.calibration_file, "fc_weights": fc.to_json(), **cal.section}
     if cfg.layers:
@@ -237,6 +245,16 @@ def emit(s: ExportState) -> ExportState:
                      calibration=save_calibration(s.qgraph, s.ranges, s.cfg.calibration,
                                                   s.rules.per_channel_nodes, s.calibration.methods,
                                                   s.calibration.bias_deltas).encode())
+        from .precision import precision_cost
+
+        cost = precision_cost(s.qgraph, s.profile, s.cfg.io)
+        if cost is not None:
+            s.report.calibration["precision"] = cost
+            chosen = ", ".join(f"{k}: {v['precision']}" for k, v in cost["layers"].items())
+            s.report.notes.append(
+                f"{len(cost['layers'])} layer(s) off int8 ({chosen}): "
+                f"flash {cost['change']['flash_bytes']:+,} B, arena {cost['change']['arena_bytes']:+,} B, "
+                f"estimated latency {cost['change']['latency_ms']:+.3f} ms on {cost['target']}")
     for kind, data in files.items():
         s.paths[kind] = s.out / artifacts.EXPORT_FILES[kind]
         artifacts.write_bytes(s.paths[kind], data)
