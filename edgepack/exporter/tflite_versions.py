@@ -42,7 +42,8 @@ def version(code: int, int8: bool, half_pixel: bool = False, align_corners: bool
 # The 16x8 kernels (int16 activations, int8 weights, int64 conv/FC bias) and the runtimes that run them, with
 # the version written: measured by benchmarks/measure_16x8.py (one-op files of TensorFlow's converter run on
 # LiteRT and TFLite Micro; results/int16_kernels.md). A builtin absent here has no 16x8 kernel we know of
-# (HARD_SWISH, PRELU: the converter refuses them; RESIZE_NEAREST_NEIGHBOR: the converter does not write it).
+# (HARD_SWISH, PRELU: the converter refuses them; RESIZE_NEAREST_NEIGHBOR: the converter does not write it;
+# PADV2: written with a float pad value that LiteRT refuses).
 # The one place this fact lives: the precision check, the writers' versions and SUPPORTED_OPS.md read it.
 BOTH, LITERT = ("litert", "tflm"), ("litert",)
 INT16X8 = {
@@ -52,7 +53,7 @@ INT16X8 = {
     BuiltinOp.BATCH_MATMUL: (2, BOTH), BuiltinOp.AVERAGE_POOL_2D: (2, BOTH), BuiltinOp.MAX_POOL_2D: (2, BOTH),
     BuiltinOp.MEAN: (2, BOTH), BuiltinOp.RESHAPE: (1, BOTH), BuiltinOp.TRANSPOSE: (2, BOTH),
     BuiltinOp.CONCATENATION: (2, BOTH), BuiltinOp.SLICE: (2, BOTH), BuiltinOp.PAD: (2, BOTH),
-    BuiltinOp.PADV2: (2, BOTH), BuiltinOp.RESIZE_BILINEAR: (3, LITERT), BuiltinOp.SOFTMAX: (2, BOTH),
+    BuiltinOp.RESIZE_BILINEAR: (3, LITERT), BuiltinOp.SOFTMAX: (2, BOTH),
     BuiltinOp.LOGISTIC: (2, BOTH), BuiltinOp.TANH: (2, BOTH), BuiltinOp.RELU: (2, BOTH),
     BuiltinOp.RELU6: (2, BOTH), BuiltinOp.LEAKY_RELU: (2, BOTH), BuiltinOp.GELU: (2, LITERT),
     BuiltinOp.RSQRT: (2, BOTH), BuiltinOp.EXP: (2, LITERT), BuiltinOp.ABS: (2, BOTH),
