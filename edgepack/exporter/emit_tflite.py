@@ -51,9 +51,7 @@ def to_tflite(graph: Graph, int8: bool, io: str = "int8") -> bytes:
             writer(ctx, node)
     outputs = []
     for name in graph.outputs:
-        if int8 and ctx.stored.get(name, "int8") != "int8":  # an int16 / float layer's output: int8 at the edge
-            ctx.rename_stored(name)
-            ctx.index[name] = ctx.converted(name, "int8")
+        ctx.output_as_int8(name)  # no-op unless an int16 / float layer wrote it
         idx = ctx.index[name]
         rank = len(ctx.shape(name))
         if rank != 4 and ctx.perm(name) != identity(rank):
@@ -165,9 +163,11 @@ class EmitContext:
             self._converted[key] = out
         return self._converted[key]
 
-    def rename_stored(self, name: str) -> None:
-        """The stored (int16 / float) tensor of a graph output gives its name to the int8 copy."""
-        self.b.rename(self.index[name], f"{name}/{self.stored[name]}")
+    def output_as_int8(self, name: str) -> None:
+        """A graph output of an int16 / float layer: its int8 copy is the output and takes its name."""
+        if self.stored.get(name, "int8") != "int8":
+            self.b.rename(self.index[name], f"{name}/{self.stored[name]}")
+            self.index[name] = self.converted(name, "int8")
 
     def const_weight(self, node, pos: int = 1) -> np.ndarray:
         """The constant weight input of ``node`` (writers cannot take computed weights)."""
