@@ -98,3 +98,16 @@ def precision_cost(qgraph: Graph, profile, io: str = "int8") -> dict | None:
     change = {k: figures["mixed"][k] - figures["int8"][k] for k in figures["int8"]}
     return {"layers": {name: {"op": OPS[qgraph.node(name).op].name, "precision": p} for name, p in layers.items()},
             "target": profile.name, "all_int8": figures["int8"], "mixed": figures["mixed"], "change": change}
+
+
+def report_precision(report, qgraph: Graph, profile, io: str = "int8") -> None:
+    """The layers off int8 and their cost, in the report's calibration section and notes."""
+    cost = precision_cost(qgraph, profile, io)
+    if cost is None:
+        return
+    report.calibration["precision"] = cost
+    chosen = ", ".join(f"{k}: {v['precision']}" for k, v in cost["layers"].items())
+    change = cost["change"]
+    report.notes.append(f"{len(cost['layers'])} layer(s) off int8 ({chosen}): flash {change['flash_bytes']:+,} B, "
+                        f"arena {change['arena_bytes']:+,} B, estimated latency {change['latency_ms']:+.3f} ms "
+                        f"on {cost['target']}")

@@ -56,3 +56,23 @@ def tensor_params(graph, name: str, precision: str) -> QuantParams | None:
             OPS[producer.op].kind in _FOLLOWS_INPUT:
         return tensor_params(graph, producer.inputs[0], precision)  # the kernel copies values
     return int16_params(qp, producer.op if producer is not None else None)
+
+
+def simulated_params(graph) -> tuple[dict, dict]:
+    """What the fake-quant simulation (torch_exec) needs for the layers off int8: the params of each tensor
+    stored at int16 or float ({tensor: params or None}) and of each boundary read ({(node, tensor): params
+    or None}: a QUANTIZE / DEQUANTIZE in the files). Empty for an all-int8 graph."""
+    stored, reads = {}, {}
+    if not mixed(graph):
+        return stored, reads
+    quantized = [t for t in graph.activations() if graph.tensors[t].quant is not None]
+    for t in quantized:
+        if stored_precision(graph, t) != "int8":
+            stored[t] = tensor_params(graph, t, stored_precision(graph, t))
+    quantized = set(quantized)
+    for node in graph.nodes:
+        want = node_precision(node)
+        for i in node.inputs:
+            if i in quantized and stored_precision(graph, i) != want:
+                reads[(node.name, i)] = tensor_params(graph, i, want)
+    return stored, reads
