@@ -14,9 +14,10 @@ from .errors import ConfigError
 from .ir import OPS, Graph, tflite_builtins
 from .ir.precision import LAYER_PRECISIONS, PRECISION_ATTR, mixed
 
-# IR ops whose TFLite writers have an int16 path (constant operands, pad values and biases in 16x8 types),
-# each checked on LiteRT and TFLite Micro by tests/test_layer_precision.py; the runtimes' own kernels are
-# the measured table exporter/tflite_versions.INT16X8.
+# IR ops whose TFLite writers have an int16 path (constant operands, pad values and biases in 16x8 types;
+# tests/test_layer_precision.py runs Conv, depthwise Conv, Gemm, Add, Mul, Sigmoid, Tanh, Concat, the global
+# pool, Reshape and Softmax on LiteRT, TFLite Micro and onnxruntime; the others share those writers' paths).
+# Which runtime has which 16x8 kernel is the measured table exporter/tflite_versions.INT16X8.
 WRITTEN_16X8 = ("Conv", "Gemm", "Add", "Sub", "Mul", "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean",
                 "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Softmax", "Reshape", "Transpose", "Slice", "Concat")
 FLOAT_KINDS = ("phone", "host")  # targets whose runtime (LiteRT) runs float kernels next to int8 ones

@@ -89,7 +89,7 @@ def to_onnx_qdq(graph: Graph, opset: int = 17, activations: str = "uint8") -> on
         new_nodes += _qdq(src, dst, name, s.name, z.name, qp)
 
     if mixed(graph):
-        new_nodes += _precision_boundaries(graph, g, new_inits, activations == "uint8")
+        _precision_boundaries(graph, g, new_inits, new_nodes, activations == "uint8")
         model.opset_import.append(helper.make_opsetid(INT16_DOMAIN, 1))
     g.initializer.extend(new_inits)
     nodes = list(g.node) + new_nodes
@@ -108,11 +108,12 @@ def _qdq(src: str, dst: str, name: str, scale: str, zero_point: str, qp: QuantPa
                              name=f"{name}/dequantize", **domain)]
 
 
-def _precision_boundaries(graph: Graph, g, new_inits: list, shift_uint8: bool) -> list:
+def _precision_boundaries(graph: Graph, g, new_inits: list, new_nodes: list, shift_uint8: bool) -> None:
     """Per-layer precision (ir/precision.py): a node reading a tensor stored at another precision reads it
     through a Q/DQ pair at its own (as the .tflite's QUANTIZE at the boundary); float nodes read the
-    dequantized value as it is."""
-    new_nodes, made = [], set()
+    dequantized value as it is; a model output of an int16 / float layer is int8 at the edge. Appends to
+    ``new_inits`` and ``new_nodes``."""
+    made = set()
     for node in graph.nodes:
         want = node_precision(node)
         if want == "float":
@@ -130,7 +131,17 @@ def _precision_boundaries(graph: Graph, g, new_inits: list, shift_uint8: bool) -
             for n in g.node:  # the ONNX nodes written for this IR node
                 if n.name == node.name or n.name.startswith(f"{node.name}/"):
                     n.input[:] = [copy if x == i else x for x in n.input]
-    return new_nodes
+    for o in graph.outputs:  # int8 at the model's edge, as the .tflite's output
+        have = stored_precision(graph, o)
+        if have == "int8" or graph.tensors[o].quant is None:
+            continue
+        inner = f"{o}/{have}"
+        for n in list(g.node) + new_nodes:
+            n.input[:] = [inner if x == o else x for x in n.input]
+            n.output[:] = [inner if x == o else x for x in n.output]
+        s, z = _params(f"{o}/output", graph.tensors[o].quant, shift_uint8=shift_uint8)
+        new_inits += [s, z]
+        new_nodes += _qdq(inner, o, f"{o}/output", s.name, z.name, graph.tensors[o].quant)
 
 
 def _toposort(nodes, available: set[str]):
