@@ -85,6 +85,9 @@ def load(s: ExportState) -> ExportState:
         s.shape_note = (f"input shape {'x'.join(map(str, shape))} taken from the calibration samples "
                         "(the model leaves dims open; --input-shape sets it)")
     s.cfg = bind_layers(s.cfg, s.graph)
+    if s.cfg.layers:  # an int16 / float layer the target cannot run: refused before the long work
+        from .precision import check_precision, layer_precisions
+        check_precision(s.graph, layer_precisions(s.graph, s.cfg), s.profile)
     return s
 
 
@@ -178,6 +181,9 @@ def calibrate(s: ExportState) -> ExportState:
                             bias_correction=cfg.bias_correction, bias_deltas=bias_deltas, per_tensor=per_tensor,
                             **opts)
     s.qgraph, s.ranges, s.calibration = cal.qgraph, cal.ranges, cal
+    if cfg.layers:  # int16 / float layers: marked on the int8 graph, both emitters follow the marks
+        from .precision import apply_precision, layer_precisions
+        apply_precision(s.qgraph, layer_precisions(s.qgraph, cfg), s.profile)
     report.calibration = {"method": cfg.calibration, "samples": total,
                           "from_file": cfg.calibration_file, "fc_weights": fc.to_json(), **cal.section}
     if cfg.layers:
@@ -237,6 +243,8 @@ def emit(s: ExportState) -> ExportState:
                      calibration=save_calibration(s.qgraph, s.ranges, s.cfg.calibration,
                                                   s.rules.per_channel_nodes, s.calibration.methods,
                                                   s.calibration.bias_deltas).encode())
+        from .precision import report_precision
+        report_precision(s.report, s.qgraph, s.profile, s.cfg.io)  # int16 / float layers and their cost
     for kind, data in files.items():
         s.paths[kind] = s.out / artifacts.EXPORT_FILES[kind]
         artifacts.write_bytes(s.paths[kind], data)

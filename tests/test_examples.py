@@ -19,7 +19,7 @@ def run_example(name, tmp_path, *args):
 def test_every_example_has_a_test():
     tested = {"pytorch_to_mcu", "onnx_to_phone", "prune_and_distill", "validate_tflite", "keras_to_mcu",
               "fix_a_layer", "compression_ladder", "check_model_support", "smaller_arena", "sparse_and_low_rank",
-              "lstm_keyword_spotting"}
+              "lstm_keyword_spotting", "int16_layers"}
     assert {p.stem for p in EXAMPLES.glob("*.py")} <= tested
 
 
@@ -66,6 +66,16 @@ def test_fix_a_layer(tmp_path):
     row = next(r for r in after["per_layer"]["layers"] if r["tensor"] == before["tensor"])
     assert row["sqnr_db"] > before["sqnr_db"] + 10 and "percentile" in str(after["calibration"]["layers"])
     assert "with percentile on that layer" in stdout
+
+
+def test_int16_layers(tmp_path):
+    out, stdout = run_example("int16_layers", tmp_path)
+    before, after = (json.loads((out / k / "report.json").read_text()) for k in ("int8", "int16"))
+    for run in ("int8_tflite@tflm", "int8_onnx@onnxruntime"):
+        assert after["validation"][run]["sqnr_db"] > before["validation"][run]["sqnr_db"] + 2
+    assert all(v["precision"] == "int16" for v in after["calibration"]["precision"]["layers"].values())
+    phone = json.loads((out / "float_on_phone" / "report.json").read_text())
+    assert phone["validation"]["int8_tflite@litert"]["sqnr_db"] > 40 and "cost on stm32l4r5" in stdout
 
 
 def test_compression_ladder(tmp_path):

@@ -81,8 +81,7 @@ def test_resolution_node_over_op_type_over_global():
 
 
 @pytest.mark.parametrize("layers, needles", [
-    ({"c1": {"precision": "int16"}}, ["'int16'", "'c1'", "not supported yet", "allowed: int8"]),
-    ({"c1": {"precision": "float"}}, ["'float'", "not supported yet"]),
+    ({"c1": {"precision": "int4"}}, ["'int4'", "'c1'", "unknown", "allowed: int8, int16, float"]),
     ({"c1": {"method": "mse"}}, ["unknown key 'method'", "calibration, percentile, per_channel"]),
     ({"op:Cnv": {"prune": False}}, ["'Cnv'", "Conv"]),
     ({"c1": {"calibration": "best"}}, ["'best'", "minmax"]),

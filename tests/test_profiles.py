@@ -45,7 +45,7 @@ def test_mcu_profiles_have_the_board_budgets(name, core, mhz, ram, flash):
     p = load_profile(name)
     assert (p.kind, p.runtime, p.core, p.clock_mhz, p.ram_bytes, p.flash_bytes) == (
         "mcu", "tflm", core, mhz, ram, flash)
-    assert p.dtypes == ("int8",) and p.threads == 1
+    assert p.dtypes == ("int8", "int16") and p.threads == 1  # 16x8 kernels: SUPPORTED_OPS.md
     assert p.supports("conv_2d") and p.supports("DEPTHWISE_CONV_2D") and p.supports("FULLY_CONNECTED")
     assert not p.supports("DIV")  # no int8 TFLM kernel: the resolver does not list it
 

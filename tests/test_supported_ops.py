@@ -30,7 +30,8 @@ def test_supported_ops_md_is_up_to_date():
     text = (ROOT / "SUPPORTED_OPS.md").read_text()
     assert text == _generator().render(), "SUPPORTED_OPS.md is out of date: run .venv/bin/python " \
                                           "tools/gen_supported_ops.py"
-    assert text.count("\n| ") == len(OPS) + 1  # the header and one row per IR op
+    ops_table = text.split("\n## ")[0]  # the int16 section below has tables of its own
+    assert ops_table.count("\n| ") == len(OPS) + 1  # the header and one row per IR op
 
 
 # ---- every per-op table another layer owns covers the op table --------------------------------------

@@ -162,7 +162,40 @@ def render() -> str:
         types = f"int8, float ({FLOAT_ONLY[name]})" if name in FLOAT_ONLY else "int8, float"
         lines.append(f"| {name} | {spec.doc} | {_inputs(spec)} | {_quant_rule(spec, WEIGHT_AXIS)} | {onnx_ops} | "
                      f"{tflite} | {types} | {_tflm(builtins, supported)} |")
-    return "\n".join(lines + [""] + RECURRENT) + "\n"
+    return "\n".join(lines + _int16_section() + [""] + RECURRENT) + "\n"
+
+
+def _int16_section() -> list[str]:
+    """The measured 16x8 kernels (exporter/tflite_versions.INT16X8) and the IR ops a layer may run in int16."""
+    from edgepack.exporter.tflite_builder import BuiltinOp
+    from edgepack.exporter.tflite_versions import INT16X8
+    from edgepack.ir import OPS
+    from edgepack.precision import int16_refusal
+
+    names = {v: k for k, v in vars(BuiltinOp).items() if not k.startswith("_") and isinstance(v, int)}
+    lines = ["", "## int16 activations (16x8)", "",
+             "`precision = \"int16\"` on a layer (`--layer NAME:precision=int16`, or `[layers.NAME]` in a config) "
+             "writes it with int16 symmetric activations (zero point 0), int8 per-channel weights and an int64 "
+             "conv/FC bias, with a QUANTIZE int8 -> int16 before it and int16 -> int8 where an int8 layer reads "
+             "it; the .onnx holds the same as int16 QuantizeLinear/DequantizeLinear (onnxruntime's com.microsoft "
+             "domain). `precision = \"float\"` keeps a layer in float between a DEQUANTIZE and a QUANTIZE, on "
+             "phone and host targets only.", "",
+             "Measured by `benchmarks/measure_16x8.py` (one-op files of TensorFlow's converter with the 16x8 ops set, "
+             "run on LiteRT and TFLite Micro); builtins missing here have no 16x8 kernel in either runtime "
+             "(HARD_SWISH and PRELU: the converter refuses them; PADV2: LiteRT refuses its int16 form).", "",
+             "| TFLite builtin | 16x8 version | LiteRT | TFLM |", "|---|---|---|---|"]
+    for code, (version, runtimes) in sorted(INT16X8.items(), key=lambda kv: names[kv[0]]):
+        lines.append(f"| {names[code]} | {version} | {'yes' if 'litert' in runtimes else 'no'} | "
+                     f"{'yes' if 'tflm' in runtimes else 'no'} |")
+    lines += ["", "IR ops a layer may set to int16, per runtime (a layer refused names the reason):", "",
+              "| IR op | LiteRT | TFLM |", "|---|---|---|"]
+    for op in OPS:
+        verdicts = [int16_refusal(op, rt) for rt in ("litert", "tflm")]
+        if all(v is not None and v.startswith("edgepack writes") for v in verdicts):
+            continue
+        lines.append(f"| {op} | " + " | ".join("yes" if v is None else "no: " + v.split(" (see")[0]
+                                                 for v in verdicts) + " |")
+    return lines
 
 
 def main(argv: list[str]) -> int:

@@ -8,16 +8,20 @@ Layouts come from ``layout.build_layout``; per-op writers from ``tflite_ops.WRIT
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import numpy as np
 
 from ..errors import ConfigError, UnsupportedOpError
 from ..ir import Graph, OPS
-from ..ir.quant import QuantParams, check_bias_fits, params_from_range, quantize_array, symmetric_weight_params
+from ..ir.precision import node_precision, tensor_params
+from ..ir.quant import (QuantParams, check_bias_fits, params_from_range, quantize_array, symmetric_params,
+                        symmetric_weight_params)
 from .layout import LayoutPlan, build_layout, file_transpose_perm, identity, same_bytes, stored_shape
 from .tflite_builder import BuiltinOp, Options, TfliteBuilder, TfliteExportError, same_params, tfl
 from .tflite_ops import NOT_EMITTED, WRITERS, version
+from .tflite_versions import INT16X8, boundary_version
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +47,11 @@ def to_tflite(graph: Graph, int8: bool, io: str = "int8") -> bytes:
         if writer is None:
             reason = NOT_EMITTED.get(node.op, "no TFLite writer for this op")
             raise UnsupportedOpError(node.op, node.name, WRITERS, where=f"TFLite export ({reason})")
-        writer(ctx, node)
+        with ctx.node_precision(node):
+            writer(ctx, node)
     outputs = []
     for name in graph.outputs:
+        ctx.output_as_int8(name)  # no-op unless an int16 / float layer wrote it
         idx = ctx.index[name]
         rank = len(ctx.shape(name))
         if rank != 4 and ctx.perm(name) != identity(rank):
@@ -112,9 +118,56 @@ class EmitContext:
 
     def __init__(self, graph: Graph, plan: LayoutPlan, int8: bool):
         self.g, self.plan, self.int8 = graph, plan, int8
+        self.mode = "int8" if int8 else "float"  # the precision of the node being written
         self.b = TfliteBuilder()
         self.index: dict[str, int] = {}  # activation -> tensor index in its planned layout
-        self._converted: dict[tuple[str, tuple[int, ...]], int] = {}
+        self.stored: dict[str, str] = {}  # activation -> precision of that tensor, when not int8
+        self._converted: dict[tuple, int] = {}
+
+    # ---- per-layer precision (ir/precision.py) ------------------------------------------------
+    @contextlib.contextmanager
+    def node_precision(self, node):
+        """Write ``node`` at its precision: inputs stored at another one are read through a QUANTIZE /
+        DEQUANTIZE copy (made once per tensor and precision), its outputs are stored at its own."""
+        mode = node_precision(node) if self.int8 else "float"
+        if mode == self.mode and not any(self.stored.get(i, self.mode) != mode for i in node.inputs if i):
+            yield  # the all-int8 (or all-float) path: the file is written exactly as before
+            return
+        base, swapped = self.mode, {}
+        for name in dict.fromkeys(i for i in node.inputs if i in self.index):
+            if self.stored.get(name, base) != mode:
+                swapped[name] = self.index[name]
+                self.index[name] = self.converted(name, mode)
+        self.mode, self.int8 = mode, mode != "float"
+        try:
+            yield
+        finally:
+            self.mode, self.int8 = base, base != "float"
+            self.index.update(swapped)
+            for out in node.outputs:
+                if out in self.index and mode != base:
+                    self.stored[out] = mode
+
+    def converted(self, name: str, mode: str) -> int:
+        """Activation ``name`` (stored at another precision) as a tensor of precision ``mode``."""
+        key = (name, "as", mode)
+        if key not in self._converted:
+            src = self.index[name]
+            have = self.stored.get(name, "int8")
+            dtype = {"int8": "int8", "int16": "int16", "float": "float32"}[mode]
+            out = self.b.add_tensor(f"{name}/{mode}", self.b.shape(src), dtype, tensor_params(self.g, name, mode))
+            code = BuiltinOp.DEQUANTIZE if mode == "float" else BuiltinOp.QUANTIZE
+            opts = (Options.DequantizeOptions, tfl.DequantizeOptionsT()) if mode == "float" else \
+                (Options.QuantizeOptions, tfl.QuantizeOptionsT())
+            self.b.add_op(code, [src], [out], *opts, version=boundary_version(code, have, mode))
+            self._converted[key] = out
+        return self._converted[key]
+
+    def output_as_int8(self, name: str) -> None:
+        """A graph output of an int16 / float layer: its int8 copy is the output and takes its name."""
+        if self.stored.get(name, "int8") != "int8":
+            self.b.rename(self.index[name], f"{name}/{self.stored[name]}")
+            self.index[name] = self.converted(name, "int8")
 
     def const_weight(self, node, pos: int = 1) -> np.ndarray:
         """The constant weight input of ``node`` (writers cannot take computed weights)."""
@@ -125,9 +178,13 @@ class EmitContext:
 
     @property
     def act_dtype(self) -> str:
-        return "int8" if self.int8 else "float32"
+        return {"int8": "int8", "int16": "int16", "float": "float32"}[self.mode]
 
     def version(self, code: int, **flags) -> int:
+        if self.mode == "int16":
+            if code not in INT16X8:
+                raise TfliteExportError(f"no 16x8 kernel is known for TFLite builtin {code}")
+            return INT16X8[code][0]
         return version(code, self.int8, **flags)
 
     def op(self, code: int, inputs, outputs, options_type: int = 0, options=None, **flags) -> None:
@@ -146,7 +203,7 @@ class EmitContext:
         if q.is_per_channel or q.dtype != "int8":
             raise TfliteExportError(f"int8 export: activation '{name}' must be per-tensor int8, "
                                     f"got {q.dtype} axis={q.axis}")
-        return q
+        return q if self.mode == "int8" else tensor_params(self.g, name, self.mode)
 
     def perm(self, name: str) -> tuple[int, ...]:
         return self.plan.perms[name]
@@ -171,7 +228,7 @@ class EmitContext:
         have = self.perm(name)
         if perm is None or tuple(perm) == have:
             return idx
-        key = (name, tuple(perm))
+        key = (name, tuple(perm), self.mode)
         if key not in self._converted:
             shape = self.shape(name)
             target = stored_shape(shape, perm)
@@ -201,7 +258,9 @@ class EmitContext:
             if not self.int8:
                 return self.b.add_const(name, data, "float32")
             qp = quant or self.const_quant(name, data, own=own)
-            return self.b.add_const(name, quantize_array(data, qp), "int8", qp)
+            if self.mode == "int16":  # a 16x8 kernel takes its constant operand in int16 too
+                qp = quant or symmetric_params(data, "int16")
+            return self.b.add_const(name, quantize_array(data, qp), qp.dtype, qp)
         if len(t.shape) == out_rank:
             return self.input(name, out_perm)
         # lower-rank activation broadcast against the output: reshape when the bytes allow it
@@ -244,9 +303,11 @@ class EmitContext:
             return self.b.add_const(name, data, "float32")
         s_in = np.float64(self.quant(in_name).scale[0])
         scales = s_in * np.asarray(wq.scale, np.float64)
+        dtype = "int64" if self.mode == "int16" else "int32"  # 16x8 conv/FC kernels take an int64 bias
         if wq.is_per_channel:
-            qp = QuantParams.per_channel(scales, 0, "int32")
+            qp = QuantParams.per_channel(scales, 0, dtype)
         else:
-            qp = QuantParams.per_tensor(float(scales[0]), 0, "int32")
-        check_bias_fits(name, data, qp)
-        return self.b.add_const(name, quantize_array(data, qp), "int32", qp, 0)
+            qp = QuantParams.per_tensor(float(scales[0]), 0, dtype)
+        if dtype == "int32":
+            check_bias_fits(name, data, qp)
+        return self.b.add_const(name, quantize_array(data, qp), dtype, qp, 0)

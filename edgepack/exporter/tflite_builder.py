@@ -20,7 +20,8 @@ Activation = tfl.ActivationFunctionType
 Padding = tfl.Padding
 
 _TYPES = {"float32": tfl.TensorType.FLOAT32, "int8": tfl.TensorType.INT8,
-          "int32": tfl.TensorType.INT32, "uint8": tfl.TensorType.UINT8}
+          "int32": tfl.TensorType.INT32, "uint8": tfl.TensorType.UINT8, "int16": tfl.TensorType.INT16,
+          "int64": tfl.TensorType.INT64}
 
 
 class TfliteExportError(EdgepackError):

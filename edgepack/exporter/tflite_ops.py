@@ -42,8 +42,8 @@ def _explicit_pad(ctx, node, x_idx, x_name, pads_hw, lowest: bool) -> int:
         ctx.op(BuiltinOp.PAD, [x_idx, paddings], [out], Options.PadOptions, tfl.PadOptionsT())
         return out
     if ctx.int8:
-        value = ctx.b.add_const(f"{node.name}/pad_value", np.array([-128], np.int8), "int8",
-                                ctx.quant(x_name))
+        lowest = np.array([-32768 if ctx.mode == "int16" else -128], ctx.act_dtype)
+        value = ctx.b.add_const(f"{node.name}/pad_value", lowest, ctx.act_dtype, ctx.quant(x_name))
     else:
         value = ctx.b.add_const(f"{node.name}/pad_value", np.array([np.finfo(np.float32).min], np.float32))
     ctx.op(BuiltinOp.PADV2, [x_idx, paddings, value], [out], Options.PadV2Options, tfl.PadV2OptionsT())

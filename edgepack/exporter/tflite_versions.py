@@ -37,3 +37,39 @@ def version(code: int, int8: bool, half_pixel: bool = False, align_corners: bool
     if code == BuiltinOp.TRANSPOSE_CONV:  # the emitter always writes the bias input
         return 3
     return INT8_VERSION.get(code, 1) if int8 else 1
+
+
+# The 16x8 kernels (int16 activations, int8 weights, int64 conv/FC bias) and the runtimes that run them, with
+# the version written: measured by benchmarks/measure_16x8.py (one-op files of TensorFlow's converter run on
+# LiteRT and TFLite Micro; results/int16_kernels.md). A builtin absent here has no 16x8 kernel we know of
+# (HARD_SWISH, PRELU: the converter refuses them; RESIZE_NEAREST_NEIGHBOR: the converter does not write it;
+# PADV2: written with a float pad value that LiteRT refuses).
+# The one place this fact lives: the precision check, the writers' versions and SUPPORTED_OPS.md read it.
+BOTH, LITERT = ("litert", "tflm"), ("litert",)
+INT16X8 = {
+    BuiltinOp.CONV_2D: (3, BOTH), BuiltinOp.DEPTHWISE_CONV_2D: (3, BOTH), BuiltinOp.FULLY_CONNECTED: (4, BOTH),
+    BuiltinOp.TRANSPOSE_CONV: (3, BOTH), BuiltinOp.ADD: (2, BOTH), BuiltinOp.SUB: (2, BOTH),
+    BuiltinOp.MUL: (2, BOTH), BuiltinOp.MAXIMUM: (2, BOTH), BuiltinOp.MINIMUM: (2, BOTH),
+    BuiltinOp.BATCH_MATMUL: (2, BOTH), BuiltinOp.AVERAGE_POOL_2D: (2, BOTH), BuiltinOp.MAX_POOL_2D: (2, BOTH),
+    BuiltinOp.MEAN: (2, BOTH), BuiltinOp.RESHAPE: (1, BOTH), BuiltinOp.TRANSPOSE: (2, BOTH),
+    BuiltinOp.CONCATENATION: (2, BOTH), BuiltinOp.SLICE: (2, BOTH), BuiltinOp.PAD: (2, BOTH),
+    BuiltinOp.RESIZE_BILINEAR: (3, LITERT), BuiltinOp.SOFTMAX: (2, BOTH),
+    BuiltinOp.LOGISTIC: (2, BOTH), BuiltinOp.TANH: (2, BOTH), BuiltinOp.RELU: (2, BOTH),
+    BuiltinOp.RELU6: (2, BOTH), BuiltinOp.LEAKY_RELU: (2, BOTH), BuiltinOp.GELU: (2, LITERT),
+    BuiltinOp.RSQRT: (2, BOTH), BuiltinOp.EXP: (2, LITERT), BuiltinOp.ABS: (2, BOTH),
+    # the boundaries: int8 -> int16 and int16 -> int8 (op_version.cc: QUANTIZE to int16 is version 2)
+    BuiltinOp.QUANTIZE: (2, BOTH), BuiltinOp.DEQUANTIZE: (3, BOTH),
+}
+
+
+def int16_runtimes(builtin_name: str) -> tuple[str, ...]:
+    """The runtimes with a 16x8 kernel of the builtin named ``builtin_name`` (() if none)."""
+    return INT16X8.get(getattr(BuiltinOp, builtin_name, -1), (0, ()))[1]
+
+
+def boundary_version(code: int, src: str, dst: str) -> int:
+    """Version of the QUANTIZE / DEQUANTIZE between a tensor stored at ``src`` and read at ``dst``
+    (op_version.cc: QUANTIZE to int16: 2, else 1; DEQUANTIZE of int16: 3, of int8: 2)."""
+    if code == BuiltinOp.DEQUANTIZE:
+        return 3 if src == "int16" else 2
+    return 2 if dst == "int16" else 1

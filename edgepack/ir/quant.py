@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int32": (-(2**31), 2**31 - 1)}
+INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767), "int32": (-(2**31), 2**31 - 1),
+              "int64": (-(2**63), 2**63 - 1)}
 # The largest |int32 bias| a weight scale may imply: half of int32, as TensorFlow's converter keeps
 # (AdjustWeightsForBiasScale), so the bias plus the accumulated products still has headroom.
 BIAS_LIMIT = 2**30
@@ -36,7 +37,7 @@ class QuantizationBug(RuntimeError):
 class QuantParams:
     scale: tuple[float, ...]
     zero_point: tuple[int, ...]
-    dtype: str = "int8"  # int8 | int32 (bias)
+    dtype: str = "int8"  # int8 | int16 (16x8 layers) | int32 / int64 (bias)
     axis: int | None = None  # None = per-tensor
 
     def __post_init__(self):
@@ -105,7 +106,7 @@ def quantize_array(x: np.ndarray, qp: QuantParams) -> np.ndarray:
     z = qp._broadcast(np.asarray(qp.zero_point, np.int64), x.ndim)
     scaled = x / s
     q = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5) + z
-    dtype = {"int8": np.int8, "uint8": np.uint8, "int32": np.int32}[qp.dtype]
+    dtype = {"int8": np.int8, "uint8": np.uint8, "int16": np.int16, "int32": np.int32, "int64": np.int64}[qp.dtype]
     return np.clip(q, qp.qmin, qp.qmax).astype(dtype)
 
 
@@ -119,6 +120,12 @@ def params_from_range(rmin: float, rmax: float, dtype: str = "int8") -> QuantPar
     scale = (rmax - rmin) / (qmax - qmin)
     zp = int(np.clip(round(qmin - rmin / scale), qmin, qmax))
     return QuantParams.per_tensor(scale, zp, dtype)
+
+
+def symmetric_params(x: np.ndarray, dtype: str = "int16") -> QuantParams:
+    """Symmetric per-tensor params (zero point 0) covering ``x`` (a 16x8 kernel's constant operand)."""
+    amax = float(np.max(np.abs(x))) if np.size(x) else 0.0
+    return QuantParams.per_tensor(max(amax, 1e-12) / INT_RANGES[dtype][1], 0, dtype)
 
 
 def symmetric_weight_params(w: np.ndarray, axis: int | None) -> QuantParams:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from .graph import Graph, GraphError, Node
 from .ops import OPS
 from .fake_quant import fake_quant_activation, fake_quant_tflite  # noqa: F401  (public here too)
+from .precision import PRECISION_ATTR, simulated_params
 from .torch_ops_math import MATH_IMPLS
 
 log = logging.getLogger(__name__)
@@ -259,6 +260,7 @@ class GraphModule(torch.nn.Module):
     def refresh_quant(self, graph: Graph) -> None:
         """Re-read Tensor.quant from the graph (after calibration set it)."""
         self.quant = {k: t.quant for k, t in graph.tensors.items() if t.quant is not None}
+        self.quant_stored, self.quant_read = simulated_params(graph)  # int16 / float layers (ir/precision.py)
 
     def _liveness(self) -> dict[str, int]:
         last: dict[str, int] = {}
@@ -271,13 +273,15 @@ class GraphModule(torch.nn.Module):
         """Graph tensor name of a name from ``named_parameters()`` / ``named_buffers()``."""
         return self.tensor_of[param_name.rsplit(".", 1)[-1]]
 
-    def _const(self, name: str) -> torch.Tensor:
+    def _const(self, name: str, raw: bool = False) -> torch.Tensor:
         value = getattr(self, self.attr_of[name])
-        qp = self.quant.get(name) if self.fake_quant else None
+        qp = self.quant.get(name) if self.fake_quant and not raw else None
         return fake_quant_tflite(value, qp) if qp is not None and value.is_floating_point() else value
 
     def _produced(self, name: str, value: torch.Tensor, env: dict, observe: Observer | None) -> None:
-        qp = self.quant.get(name) if self.fake_quant else None
+        qp = None
+        if self.fake_quant:
+            qp = self.quant_stored[name] if name in self.quant_stored else self.quant.get(name)
         if qp is not None and value.is_floating_point():
             value = fake_quant_activation(value, qp)
         env[name] = value
@@ -288,7 +292,11 @@ class GraphModule(torch.nn.Module):
         """One node's output from its input activations ``values`` (constants from the module, fake-quantized
         when ``fake_quant``), before the output's own quantization; ``activation`` False: before its fused
         activation too (see ``apply_activation``). Lets calibration score one op at a time."""
-        xs = [values[i] if i in values else self._const(i) for i in n.inputs if i]
+        in_float = n.attrs.get(PRECISION_ATTR) == "float"  # a float layer reads float weights
+        xs = [values[i] if i in values else self._const(i, raw=in_float) for i in n.inputs if i]
+        if self.fake_quant and self.quant_read:  # read at this node's precision (a QUANTIZE in the file)
+            reads = [self.quant_read.get((n.name, i)) for i in n.inputs if i]
+            xs = [x if qp is None else fake_quant_activation(x, qp) for x, qp in zip(xs, reads)]
         y = OP_IMPLS[n.op](n, xs)
         return apply_activation(n, y) if activation else y
 
