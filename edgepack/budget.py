@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 MIN_SQNR_GAIN_DB = 0.3  # a fix that leaves top-1 unchanged must buy at least this much output SQNR
 MAX_SAMPLES = 512
 WORST_LAYERS = 3
+FLOAT_INPUT_DB = 100.0  # what a layer reading the float input is counted as starting from
 _NOT_SETTINGS = ("accuracy_budget", "budget_time", "lint", "layers", "force", "validate", "fail_on_budget")
 
 
@@ -102,8 +103,8 @@ def worst_layers(graph, qgraph, x: np.ndarray, n: int = WORST_LAYERS) -> list[di
         ins = [db[t] for t in node.inputs if t in db]
         if not outs or not np.isfinite(min(outs)):
             continue
-        before = max([v for v in ins if np.isfinite(v)], default=float("inf"))
-        lost = before - min(outs) if np.isfinite(before) else float("inf")
+        before = max([v for v in ins if np.isfinite(v)], default=FLOAT_INPUT_DB)  # graph inputs: float
+        lost = min(before, FLOAT_INPUT_DB) - min(outs)
         rows.append({"node": node.name, "op": node.op, "output_sqnr_db": db_or_none(min(outs)),
                      "db_lost": db_or_none(lost), "_key": lost})
     rows.sort(key=lambda r: -r["_key"])

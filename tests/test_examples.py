@@ -18,7 +18,8 @@ def run_example(name, tmp_path, *args):
 
 def test_every_example_has_a_test():
     tested = {"pytorch_to_mcu", "onnx_to_phone", "prune_and_distill", "validate_tflite", "keras_to_mcu",
-              "fix_a_layer", "compression_ladder", "check_model_support", "smaller_arena"}
+              "fix_a_layer", "compression_ladder", "check_model_support", "smaller_arena",
+              "accuracy_budget"}
     assert {p.stem for p in EXAMPLES.glob("*.py")} <= tested
 
 
@@ -65,6 +66,17 @@ def test_fix_a_layer(tmp_path):
     row = next(r for r in after["per_layer"]["layers"] if r["tensor"] == before["tensor"])
     assert row["sqnr_db"] > before["sqnr_db"] + 10 and "percentile" in str(after["calibration"]["layers"])
     assert "with percentile on that layer" in stdout
+
+
+def test_accuracy_budget(tmp_path):
+    out, stdout = run_example("accuracy_budget", tmp_path)
+    report = json.loads((out / "budget" / "report.json").read_text())
+    budget = report["budget"]
+    assert budget["met"] and budget["steps"][0]["measured"]["top1_points_lost"] > 4  # 9.5 -> 3.0 measured
+    assert report["validation"]["int8_tflite@litert-ref"]["top1_agreement"] >= 0.96  # the runtime agrees
+    assert (out / "budget.toml").read_text() == budget["reproduce"]["toml"] != ""
+    assert (out / "again" / "model.int8.tflite").read_bytes() == (out / "budget" / "model.int8.tflite").read_bytes()
+    assert "same int8 model from budget.toml: True" in stdout
 
 
 def test_compression_ladder(tmp_path):
