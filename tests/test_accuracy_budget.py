@@ -72,6 +72,10 @@ def test_an_impossible_budget_exits_3_naming_the_layers(coarse_mlp, digits, tmp_
     stopped = [r["node"] for r in report["budget"]["stopped_by"]]
     assert stopped and all(name in err for name in stopped) and any("Gemm" in n for n in stopped)
     assert report["budget"]["met"] is False and report["budget"]["steps"][0]["step"] == "start"
+    code = main([*args, "--out", str(tmp_path / "t"), "--accuracy-budget", "sqnr:90", "--budget-time", "0.001"])
+    steps = json.loads((tmp_path / "t" / "report.json").read_text())["budget"]["steps"]
+    assert code == 3 and all("time limit" in r["skipped"] for r in steps[1:])  # no fix starts after the limit
+    capsys.readouterr()
     code = main([*args, "--out", str(tmp_path / "bad"), "--accuracy-budget", "top5:1"])
     assert code == 2 and "top1:POINTS" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
