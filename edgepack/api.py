@@ -44,6 +44,10 @@ def export(model, calib=None, out="edgepack_out", *, val=None, val_labels=None, 
         if cfg.validate:
             report.save_html(stage.path(artifacts.EXPORT_FILES["report_html"]))
     log.info("wrote %s", ", ".join(a["path"] for a in report.artifacts.values()))
+    from .budget import missed
+
+    if missed(report):  # --accuracy-budget not met: the report says which fixes were tried
+        raise BudgetExceeded(missed(report))
     if cfg.fail_on_budget and report.verdict and not report.verdict["fits"]:
         raise BudgetExceeded(f"the model does not fit {profile.name}: "
                              + "; ".join(m for m in report.verdict["messages"] if "does not fit" in m

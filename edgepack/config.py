@@ -248,6 +248,23 @@ def bind_layers(cfg: "ExportConfig", graph) -> "ExportConfig":
     return cfg.replace(layers=bound)
 
 
+BUDGET_METRICS = ("top1", "sqnr")
+
+
+def parse_budget(text) -> tuple[str, float]:
+    """'top1:0.5' -> ("top1", 0.5) (points lost, >= 0); 'sqnr:30' -> ("sqnr", 30.0) (dB, at least)."""
+    metric, colon, value = str(text).partition(":")
+    metric = metric.strip().lower()
+    try:
+        number = float(value) if colon else float("nan")
+    except ValueError:
+        number = float("nan")
+    if metric not in BUDGET_METRICS or not math.isfinite(number) or (metric == "top1" and not 0 <= number <= 100):
+        raise ConfigError(f"accuracy budget '{text}' is not METRIC:NUMBER (top1:POINTS with points in [0, 100], "
+                          "or sqnr:DB; examples: top1:0.5, sqnr:30)", "accuracy_budget", BUDGET_METRICS)
+    return metric, number
+
+
 def setting(default, help: str, *, choices=None, commands=("export",), flag_help: str | None = None):
     """A field of ExportConfig with what its CLI flag needs: help text, allowed values and the commands that
     take it (the flag of the same name is generated from this, cli.py)."""
@@ -311,6 +328,11 @@ class ExportConfig:
     finetune_lr: float = setting(3e-3, "Adam learning rate of the distillations (finetune and QAT)")
     qat_epochs: int = setting(0, "quantization-aware distillation after calibration: epochs of training "
                                  "through int8 rounding (on --train data, else the calibration samples)")
+    accuracy_budget: str | None = setting(
+        None, "top1:POINTS (at most this many points of top-1 agreement with float, or of accuracy with labels, "
+        "lost) or sqnr:DB (output SQNR at least): the cheapest int8 fixes are applied until it holds; exit 3 "
+        "naming the layers that stop it when it cannot (budget.py)")
+    budget_time: float = setting(300.0, "seconds the --accuracy-budget fixes may take (no new fix starts after)")
     layers: dict = setting(
         {}, "per-layer settings, keyed by node name (or the tensor the report names) or op:TYPE; "
         "resolved node > op type > global", flag_help="per-layer setting NAME:KEY=VALUE (repeatable; NAME is a "
@@ -351,6 +373,11 @@ class ExportConfig:
             if value is not None:
                 object.__setattr__(self, key, _floats(value, key))
         object.__setattr__(self, "layers", parse_layers(self.layers))
+        if self.accuracy_budget is not None:
+            parse_budget(self.accuracy_budget)
+        if not self.budget_time > 0:
+            raise ConfigError(f"budget_time must be a positive number of seconds, got {self.budget_time}",
+                              "budget_time")
 
     def layer(self, node: str, op: str) -> "LayerSettings":
         """The settings of one node, resolved node > op:TYPE > global."""

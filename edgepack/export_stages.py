@@ -153,6 +153,7 @@ def calibrate(s: ExportState) -> ExportState:
         return s
     from .calibration import calibrate as calibrate_samples
     from .calibration.fc_weights import choose_fc_weights
+    from .calibration.pool_form import choose_pool_forms
     from .calibration.quantize import load_bias_deltas, load_calibration, load_per_channel_nodes
     from .input_files import read_text
 
@@ -160,7 +161,7 @@ def calibrate(s: ExportState) -> ExportState:
     if len(graph.inputs) != 1:
         raise ConfigError(f"int8 export handles single-input models; this one has {len(graph.inputs)} "
                           f"inputs ({', '.join(graph.inputs)})")
-    ranges = bias_deltas = saved_channels = None
+    ranges = bias_deltas = saved_channels = text = None
     if cfg.calibration_file:
         path = Path(cfg.calibration_file)
         if not path.exists():
@@ -171,6 +172,8 @@ def calibrate(s: ExportState) -> ExportState:
     else:
         s.samples = _samples(s.calib, graph, cfg, limit=cfg.calib_limit)
         _warn_raw_bytes(graph, s.samples, cfg, report)
+    graph, pools = choose_pool_forms(graph, s.samples.as_array()[:64] if s.samples is not None else None,
+                                     s.profile.global_pool, s.profile.supports("MEAN"), text)
     total = len(s.samples) if s.samples is not None else 0
     tick = (lambda n: s.progress("calibrating", n, total)) if s.progress else None
     opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
@@ -186,6 +189,8 @@ def calibrate(s: ExportState) -> ExportState:
         apply_precision(s.qgraph, layer_precisions(s.qgraph, cfg), s.profile)
     report.calibration = {"method": cfg.calibration, "samples": total,
                           "from_file": cfg.calibration_file, "fc_weights": fc.to_json(), **cal.section}
+    if pools:  # AVERAGE_POOL_2D (shared scale) or MEAN (own scale): the target's preference, or by error
+        report.calibration["global_pool"] = pools
     if cfg.layers:
         report.calibration["layers"] = {k: v.given() for k, v in cfg.layers.items()}
     report.notes.append(f"calibrated {len(s.ranges)} tensors with {cfg.calibration}"
@@ -202,6 +207,20 @@ def calibrate(s: ExportState) -> ExportState:
 
 
 def fix(s: ExportState) -> ExportState:
+    """--qat-epochs, then --accuracy-budget: the ladder of fixes (budget.py), each candidate calibrated
+    and distilled again by these stages from the settings it proposes."""
+    s = qat(s)
+    if not s.cfg.accuracy_budget:
+        return s
+    if s.qgraph is None:
+        raise ConfigError("--accuracy-budget needs calibration data (--calib)", "accuracy_budget")
+    from .budget import meet_budget
+
+    x, labels, _ = validation_data(s)
+    return meet_budget(s, (calibrate, qat), x, labels)
+
+
+def qat(s: ExportState) -> ExportState:
     """--qat-epochs: fake-quant distillation of the int8 graph from the float one (weights retrained
     through int8 rounding, activation ranges kept); weight QuantParams are then derived again."""
     if not s.cfg.qat_epochs:

@@ -26,6 +26,7 @@ class Report:
     memory: dict[str, Any] = field(default_factory=dict)
     latency: dict[str, Any] = field(default_factory=dict)
     ladder: dict[str, Any] = field(default_factory=dict)  # bytes and accuracy per compression step (ladder.py)
+    budget: dict[str, Any] = field(default_factory=dict)  # --accuracy-budget: the fixes tried (budget.py)
     energy: dict[str, Any] = field(default_factory=dict)  # estimated energy per inference, with its sources
     compatibility: dict[str, Any] = field(default_factory=dict)  # unsupported ops with their nodes
     verdict: dict[str, Any] = field(default_factory=dict)  # fits, margins, what overflows

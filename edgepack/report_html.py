@@ -165,6 +165,7 @@ def render_html(r: dict) -> str:
                                                                           "accuracy", "sqnr_db"]))
         if ladder.get("notes"):
             parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in ladder["notes"]) + "</ul>")
+    parts += _budget_html(r.get("budget") or {})
     comp = r.get("compatibility") or {}
     if comp:
         parts.append("<h2>What the target cannot run</h2>" +
@@ -173,6 +174,18 @@ def render_html(r: dict) -> str:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in r["notes"]) + "</ul>")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>edgepack report</title>"
             f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def _budget_html(budget: dict) -> list[str]:
+    """--accuracy-budget: each fix tried, what it bought and cost, and the settings that reproduce it."""
+    if not budget.get("steps"):
+        return []
+    rows = [{"step": x["step"], "kept": x.get("kept", x.get("skipped")), **(x.get("measured") or {}),
+             **(x.get("cost") or {}), "seconds": x.get("seconds")} for x in budget["steps"]]
+    return [f"<h2>Accuracy budget {html.escape(str(budget['budget']))}: " + ("met" if budget["met"] else "not met")
+            + "</h2>" + _table(rows, ["step", "kept", "top1_points_lost", "sqnr_db", "flash_bytes", "arena_bytes",
+                                      "latency_ms", "seconds"])
+            + "<pre>" + html.escape(budget["reproduce"]["toml"]) + "</pre>"]
 
 
 def _tflm_vs_ref(exact: dict | None) -> str:

@@ -19,7 +19,7 @@ def run_example(name, tmp_path, *args):
 def test_every_example_has_a_test():
     tested = {"pytorch_to_mcu", "onnx_to_phone", "prune_and_distill", "validate_tflite", "keras_to_mcu",
               "fix_a_layer", "compression_ladder", "check_model_support", "smaller_arena", "sparse_and_low_rank",
-              "lstm_keyword_spotting", "int16_layers"}
+              "lstm_keyword_spotting", "int16_layers", "accuracy_budget"}
     assert {p.stem for p in EXAMPLES.glob("*.py")} <= tested
 
 
@@ -76,6 +76,17 @@ def test_int16_layers(tmp_path):
     assert all(v["precision"] == "int16" for v in after["calibration"]["precision"]["layers"].values())
     phone = json.loads((out / "float_on_phone" / "report.json").read_text())
     assert phone["validation"]["int8_tflite@litert"]["sqnr_db"] > 40 and "cost on stm32l4r5" in stdout
+
+
+def test_accuracy_budget(tmp_path):
+    out, stdout = run_example("accuracy_budget", tmp_path)
+    report = json.loads((out / "budget" / "report.json").read_text())
+    budget = report["budget"]
+    assert budget["met"] and budget["steps"][0]["measured"]["top1_points_lost"] > 4  # 9.5 -> 3.0 measured
+    assert report["validation"]["int8_tflite@litert-ref"]["top1_agreement"] >= 0.96  # the runtime agrees
+    assert (out / "budget.toml").read_text() == budget["reproduce"]["toml"] != ""
+    assert (out / "again" / "model.int8.tflite").read_bytes() == (out / "budget" / "model.int8.tflite").read_bytes()
+    assert "same int8 model from budget.toml: True" in stdout
 
 
 def test_compression_ladder(tmp_path):

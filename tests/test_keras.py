@@ -150,8 +150,10 @@ def test_keras_cnn_and_its_pytorch_twin_give_the_same_tflite_ops(tmp_path):
     files = {k: Path(r.artifacts["int8_tflite"]["path"]).read_bytes() for k, r in reports.items()}
     ops = {k: [op.op for op in read_tflite(f).ops] for k, f in files.items()}
     assert ops["keras"] == ops["torch"]
+    # the global average pool: AVERAGE_POOL_2D or MEAN, whichever the measured int8 error picks (pool_form.py)
+    pool = {"average_pool": "AVERAGE_POOL_2D", "mean": "MEAN"}[reports["torch"].calibration["global_pool"][0]["form"]]
     assert ops["keras"] == ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D", "ADD", "MAX_POOL_2D", "CONV_2D",
-                            "AVERAGE_POOL_2D", "RESHAPE", "FULLY_CONNECTED"]
+                            pool, "RESHAPE", "FULLY_CONNECTED"]
     # Same function, same calibration samples: the int8 files compute (nearly) the same numbers.
     test = x[64:]
     q_keras, _ = run_int8(LiteRT(files["keras"], reference=True), files["keras"], test.transpose(0, 2, 3, 1))

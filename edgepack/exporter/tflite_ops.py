@@ -174,7 +174,8 @@ def write_global_avg_pool(ctx, node):
     # AVERAGE_POOL_2D over the whole map rather than MEAN: its int8 contract (output keeps the
     # input's params) is the IR's rule for GlobalAveragePool, and TFLM and LiteRT share its
     # reference kernel. Measured on 5x5..16x16 maps: bit-exact TFLM vs LiteRT BUILTIN_REF (MEAN
-    # with equal params was too; XNNPACK is within 1 LSB of either).
+    # with equal params was too; XNNPACK is within 1 LSB of either). The MEAN form (own output scale) is
+    # a ReduceMean node, chosen per target and by measured error in calibration/pool_form.py.
     x = node.inputs[0]
     xi = ctx.input(x, NHWC)
     h, w = ctx.shape(x)[2:]

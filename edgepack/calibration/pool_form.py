@@ -1,0 +1,89 @@
+"""Global average pooling in int8: AVERAGE_POOL_2D (output shares the input's scale) or MEAN (own scale).
+
+A global average is much narrower than its input (a mean of many values), so sharing the input's scale
+spends most of the int8 grid on values the output never takes: on a facial-expression CNN that made the
+logits 3x coarser than TFLiteConverter's MEAN. MEAN requantizes to its own scale. Which form a target
+prefers is its kernel cost, written once in its profile (``global_pool``): XNNPACK takes MEAN int8 and
+not AVERAGE_POOL_2D + RESHAPE (phones, hosts); CMSIS-NN has an optimised average pool and TFLM's int8
+MEAN is a reference kernel with a scratch buffer (MCUs). The other form is chosen for a node only when
+it lowers the model's int8 output error by at least ``MIN_GAIN_DB`` on the calibration samples.
+
+In the IR the MEAN form is a ReduceMean over H and W (keepdims): exact in float, its own QuantParams.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+
+from ..ir import Graph
+from .output_error import db_or_none
+
+log = logging.getLogger(__name__)
+
+FORMS = ("average_pool", "mean")
+MIN_GAIN_DB = 0.5  # below this the target's preferred kernel wins
+MAX_SAMPLES = 64
+
+
+def as_mean(graph: Graph, names) -> Graph:
+    """A copy of ``graph`` with the GlobalAveragePool nodes ``names`` written as ReduceMean over H, W."""
+    if not names:
+        return graph
+    out = graph.copy()
+    for node in out.nodes:
+        if node.name in names and node.op == "GlobalAveragePool":
+            rank = len(out.tensors[node.inputs[0]].shape)
+            node.op, node.attrs = "ReduceMean", {**node.attrs, "axes": list(range(2, rank)), "keepdims": 1}
+    return out
+
+
+def global_pools(graph: Graph) -> list[str]:
+    return [n.name for n in graph.nodes if n.op == "GlobalAveragePool"]
+
+
+def choose_pool_forms(graph: Graph, x: np.ndarray | None, prefer: str, mean_runs: bool = True,
+                      calibration_file: str | None = None) -> tuple[Graph, list[dict]]:
+    """(graph with the chosen forms, one record per global pool). ``prefer``: the target's form; the
+    other one is taken for a node only when the int8 output SQNR on ``x`` gains >= MIN_GAIN_DB.
+    ``mean_runs``: the target has a MEAN kernel; ``calibration_file``: the text of a calibration.json whose
+    forms are reused (so the file gives the same model)."""
+    from .rewrite_check import int8_output_sqnr
+
+    pools = global_pools(graph)
+    if not pools:
+        return graph, []
+    if calibration_file is not None:
+        graph = forms_from_file(graph, calibration_file)
+        return graph, [{"node": n, "form": "average_pool" if n in global_pools(graph) else "mean",
+                        "preferred": prefer, "from": "calibration file"} for n in pools]
+    if not mean_runs:
+        prefer, x = "average_pool", None
+    other = FORMS[1 - FORMS.index(prefer)]
+    chosen = set(pools) if prefer == "mean" else set()
+    records = []
+    for name in pools:
+        record = {"node": name, "preferred": prefer, "form": prefer}
+        if x is not None and len(x):
+            x = np.asarray(x[:MAX_SAMPLES], np.float32)
+            alt = chosen ^ {name}
+            db = {prefer: int8_output_sqnr(as_mean(graph, chosen), x), other: int8_output_sqnr(as_mean(graph, alt), x)}
+            if db[other] >= db[prefer] + MIN_GAIN_DB:
+                chosen, record["form"] = alt, other
+            record["output_sqnr_db"] = {k: db_or_none(v) for k, v in db.items()}
+        records.append(record)
+    log.info("global average pools: %s", ", ".join(f"{r['node']} {r['form']}" for r in records))
+    return as_mean(graph, chosen), records
+
+
+def forms_from_file(graph: Graph, text: str) -> Graph:
+    """The forms a calibration.json was made with: MEAN where the pool output has its own scale."""
+    tensors = json.loads(text).get("tensors", {})
+    mean = set()
+    for node in graph.nodes:
+        if node.op == "GlobalAveragePool":
+            a, b = tensors.get(node.inputs[0], {}), tensors.get(node.outputs[0], {})
+            if a.get("scale") is not None and b.get("scale") is not None and a["scale"] != b["scale"]:
+                mean.add(node.name)
+    return as_mean(graph, mean)
