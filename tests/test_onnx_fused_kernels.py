@@ -25,7 +25,7 @@ def test_qdq_onnx_is_run_fused_and_as_the_file_says_and_a_gap_is_explained(tmp_p
         assert gap["sqnr_db"] < FUSED_WARN_DB and "VNNI" in gap["why"]
         assert fused["sqnr_db"] < ref["sqnr_db"] - 5
     else:  # VNNI x86 or ARM: the fused kernels compute what the file says
-        assert gap["sqnr_db"] >= FUSED_WARN_DB and "why" not in gap
+        assert (gap["sqnr_db"] is None or gap["sqnr_db"] >= FUSED_WARN_DB) and "why" not in gap
         assert abs(fused["sqnr_db"] - ref["sqnr_db"]) < 1
 
 

@@ -51,7 +51,7 @@ def test_validate_report_matches_the_schema(reports, capsys):
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert schema_errors(report) == []
-    assert set(report["validation"]) == {"model.int8.onnx@onnxruntime", "model.int8.tflite@litert-ref",
+    assert set(report["validation"]) == {"model.int8.onnx@onnxruntime", "model.int8.onnx@onnxruntime-ref", "model.int8.tflite@litert-ref",
                                          "model.int8.tflite@tflm"}
 
 

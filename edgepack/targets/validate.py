@@ -100,8 +100,9 @@ def fused_vs_reference(fused: np.ndarray, ref: np.ndarray) -> dict:
     from .metrics import sqnr_db
     from .cpu import ort_u8s8_saturates
 
-    out = {"identical_fraction": float(np.mean(fused == ref)), "sqnr_db": float(sqnr_db(ref, fused))}
-    if out["sqnr_db"] < FUSED_WARN_DB:
+    db = float(sqnr_db(ref, fused))
+    out = {"identical_fraction": float(np.mean(fused == ref)), "sqnr_db": db if np.isfinite(db) else None}
+    if db < FUSED_WARN_DB:
         out["why"] = ("onnxruntime's fused U8S8 integer kernels saturate their int16 pair sums on this CPU "
                       "(x86 without AVX-VNNI; onnxruntime issue 16105): the file is right, this CPU's kernels "
                       "lose accuracy; on VNNI x86 and ARM they match the reference, or use --onnx-activations "
