@@ -110,7 +110,7 @@ def fc_chain(info) -> list:
     """The FULLY_CONNECTED ops on the path from the (first) output back to the input, output first (each
     op followed through its data input)."""
     producers = {o: op for op in info.ops for o in op.outputs}
-    chain, op, seen = [], producers.get(info.outputs[0]), set()
+    chain, op, seen = [], producers.get(info.outputs[0]) if info.outputs else None, set()
     while op is not None and id(op) not in seen:
         seen.add(id(op))
         if op.op == "FULLY_CONNECTED":
