@@ -131,6 +131,9 @@ def trained(name: str):
     x_tr, y_tr, x_te, y_te = data(name)
     keras.utils.set_random_seed(0)
     model = build()
+    for layer in model.layers:  # a few hundred steps: the default momentum 0.99 leaves the moving stats unsettled
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True) if classifier else "mse"
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=loss)
     model.fit(x_tr, y_tr if classifier else x_tr, batch_size=64, epochs=epochs, verbose=0)
