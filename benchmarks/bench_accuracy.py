@@ -119,6 +119,14 @@ def _fmt(v, spec=".1f"):
     return "-" if v is None else format(v, spec)
 
 
+def _untrained(results: dict) -> str:
+    """A warning for classifiers whose brief training left them at chance: their top-1 rows say little."""
+    weak = [n for n, r in results["models"].items() if r["classifier"] and r.get("float_accuracy", 1) < 0.2]
+    return ("" if not weak else f"\n\n{', '.join(weak)}: the float model is at chance accuracy after its brief "
+            "training (its outputs barely depend on the input), so its top-1 columns say nothing; its SQNR "
+            "columns still compare the three quantizations of the same float function.")
+
+
 def _dead_layers(results: dict) -> str:
     """Per-layer SQNR range of the pointwise convs given dead channels, per .tflite tool."""
     import re
@@ -175,7 +183,7 @@ float model (edgepack: its float .tflite; converter: its float conversion; ORT: 
            "FC layers edgepack made per-channel"], verdict)}
 
 "edgepack >= converter": output SQNR not lower (0.05 dB tolerance) and, for classifiers, top-1 agreement not
-lower (one sample of tolerance).
+lower (one sample of tolerance).{_untrained(results)}
 
 ## Reading the numbers
 
