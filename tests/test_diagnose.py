@@ -58,16 +58,16 @@ def test_clipping_is_measured_and_named(tmp_path):
     assert c["clipped_fraction"] == 0.5 and 0.3 < c["clipped_energy"] < 0.5
 
 
-def test_tflm_fc_rounding_along_ten_dense_layers_is_named_with_a_pasteable_fix(digits, tmp_path):
+def test_tflm_fc_rounding_along_ten_dense_layers_is_named_with_a_pasteable_fix(dense_autoencoder, tmp_path):
     import tomllib
 
     import torch
 
     import edgepack
     from edgepack.targets.validate import validate
-    from test_fc_per_channel import int8_file, train_autoencoder
+    from test_fc_per_channel import int8_file
 
-    model, x_train, x_test = train_autoencoder(digits)
+    model, x_train, x_test = dense_autoencoder
     with torch.no_grad():
         ref = model(torch.from_numpy(x_test[:200])).numpy()
 

@@ -10,12 +10,11 @@ import edgepack
 from edgepack.targets.memory import estimate_memory, measure_arena
 from edgepack.targets.profile import PROFILE_DIR
 from edgepack.targets.tflite_file import read_tflite
-from test_fc_per_channel import train_autoencoder
 
 
 @pytest.fixture(scope="module")
-def autoencoder(digits):
-    return train_autoencoder(digits)
+def autoencoder(dense_autoencoder):
+    return dense_autoencoder
 
 
 def board(tmp_path, ram_bytes: int):
