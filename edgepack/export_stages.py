@@ -178,11 +178,20 @@ def calibrate(s: ExportState) -> ExportState:
     tick = (lambda n: s.progress("calibrating", n, total)) if s.progress else None
     opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
     fc = choose_fc_weights(graph, s.samples.as_array()[:64] if s.samples is not None else None)
-    per_channel = fc.per_channel if saved_channels is None else saved_channels
-    per_tensor, s.rules = layer_rules(graph, cfg, per_channel)
-    cal = calibrate_samples(graph, s.samples, cfg.calibration, progress=tick, ranges=ranges, rules=s.rules,
-                            bias_correction=cfg.bias_correction, bias_deltas=bias_deltas, per_tensor=per_tensor,
-                            **opts)
+
+    def run(per_channel):
+        per_tensor, s.rules = layer_rules(graph, cfg, per_channel)
+        return calibrate_samples(graph, s.samples, cfg.calibration, progress=tick, ranges=ranges, rules=s.rules,
+                                 bias_correction=cfg.bias_correction, bias_deltas=bias_deltas,
+                                 per_tensor=per_tensor, **opts)
+    cal = run(fc.per_channel if saved_channels is None else saved_channels)
+    if saved_channels is None:  # a tight TFLM arena: per-channel FC only where it fits (fc_budget.py)
+        from .fc_budget import fc_choice_for_target, forced_per_channel, note
+
+        reduced = fc_choice_for_target(fc, cal.qgraph, s.profile, forced_per_channel(graph, cfg))
+        if reduced is not None:
+            fc, cal = reduced, run(reduced.per_channel)
+            report.notes.append(note(reduced))
     s.qgraph, s.ranges, s.calibration = cal.qgraph, cal.ranges, cal
     if cfg.layers:  # int16 / float layers: marked on the int8 graph, both emitters follow the marks
         from .precision import apply_precision, layer_precisions

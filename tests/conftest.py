@@ -34,6 +34,15 @@ def digits():
     return digits_split(size=8)
 
 
+@pytest.fixture(scope="session")
+def dense_autoencoder(digits):
+    """The 10-Dense autoencoder of test_fc_per_channel.py, trained once for the files that read it (the
+    tests only export and run it)."""
+    from test_fc_per_channel import train_autoencoder
+
+    return train_autoencoder(digits)
+
+
 _TRAINED = {}
 
 

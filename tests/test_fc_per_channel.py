@@ -43,8 +43,8 @@ def train_autoencoder(digits, seed: int = 0):
 
 
 @pytest.fixture(scope="module")
-def autoencoder(digits):
-    return train_autoencoder(digits)
+def autoencoder(dense_autoencoder):
+    return dense_autoencoder
 
 
 def int8_file(model, x_cal, per_channel: bool) -> bytes:

@@ -54,15 +54,43 @@ class FcChoice:
     per_channel: frozenset[str] = frozenset()
     layers: list[dict] = field(default_factory=list)  # node, channels, per-tensor/per-channel dB, chosen
     measured_on: str = "calibration samples"
+    decided_against: dict | None = None  # per-channel layers given up for a tight arena (without_layers)
 
     @property
     def tflm_bytes(self) -> int:
         return sum(r["channels"] * TFLM_BYTES_PER_CHANNEL for r in self.layers if r["per_channel"])
 
     def to_json(self) -> dict:
-        return {"rule": f"per-channel where the layer's weight-noise SNR gains >= {MIN_GAIN_DB} dB",
-                "measured_on": self.measured_on, "layers": self.layers,
-                "tflm_persistent_bytes": self.tflm_bytes}
+        out = {"rule": f"per-channel where the layer's weight-noise SNR gains >= {MIN_GAIN_DB} dB",
+               "measured_on": self.measured_on, "layers": self.layers, "tflm_persistent_bytes": self.tflm_bytes}
+        if self.decided_against:
+            out["decided_against_for_arena"] = self.decided_against
+        return out
+
+    def without_layers(self, over_bytes: int, keep: frozenset = frozenset()) -> FcChoice:
+        """This choice with per-channel layers turned back to per-tensor, the least gain first, until they
+        free ``over_bytes`` of TFLM arena (layers in ``keep``, set by the user, stay); what it gave up is in
+        ``decided_against``."""
+        rows = sorted((r for r in self.layers if r["per_channel"] and r["node"] not in keep), key=_gain_db)
+        dropped, saved = [], 0
+        for r in rows:
+            if saved >= over_bytes:
+                break
+            saved += r["channels"] * TFLM_BYTES_PER_CHANNEL
+            dropped.append({"node": r["node"], "layer_snr_given_up_db": round(_gain_db(r), 2),
+                            "bytes_saved": r["channels"] * TFLM_BYTES_PER_CHANNEL})
+        names = {d["node"] for d in dropped}
+        layers = [{**r, "per_channel": False, "decided_against": "arena"} if r["node"] in names else r
+                  for r in self.layers]
+        return FcChoice(self.per_channel - names, layers, self.measured_on,
+                        {"over_budget_bytes": int(over_bytes), "bytes_saved": saved, "layers": dropped})
+
+
+def _gain_db(row: dict) -> float:
+    """Per-channel minus per-tensor weight-noise SNR of a layer row (None in a row means exact: inf)."""
+    def db(v):
+        return float("inf") if v is None else v
+    return db(row["per_channel_db"]) - db(row["per_tensor_db"])
 
 
 def choose_fc_weights(graph: Graph, samples: np.ndarray | None) -> FcChoice:

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import ConfigError, UnsupportedOpError
 from ..ir import ops_where, tflite_builtins
 from . import isolated
-from .diagnose import FIXED_SCALE_OPS
+from .diagnose import FIXED_SCALE_OPS, fc_rounding
 from .io_mapping import to_file_layout
 from .metrics import compare
 from .runtimes import OnnxRuntime, RuntimeFailure
@@ -91,7 +91,9 @@ def validate(artifacts: dict[str, str], samples: np.ndarray, *, labels=None, ref
             if a.shape != b.shape:  # the file's shapes are inconsistent and the runtimes resolve them apart
                 raise RuntimeFailure(f"{path}: TFLite Micro and LiteRT give outputs of different shapes "
                                      f"({list(a.shape[1:])} and {list(b.shape[1:])} per sample)")
-            results[f"{label}@tflm"]["vs_litert_reference"] = tflm_vs_reference(a, b, read_tflite(data))
+            sqnr = {k: results.get(f"{label}@{r}", {}).get("sqnr_db") for k, r in (("tflm", "tflm"),
+                                                                                   ("reference", "litert-ref"))}
+            results[f"{label}@tflm"]["vs_litert_reference"] = tflm_vs_reference(a, b, read_tflite(data), sqnr)
     return results
 
 
@@ -112,8 +114,9 @@ def fused_vs_reference(fused: np.ndarray, ref: np.ndarray) -> dict:
     return out
 
 
-def tflm_vs_reference(tflm: np.ndarray, ref: np.ndarray, info) -> dict:
-    """How TFLM's integer outputs differ from LiteRT's reference kernels, and why."""
+def tflm_vs_reference(tflm: np.ndarray, ref: np.ndarray, info, sqnr: dict | None = None) -> dict:
+    """How TFLM's integer outputs differ from LiteRT's reference kernels, and why (a chain of FULLY_CONNECTED
+    layers: diagnose.fc_rounding, with the fix). ``sqnr``: {"tflm", "reference"} output SQNR vs float."""
     diff = np.abs(tflm.astype(np.int64) - ref.astype(np.int64))
     n_fc = sum(1 for o in info.ops if o.op == "FULLY_CONNECTED")
     out = {"identical_fraction": float(np.mean(diff == 0)), "max_lsb": int(diff.max(initial=0)),
@@ -123,6 +126,10 @@ def tflm_vs_reference(tflm: np.ndarray, ref: np.ndarray, info) -> dict:
                       f"LiteRT's reference rounds once: up to 1 LSB per layer, carried through the "
                       f"{n_fc} FULLY_CONNECTED layer(s) of this file" if n_fc else
                       "the file has no FULLY_CONNECTED: an unexpected kernel difference (please report it)")
+        found = fc_rounding(info, out["max_lsb"], out["identical_fraction"], sqnr)
+        if found is not None:
+            out["why"] = f"{found['cause']}: {found['detail']}. Fix: {found['fix']}"
+            out["diagnosis"] = found
     return out
 
 
