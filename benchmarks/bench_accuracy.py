@@ -104,7 +104,7 @@ def bench_model(name: str, work: Path) -> dict:
         res["tools"][tool] = {"file_bytes": len(int8), **output_metrics(ref, got, y_te, classifier),
                               "per_layer": tflite_layers(int8, float_file, x_te[:LAYER_SAMPLES])}
     qdq = ort_qdq(art["float_onnx"], x_cal, work)
-    got, _ = run_artifact(qdq.read_bytes(), "onnx", "onnxruntime", x_te)
+    got, _ = run_artifact(qdq.read_bytes(), "onnx", "onnxruntime-ref", x_te)  # the file, not MLAS (cpu.py)
     res["tools"]["ort"] = {"file_bytes": qdq.stat().st_size, **output_metrics(ref, got, y_te, classifier),
                            "per_layer": onnx_qdq_layers(art["float_onnx"], qdq, x_te[:LAYER_SAMPLES])}
     e, c = res["tools"]["edgepack"], res["tools"]["converter"]

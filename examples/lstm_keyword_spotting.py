@@ -50,7 +50,7 @@ model = train_classifier(KeywordLSTM(), x_train, y_train, epochs=args.epochs)
 
 report = edgepack.export(model, calib=x_train[:200], out=args.out, input_shape=(1, FRAMES, FEATURES),
                          val=x_test, val_labels=y_test, target="cortex-m4", calibration="minmax", force=True)
-for run in ("int8_tflite@tflm", "int8_tflite@litert-ref", "int8_onnx@onnxruntime"):
+for run in ("int8_tflite@tflm", "int8_tflite@litert-ref", "int8_onnx@onnxruntime-ref"):
     v = report.validation[run]
     print(f"{run}: accuracy {v['accuracy']:.1%} (float {v['reference_accuracy']:.1%}), "
           f"top-1 agreement {v['top1_agreement']:.1%}, SQNR {v['sqnr_db']:.1f} dB")

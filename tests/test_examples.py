@@ -71,7 +71,7 @@ def test_fix_a_layer(tmp_path):
 def test_int16_layers(tmp_path):
     out, stdout = run_example("int16_layers", tmp_path)
     before, after = (json.loads((out / k / "report.json").read_text()) for k in ("int8", "int16"))
-    for run in ("int8_tflite@tflm", "int8_onnx@onnxruntime"):
+    for run in ("int8_tflite@tflm", "int8_onnx@onnxruntime-ref"):
         assert after["validation"][run]["sqnr_db"] > before["validation"][run]["sqnr_db"] + 2
     assert all(v["precision"] == "int16" for v in after["calibration"]["precision"]["layers"].values())
     phone = json.loads((out / "float_on_phone" / "report.json").read_text())

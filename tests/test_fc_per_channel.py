@@ -85,7 +85,7 @@ def export_and_run(model, x_train, x_test, out):
         ref = model(torch.from_numpy(x_test[:100])).numpy()
     tfl, _ = run_artifact((out / "model.int8.tflite").read_bytes(), "tflite", "litert-ref", x_test[:100],
                           ref.shape)
-    ort, _ = run_artifact((out / "model.int8.onnx").read_bytes(), "onnx", "onnxruntime", x_test[:100])
+    ort, _ = run_artifact((out / "model.int8.onnx").read_bytes(), "onnx", "onnxruntime-ref", x_test[:100])
     return report, ref, tfl, ort
 
 

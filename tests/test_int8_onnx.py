@@ -20,8 +20,16 @@ METHODS = ["minmax", "percentile", "mse", "entropy"]
 MAX_INT8_LOSS = 0.015
 
 
+def _session(path_or_bytes):
+    """The file's own QDQ arithmetic: onnxruntime without its QDQ fusions, whose U8S8 kernels saturate on x86
+    CPUs without VNNI (targets/cpu.py); the fused result is reported beside it by validate."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    return ort.InferenceSession(path_or_bytes, so, providers=["CPUExecutionProvider"])
+
+
 def _ort_accuracy(path_or_bytes, x, y):
-    sess = ort.InferenceSession(path_or_bytes, providers=["CPUExecutionProvider"])
+    sess = _session(path_or_bytes)
     name = sess.get_inputs()[0].name
     return accuracy(sess.run(None, {name: x})[0], y) if sess.get_inputs()[0].shape[0] != 1 else \
         accuracy(np.concatenate([sess.run(None, {name: s[None]})[0] for s in x]), y)
@@ -144,8 +152,7 @@ def test_uint8_activations_are_the_int8_values_shifted(digits, trained):
     p8, pu = _qparams(s8), _qparams(u8)
     assert {k: (s, z + 128) for k, (s, z) in p8.items()} == pu
     x = digits[2][:50]
-    outs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-            for m in (s8, u8)]
+    outs = [_session(m.SerializeToString()) for m in (s8, u8)]
     a = np.concatenate([outs[0].run(None, {"input": s[None]})[0] for s in x])
     b = np.concatenate([outs[1].run(None, {"input": s[None]})[0] for s in x])
     out_scale = p8[qgraph.outputs[0]][0]
@@ -160,7 +167,7 @@ def fake_quant_vs_onnxruntime(model, digits) -> dict:
     x_te, y_te = digits[2], digits[3]
     sim = torch_exec.run(qgraph, [x_te], fake_quant=True)[qgraph.outputs[0]]
     flt = torch_exec.run(qgraph, [x_te])[qgraph.outputs[0]]
-    sess = ort.InferenceSession(to_onnx_qdq(qgraph).SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = _session(to_onnx_qdq(qgraph).SerializeToString())
     real = np.concatenate([sess.run(None, {"input": s[None]})[0] for s in x_te])
     return {"top1_agreement": float(np.mean(sim.argmax(1) == real.argmax(1))),
             "accuracy_gap": abs(accuracy(sim, y_te) - accuracy(real, y_te)),

@@ -55,7 +55,7 @@ def _layer(report, tensor):
 def test_int16_raises_the_layer_and_the_output_on_every_runtime(int8_and_int16):
     before, after, _ = int8_and_int16
     assert _layer(after, "/1/Relu_output_0") > _layer(before, "/1/Relu_output_0") + 25  # 15 -> 49 dB measured
-    for run in ("int8_tflite@tflm", "int8_tflite@litert-ref", "int8_onnx@onnxruntime"):
+    for run in ("int8_tflite@tflm", "int8_tflite@litert-ref", "int8_onnx@onnxruntime-ref"):
         assert after.validation[run]["sqnr_db"] > before.validation[run]["sqnr_db"] + 2, run  # 53.9 -> 57.8
     assert after.validation["int8_tflite@tflm"]["vs_litert_reference"]["bit_exact"]
     cost = after.calibration["precision"]
