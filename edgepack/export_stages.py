@@ -248,7 +248,7 @@ def prove(s: ExportState) -> ExportState:
     """Run the artifacts on the target's runtimes: accuracy, per-layer error, memory, latency, verdict."""
     if s.qgraph is None or not s.cfg.validate:
         return s
-    from .prove import check_accuracy, check_layers, check_target, reference_outputs
+    from .prove import LAYER_SAMPLES, check_accuracy, check_layers, check_target, reference_outputs
 
     x, labels, where = validation_data(s)
     report, paths = s.report, s.paths
@@ -260,8 +260,9 @@ def prove(s: ExportState) -> ExportState:
         raise ConfigError(f"{len(labels)} labels for {len(x)} validation samples")
     reference = reference_outputs(paths["float_onnx"], x)
     check_accuracy(report, {k: paths[k] for k in ("int8_tflite", "int8_onnx", "float_tflite")}, x, labels,
-                   reference, s.profile.runtime, s.progress)
-    check_layers(report, paths["int8_tflite"], paths["float_tflite"], x[:32], s.qgraph)
+                   reference, s.profile.runtime, s.progress, s.cfg.validation)
+    check_layers(report, paths["int8_tflite"], paths["float_tflite"], x[:LAYER_SAMPLES[s.cfg.validation]],
+                 s.qgraph, s.progress)
     report.notes.append(f"validated on {len(x)} samples of {where}")
     if report.shrink:
         _compare_with_original(report, s.original, x, labels)
