@@ -233,7 +233,7 @@ def emit(s: ExportState) -> ExportState:
         from .exporter.emit_onnx_qdq import to_onnx_qdq
 
         files.update(int8_onnx=to_onnx_qdq(s.qgraph, activations=s.cfg.onnx_activations).SerializeToString(),
-                     int8_tflite=_with_arena_plan(to_tflite(s.qgraph, int8=True, io=s.cfg.io), s.cfg),
+                     int8_tflite=_with_arena_plan(_smallest_arena_tflite(s.qgraph, s.cfg.io), s.cfg),
                      calibration=save_calibration(s.qgraph, s.ranges, s.cfg.calibration,
                                                   s.rules.per_channel_nodes, s.calibration.methods,
                                                   s.calibration.bias_deltas).encode())
@@ -366,6 +366,20 @@ def _compare_with_original(report: Report, original: Graph, x, labels) -> None:
     path = report.artifacts["int8_tflite"]["path"]
     int8, _ = run_artifact(Path(path).read_bytes(), "tflite", "litert-ref", x, ref.shape, where=path)
     report.shrink["int8_tflite_vs_original_float"] = compare(ref, int8.reshape(ref.shape), labels)
+
+
+def _smallest_arena_tflite(qgraph: Graph, io: str) -> bytes:
+    """The int8 .tflite with the operator order whose arena (edgepack's TFLM planner estimate) is smallest:
+    the graph's own order or the live-bytes order of exporter/schedule.py (ties: the graph's own)."""
+    from .exporter.emit_tflite import to_tflite
+    from .exporter.schedule import memory_order
+    from .targets.memory import estimate_memory
+
+    files = [to_tflite(qgraph, int8=True, io=io)]
+    order = memory_order(qgraph)
+    if [id(n) for n in order] != [id(n) for n in qgraph.nodes]:
+        files.append(to_tflite(qgraph, int8=True, io=io, order=order))
+    return min(files, key=lambda data: estimate_memory(data).arena_bytes)
 
 
 def _with_arena_plan(tflite: bytes, cfg) -> bytes:
