@@ -274,9 +274,9 @@ class ExportConfig:
     target: str = setting("stm32l4r5", "target profile name, alias or .toml path (see `edgepack targets`)",
                           commands=("export", "validate"))
     validate: bool | str = setting(
-        True, "run the artifacts on the target's runtimes and write report.html: fast (the default; outputs on "
-        "every sample, TFLite Micro and per-layer error on the first 16) or full (every runtime on every "
-        "sample, per-layer error on 32)", choices=VALIDATION_MODES)
+        True, "run the artifacts on the target's runtimes and write report.html: fast (the default; the int8 "
+        "files on the target's runtime and onnxruntime on every sample, the other runs and per-layer error on "
+        "the first 16) or full (every runtime on every sample, per-layer error on 32)", choices=VALIDATION_MODES)
     val_limit: int = setting(300, "validate on at most this many samples", commands=("export", "validate"))
     fail_on_budget: bool = setting(False, "exit with code 3 when the model does not fit the target (for CI)",
                                    commands=("export", "validate"))

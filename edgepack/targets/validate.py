@@ -106,11 +106,10 @@ def validate(artifacts: dict[str, str], samples: np.ndarray, *, labels=None, ref
 
 
 def main_runtime(path: str, target_runtime: str | None) -> str:
-    """The runtime an artifact's outputs are measured on over every sample in fast mode: onnxruntime for
-    .onnx, LiteRT (XNNPACK) for a phone target, else LiteRT's reference kernels (TFLM's yardstick)."""
-    if str(path).endswith(".onnx"):
-        return "onnxruntime"
-    return "litert" if target_runtime == "litert" else "litert-ref"
+    """The runtime an artifact's outputs are measured on over every sample in fast mode: the first of
+    ``runtimes_for`` (onnxruntime for .onnx, the target's own runtime for a .tflite: TFLM for a
+    microcontroller, LiteRT for a phone; the others repeat it on the first FAST_SAMPLES)."""
+    return runtimes_for(path, target_runtime)[0]
 
 
 def _is_quantized(tflite: bytes) -> bool:
