@@ -61,6 +61,14 @@ def _arena(data: bytes):
         return f"not run ({str(exc).split(':')[0][:40]})"
 
 
+def _op_sequence(data: bytes) -> list:
+    """The operators and their output shapes, in file order (Keras exports differ run to run in names)."""
+    from edgepack.targets.tflite_file import read_tflite
+
+    info = read_tflite(data)
+    return [(o.op, [tuple(info.tensors[i].shape) for i in o.outputs]) for o in info.ops]
+
+
 def main(argv=None) -> int:
     from bench_tflite_converter import convert_with_tflite_converter
     from edgepack.targets.memory import estimate_memory
@@ -82,7 +90,7 @@ def main(argv=None) -> int:
             arena = {k: _arena(v) for k, v in files.items()}
             bound = estimate_memory(files["chosen_order"]).lower_bound_bytes
             data[name] = {"arena": arena, "lower_bound": bound,
-                          "order_changed": files["graph_order"] != files["chosen_order"]}
+                          "order_changed": _op_sequence(files["graph_order"]) != _op_sequence(files["chosen_order"])}
             best = arena["chosen_offline"]
             conv = arena.get("converter", "")
             ratio = f"{best / conv:.3f}" if isinstance(best, int) and isinstance(conv, int) else ""
