@@ -53,8 +53,8 @@ def run_artifact(data: bytes, kind: str, runtime: str, samples: np.ndarray, out_
         outs = []
         for i, x in enumerate(samples):
             outs.append(runner.run(to_file_layout(x[None], shape) if static else x[None])[0])
-            if progress and (i + 1) % 16 == 0:
-                progress("onnxruntime", 16, len(samples))
+            if progress and ((i + 1) % 16 == 0 or i + 1 == len(samples)):
+                progress("onnxruntime", (i % 16) + 1, len(samples))
         return np.concatenate(outs), None
     return isolated.run_tflite(data, runtime, samples, out_shape, where=where, progress=progress)
 
