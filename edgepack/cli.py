@@ -49,7 +49,11 @@ def _add_config_flags(p, command: str, aliases: dict | None = None) -> None:
         default = None if f.default is MISSING else f.default
         shown = "" if default in (None, "") else f" (default: {default})"
         kind = next((t for t in get_args(hints[f.name]) or (hints[f.name],) if t is not type(None)), str)
-        if kind is bool:
+        if kind is bool and meta["choices"]:  # --validate [fast|full] / --no-validate
+            p.add_argument(*names, "--no-" + f.name.replace("_", "-"), action=_OnOffOrChoice, nargs="?",
+                           default=None, choices=meta["choices"],
+                           help=f"{meta['help']} (default: {'on' if default else 'off'})")
+        elif kind is bool:
             p.add_argument(*names, action=argparse.BooleanOptionalAction, default=None,
                            help=f"{meta['help']} (default: {'on' if default else 'off'})")
         elif f.name == "layers":
@@ -58,6 +62,17 @@ def _add_config_flags(p, command: str, aliases: dict | None = None) -> None:
         else:
             p.add_argument(*names, dest=f.name, type=kind if kind in (int, float) else str,
                            choices=meta["choices"], help=meta["help"] + shown)
+
+
+class _OnOffOrChoice(argparse.Action):
+    """A setting that is on, off or one of its choices: ``--x`` (true), ``--x CHOICE``, ``--no-x`` (false)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string.startswith("--no-"):
+            if values is not None:
+                parser.error(f"{option_string} takes no value")
+            values = False
+        setattr(namespace, self.dest, True if values is None else values)
 
 
 def build_parser() -> argparse.ArgumentParser:

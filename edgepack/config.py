@@ -20,6 +20,7 @@ EXPORTERS = ("auto", "legacy", "dynamo")
 CALIBRATIONS = ("auto", "minmax", "percentile", "mse", "entropy")
 BIAS_CORRECTIONS = ("auto", "off")
 ONNX_ACTIVATIONS = ("uint8", "int8")
+VALIDATION_MODES = ("fast", "full")  # validate = true means full
 
 
 def parse_shape(text) -> tuple[int, ...]:
@@ -70,7 +71,10 @@ def _check_types(cfg) -> None:
         value, args = getattr(cfg, f.name), typing.get_args(hints[f.name])
         if value is None and type(None) in args:
             continue
-        kind = next(t for t in (args or (hints[f.name],)) if t is not type(None))
+        kinds = tuple(t for t in (args or (hints[f.name],)) if t is not type(None))
+        kind = kinds[0]
+        if bool in kinds and str in kinds and isinstance(value, (bool, str)):
+            continue  # bool | str (validate): true, false or one of its choices (checked in __post_init__)
         if kind not in _TYPE_NAMES:
             continue  # tuples (input_shape, mean, std) are parsed from text or lists in __post_init__
         if kind is str:  # a path or a profile object is fine from Python; what TOML holds besides text is not
@@ -339,7 +343,10 @@ class ExportConfig:
         "node, a tensor of the report's per-layer rows, or op:TYPE; keys: " + ", ".join(LAYER_KEYS) + ")")
     target: str = setting("stm32l4r5", "target profile name, alias or .toml path (see `edgepack targets`)",
                           commands=("export", "validate"))
-    validate: bool = setting(True, "run the artifacts on the target's runtimes and write report.html")
+    validate: bool | str = setting(
+        True, "run the artifacts on the target's runtimes and write report.html: full (the default: every "
+        "runtime on every sample, per-layer error on 32) or fast (the int8 files on the target's runtime and "
+        "onnxruntime on every sample, the other runs and per-layer error on the first 16)", choices=VALIDATION_MODES)
     val_limit: int = setting(300, "validate on at most this many samples", commands=("export", "validate"))
     fail_on_budget: bool = setting(False, "exit with code 3 when the model does not fit the target (for CI)",
                                    commands=("export", "validate"))
@@ -357,7 +364,7 @@ class ExportConfig:
             object.__setattr__(self, "input_shape", parse_shape(self.input_shape))
         for f in fields(self):
             allowed = f.metadata.get("choices")
-            if allowed and getattr(self, f.name) not in allowed:
+            if allowed and getattr(self, f.name) not in allowed and not isinstance(getattr(self, f.name), bool):
                 raise ConfigError(f"unknown {f.name} '{getattr(self, f.name)}'", f.name, allowed)
         _check_shrink(self)
         for key in ("calib_limit", "val_limit"):
@@ -402,6 +409,11 @@ class ExportConfig:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
         return cls.from_dict(data)
+
+    @property
+    def validation(self) -> str | None:
+        """None (validation off), "fast" or "full" (``validate = true`` is full)."""
+        return {True: "full", False: None}.get(self.validate, self.validate)
 
     def replace(self, **values) -> "ExportConfig":
         clean = {}

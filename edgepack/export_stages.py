@@ -267,7 +267,7 @@ def emit(s: ExportState) -> ExportState:
         from .exporter.emit_onnx_qdq import to_onnx_qdq
 
         files.update(int8_onnx=to_onnx_qdq(s.qgraph, activations=s.cfg.onnx_activations).SerializeToString(),
-                     int8_tflite=_with_arena_plan(to_tflite(s.qgraph, int8=True, io=s.cfg.io), s.cfg),
+                     int8_tflite=_with_arena_plan(_smallest_arena_tflite(s.qgraph, s.cfg.io), s.cfg),
                      calibration=save_calibration(s.qgraph, s.ranges, s.cfg.calibration,
                                                   s.rules.per_channel_nodes, s.calibration.methods,
                                                   s.calibration.bias_deltas).encode())
@@ -284,7 +284,7 @@ def prove(s: ExportState) -> ExportState:
     """Run the artifacts on the target's runtimes: accuracy, per-layer error, memory, latency, verdict."""
     if s.qgraph is None or not s.cfg.validate:
         return s
-    from .prove import check_accuracy, check_layers, check_target, reference_outputs
+    from .prove import LAYER_SAMPLES, check_accuracy, check_layers, check_target, reference_outputs
 
     x, labels, where = validation_data(s)
     report, paths = s.report, s.paths
@@ -296,8 +296,9 @@ def prove(s: ExportState) -> ExportState:
         raise ConfigError(f"{len(labels)} labels for {len(x)} validation samples")
     reference = reference_outputs(paths["float_onnx"], x)
     check_accuracy(report, {k: paths[k] for k in ("int8_tflite", "int8_onnx", "float_tflite")}, x, labels,
-                   reference, s.profile.runtime, s.progress)
-    check_layers(report, paths["int8_tflite"], paths["float_tflite"], x[:32], s.qgraph)
+                   reference, s.profile.runtime, s.progress, s.cfg.validation)
+    check_layers(report, paths["int8_tflite"], paths["float_tflite"], x[:LAYER_SAMPLES[s.cfg.validation]],
+                 s.qgraph, s.progress)
     report.notes.append(f"validated on {len(x)} samples of {where}")
     if report.shrink:
         _compare_with_original(report, s.original, x, labels)
@@ -403,6 +404,20 @@ def _compare_with_original(report: Report, original: Graph, x, labels) -> None:
     path = report.artifacts["int8_tflite"]["path"]
     int8, _ = run_artifact(Path(path).read_bytes(), "tflite", "litert-ref", x, ref.shape, where=path)
     report.shrink["int8_tflite_vs_original_float"] = compare(ref, int8.reshape(ref.shape), labels)
+
+
+def _smallest_arena_tflite(qgraph: Graph, io: str) -> bytes:
+    """The int8 .tflite with the operator order whose arena (edgepack's TFLM planner estimate) is smallest:
+    the graph's own order or the live-bytes order of exporter/schedule.py (ties: the graph's own)."""
+    from .exporter.emit_tflite import to_tflite
+    from .exporter.schedule import memory_order
+    from .targets.memory import estimate_memory
+
+    files = [to_tflite(qgraph, int8=True, io=io)]
+    order = memory_order(qgraph)
+    if [id(n) for n in order] != [id(n) for n in qgraph.nodes]:
+        files.append(to_tflite(qgraph, int8=True, io=io, order=order))
+    return min(files, key=lambda data: estimate_memory(data).arena_bytes)
 
 
 def _with_arena_plan(tflite: bytes, cfg) -> bytes:

@@ -13,6 +13,7 @@ from .report import Report
 log = logging.getLogger(__name__)
 
 SQNR_WARN_DB = 25.0  # below this a layer visibly hurts int8 accuracy on classification models
+LAYER_SAMPLES = {"fast": 16, "full": 32}  # samples of the per-layer error (compared as they are produced)
 
 
 def reference_outputs(float_model: Path, samples: np.ndarray) -> np.ndarray:
@@ -26,11 +27,11 @@ def reference_outputs(float_model: Path, samples: np.ndarray) -> np.ndarray:
 
 
 def check_accuracy(report: Report, artifacts: dict[str, Path], samples: np.ndarray, labels, reference,
-                   runtime: str | None, progress=None) -> None:
+                   runtime: str | None, progress=None, mode: str = "full") -> None:
     from .targets.validate import validate
 
     report.validation = validate({k: str(v) for k, v in artifacts.items()}, samples, labels=labels,
-                                 reference=reference, target_runtime=runtime, progress=progress)
+                                 reference=reference, target_runtime=runtime, progress=progress, mode=mode)
 
 
 def layer_of(node_name: str) -> str:
@@ -51,7 +52,7 @@ def name_layers(rows: list[dict], graph) -> None:
 
 
 def check_layers(report: Report, int8_tflite: Path, float_tflite: Path, samples: np.ndarray,
-                 graph=None) -> None:
+                 graph=None, progress=None) -> None:
     from .targets.validate import per_layer_sqnr
 
     from .targets.diagnose import const_arrays, diagnose
@@ -59,7 +60,7 @@ def check_layers(report: Report, int8_tflite: Path, float_tflite: Path, samples:
 
     data = int8_tflite.read_bytes()
     result = per_layer_sqnr(data, float_tflite.read_bytes(), samples,
-                            where=f"{int8_tflite} (per-layer error against {float_tflite})")
+                            where=f"{int8_tflite} (per-layer error against {float_tflite})", progress=progress)
     info, consts = read_tflite(data), const_arrays(data)
     producers = {o: op for op in info.ops for o in op.outputs}
     index = {t.name: t.index for t in info.tensors}

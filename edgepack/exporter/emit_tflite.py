@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 IO_MODES = ("int8", "float")
 
 
-def to_tflite(graph: Graph, int8: bool, io: str = "int8") -> bytes:
-    """Serialize ``graph`` as a TFLite flatbuffer (deterministic bytes)."""
+def to_tflite(graph: Graph, int8: bool, io: str = "int8", order: list | None = None) -> bytes:
+    """Serialize ``graph`` as a TFLite flatbuffer (deterministic bytes); ``order``: the operators' order
+    (a topological order of ``graph.nodes``, e.g. schedule.memory_order's; default the graph's)."""
     if io not in IO_MODES:
         raise ConfigError(f"unknown io mode '{io}'", key="io", allowed=IO_MODES)
     if int8:
@@ -42,7 +43,7 @@ def to_tflite(graph: Graph, int8: bool, io: str = "int8") -> bytes:
         if float_io:
             idx = _float_edge(ctx, idx, name, dequantize=False)
         inputs.append(idx)
-    for node in graph.nodes:
+    for node in order or graph.nodes:
         writer = WRITERS.get(node.op)
         if writer is None:
             reason = NOT_EMITTED.get(node.op, "no TFLite writer for this op")

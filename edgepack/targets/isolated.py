@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 STALL_SECONDS = 120.0
 MEMORY_LIMIT = 4 << 30  # the child peaks near 200 MB on the zoo (address space, XNNPACK threads included)
+BATCH_BYTES = 32 << 20  # input bytes per run job: bounds the memory of both processes
 NAMES = {"tflm": "TFLite Micro", "litert": "LiteRT", "litert-ref": "LiteRT (reference kernels)"}
 
 
@@ -46,24 +47,43 @@ class RuntimeCrash(RuntimeFailure):
 def run_tflite(data: bytes, runtime: str, samples: np.ndarray, out_shape=None, *, where: str = "the model",
                progress=None) -> tuple[np.ndarray, np.ndarray | None]:
     """(dequantized outputs in the reference layout, raw integer outputs or None) of a .tflite on
-    ``runtime`` (tflm, litert, litert-ref) for N samples."""
+    ``runtime`` (tflm, litert, litert-ref) for N samples, sent to the child in batches of at most
+    ``BATCH_BYTES`` of input so that neither process holds a second copy of every sample."""
     def tick(n):
         if progress:
             progress(runtime, n, len(samples))
 
-    meta, arrays = _call({"job": "run", "runtime": runtime,
-                          "out_shape": list(out_shape) if out_shape is not None else None},
-                         {"model": _bytes(data, where), "samples": np.asarray(samples, np.float32)},
-                         NAMES[runtime], where, tick)
-    return arrays["outputs"], arrays.get("raw")
+    model, outs, raws = _bytes(data, where), [], []
+    for batch in batches(samples):
+        meta, arrays = _call({"job": "run", "runtime": runtime,
+                              "out_shape": list(out_shape) if out_shape is not None else None},
+                             {"model": model, "samples": np.asarray(batch, np.float32)},
+                             NAMES[runtime], where, tick)
+        outs.append(arrays["outputs"])
+        raws.append(arrays.get("raw"))
+    raw = None if any(r is None for r in raws) else np.concatenate(raws)
+    return np.concatenate(outs), raw
 
 
-def layer_sqnr(int8_tflite: bytes, float_tflite: bytes, samples: np.ndarray, *, where: str = "the model") -> dict:
+def batches(samples: np.ndarray):
+    """``samples`` in consecutive slices of at most BATCH_BYTES (float32), at least one sample each."""
+    per_sample = max(1, int(np.prod(np.shape(samples)[1:])) * 4)
+    step = max(1, BATCH_BYTES // per_sample)
+    for start in range(0, len(samples), step):
+        yield samples[start:start + step]
+
+
+def layer_sqnr(int8_tflite: bytes, float_tflite: bytes, samples: np.ndarray, *, where: str = "the model",
+               progress=None) -> dict:
     """{"layers": [...]}: per-layer SQNR and clipping of the int8 file against the float one, on
     LiteRT's reference kernels (runtime_jobs.layer_sqnr)."""
+    def tick(n):
+        if progress:
+            progress("litert-ref", n, len(samples))
+
     meta, _ = _call({"job": "layers"},
                     {"model": _bytes(int8_tflite, where), "float_model": _bytes(float_tflite, where),
-                     "samples": np.asarray(samples, np.float32)}, NAMES["litert-ref"], where)
+                     "samples": np.asarray(samples, np.float32)}, NAMES["litert-ref"], where, tick)
     return meta
 
 

@@ -13,7 +13,6 @@ import numpy as np
 
 from ..errors import EdgepackError, UnsupportedOpError
 from .io_mapping import dequantize_output, from_file_layout, quantize_input, to_file_layout
-from .metrics import sqnr_db
 from .tflite_file import read_tflite
 
 PROGRESS_EVERY = 16  # samples between two progress messages (each also tells the parent we are alive)
@@ -45,6 +44,8 @@ def run_tflite(data: bytes, runtime: str, samples: np.ndarray, out_shape=None, t
         deq.append(from_file_layout(y, (1, *out_shape[1:]) if out_shape is not None else None))
         if tick and (i + 1) % PROGRESS_EVERY == 0:
             tick(PROGRESS_EVERY)
+    if tick and len(samples) % PROGRESS_EVERY:
+        tick(len(samples) % PROGRESS_EVERY)
     integer = np.concatenate(raw) if tout.dtype in ("int8", "uint8", "int16") else None
     return np.concatenate(deq), integer
 
@@ -52,16 +53,20 @@ def run_tflite(data: bytes, runtime: str, samples: np.ndarray, out_shape=None, t
 def layer_sqnr(int8_tflite: bytes, float_tflite: bytes, samples: np.ndarray, tick=None) -> dict:
     """{"layers": [{tensor, op, sqnr_db, clipped_fraction, clipped_energy}]}: SQNR of every int8 tensor
     (dequantized) against the same-named tensor of the float file over the given samples, in tensor
-    order, and the share of float values (and energy) outside the int8 range (validate.py ranks them)."""
-    from .diagnose import clipping
+    order, and the share of float values (and energy) outside the int8 range (validate.py ranks them).
+
+    Each tensor is compared as soon as both files have computed it, one sample at a time, and only running
+    sums are kept: memory is one tensor pair, whatever the number of samples and layers."""
     from .runtimes import LiteRT
 
     qinfo, finfo = read_tflite(int8_tflite), read_tflite(float_tflite)
     qrt = LiteRT(int8_tflite, reference=True, preserve_all=True)
     frt = LiteRT(float_tflite, reference=True, preserve_all=True)
     producers = {o: op.op for op in qinfo.ops for o in op.outputs}
-    float_names = {t.name for t in finfo.tensors if not t.is_const}
-    signal: dict[str, list] = {}
+    float_index = {t.name: t.index for t in finfo.tensors if not t.is_const}
+    pairs = [(t, float_index[t.name]) for t in qinfo.tensors
+             if not t.is_const and t.name in float_index and t.scale]
+    sums: dict[int, LayerSums] = {}
     tin_q, tin_f = qinfo.tensors[qinfo.inputs[0]], finfo.tensors[finfo.inputs[0]]
     for i, x in enumerate(samples):
         fx = to_file_layout(x[None], tin_f.shape)
@@ -69,26 +74,57 @@ def layer_sqnr(int8_tflite: bytes, float_tflite: bytes, samples: np.ndarray, tic
                             tin_q.zero_point[0]) if tin_q.dtype != "float32" else fx
         qrt.run(qx)
         frt.run(fx)
-        qt, ft = qrt.tensors(), frt.tensors()
-        for t in qinfo.tensors:
-            if t.is_const or t.name not in float_names or t.name not in qt or not t.scale:
+        for t, f_index in pairs:
+            got, ref = _tensor(qrt, t.index), _tensor(frt, f_index)
+            if got is None or ref is None or got.shape != ref.shape:
                 continue
-            value = dequantize_output(qt[t.name], t.scale[0], t.zero_point[0])
-            if value.shape != ft[t.name].shape:
-                continue
-            signal.setdefault(t.name, []).append((ft[t.name].ravel(), value.ravel(), t.index))
+            sums.setdefault(t.index, LayerSums(t.scale[0], t.zero_point[0])).add(
+                ref, dequantize_output(got, t.scale[0], t.zero_point[0]))
         if tick and (i + 1) % PROGRESS_EVERY == 0:
             tick(PROGRESS_EVERY)
-    layers = []
-    for name, pairs in signal.items():
-        ref = np.concatenate([p[0] for p in pairs])
-        got = np.concatenate([p[1] for p in pairs])
-        t = qinfo.tensors[pairs[0][2]]
-        layers.append({"tensor": name, "op": producers.get(pairs[0][2], "INPUT"),
-                       "sqnr_db": float(sqnr_db(ref, got)), **clipping(ref, t.scale[0], t.zero_point[0])})
-    order = {t.name: t.index for t in qinfo.tensors}
-    layers.sort(key=lambda r: order[r["tensor"]])
+    if tick and len(samples) % PROGRESS_EVERY:
+        tick(len(samples) % PROGRESS_EVERY)
+    layers = [{"tensor": qinfo.tensors[k].name, "op": producers.get(k, "INPUT"), **acc.result()}
+              for k, acc in sorted(sums.items())]
     return {"layers": layers}
+
+
+def _tensor(runtime, index: int) -> np.ndarray | None:
+    try:
+        return runtime.interp.get_tensor(index)
+    except ValueError:  # tensors without data (e.g. optional inputs)
+        return None
+
+
+class LayerSums:
+    """Running sums of one tensor over samples: signal and noise energy (SQNR) and what the int8 range
+    [s*(-128-z), s*(127-z)] clips (diagnose.clipping's figures, summed instead of concatenated)."""
+
+    def __init__(self, scale: float, zero_point: int):
+        self.scale, self.lo, self.hi = scale, scale * (-128 - zero_point), scale * (127 - zero_point)
+        self.signal = self.noise = self.cut = 0.0
+        self.values = self.clipped = 0
+
+    def add(self, ref: np.ndarray, got: np.ndarray) -> None:
+        ref = np.asarray(ref, np.float64).ravel()
+        noise = ref - np.asarray(got, np.float64).ravel()
+        self.signal += float(np.dot(ref, ref))
+        self.noise += float(np.dot(noise, noise))
+        self.values += ref.size
+        half = self.scale / 2
+        self.clipped += int(np.count_nonzero((ref < self.lo - half) | (ref > self.hi + half)))
+        cut = np.where(ref > self.hi, ref - self.hi, np.where(ref < self.lo, ref - self.lo, 0.0))
+        self.cut += float(np.dot(cut, cut))
+
+    def result(self) -> dict:
+        if self.noise == 0.0:
+            sqnr = float("inf")
+        elif self.signal == 0.0:
+            sqnr = float("-inf")
+        else:
+            sqnr = float(10.0 * np.log10(self.signal / self.noise))
+        return {"sqnr_db": sqnr, "clipped_fraction": self.clipped / self.values if self.values else 0.0,
+                "clipped_energy": self.cut / self.signal if self.signal > 0 else 0.0}
 
 
 def litert_latency(data: bytes, threads: int, repeats: int = 30) -> dict:

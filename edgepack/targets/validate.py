@@ -23,6 +23,7 @@ from .tflite_file import read_tflite
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
+FAST_SAMPLES = 16  # --validate fast: samples of the repeat runs (TFLM, the float .tflite) and of per-layer error
 # Layers without an error of their own: the builtins of ops that copy values, a nearest resize, the input
 # and the edge converters.
 FUSED_WARN_DB = 35.0  # fused vs reference QDQ below this: more than int8 rounding noise
@@ -50,44 +51,58 @@ def run_artifact(data: bytes, kind: str, runtime: str, samples: np.ndarray, out_
         runner = OnnxRuntime(data, reference=runtime == "onnxruntime-ref")
         shape = runner.inputs[0].shape  # data that does not fit: one line, not onnxruntime's error
         static = all(isinstance(d, int) for d in shape)
-        outs = [runner.run(to_file_layout(x[None], shape) if static else x[None])[0] for x in samples]
+        outs = []
+        for i, x in enumerate(samples):
+            outs.append(runner.run(to_file_layout(x[None], shape) if static else x[None])[0])
+            if progress and ((i + 1) % 16 == 0 or i + 1 == len(samples)):
+                progress("onnxruntime", (i % 16) + 1, len(samples))
         return np.concatenate(outs), None
     return isolated.run_tflite(data, runtime, samples, out_shape, where=where, progress=progress)
 
 
 def validate(artifacts: dict[str, str], samples: np.ndarray, *, labels=None, reference: np.ndarray | None = None,
-             target_runtime: str | None = None, progress: Progress | None = None) -> dict:
+             target_runtime: str | None = None, progress: Progress | None = None, mode: str = "full") -> dict:
     """Metrics per artifact and runtime. ``artifacts``: label -> path (.onnx or .tflite).
 
-    ``reference``: float outputs (N, ...) to compare with (typically the float model on onnxruntime)."""
+    ``reference``: float outputs (N, ...) to compare with (typically the float model on onnxruntime).
+    ``mode`` "full": every runtime on every sample; "fast": each int8 artifact on its main runtime
+    (``main_runtime``) on every sample, the other runs (TFLM, which must match LiteRT's reference kernels bit
+    for bit, and the float .tflite) on the first FAST_SAMPLES; each result says its ``samples``."""
     if len(samples) == 0:
         raise ConfigError("validation needs at least one sample")
     results: dict[str, dict] = {}
     for label, path in artifacts.items():
         data = Path(path).read_bytes()
         kind = "onnx" if str(path).endswith(".onnx") else "tflite"
-        raws = {}
+        raws, int8 = {}, kind == "onnx" or _is_quantized(data)
         for runtime in runtimes_for(path, target_runtime, quantized=b"QuantizeLinear" in data):
+            n = len(samples)
+            if mode == "fast" and not (int8 and runtime == main_runtime(path, target_runtime)):
+                n = min(n, FAST_SAMPLES)
             key = f"{label}@{runtime}"
+            ticks = _progress_of(progress, f"{label} on {isolated.NAMES.get(runtime, runtime)}")
             try:
-                outs, raw = run_artifact(data, kind, runtime, samples,
-                                         reference.shape if reference is not None else None, progress, str(path))
+                outs, raw = run_artifact(data, kind, runtime, samples[:n],
+                                         reference.shape if reference is not None else None, ticks, str(path))
             except UnsupportedOpError as exc:  # e.g. TFLM has no GELU: say so, check the other runtimes
                 results[key] = {"artifact": str(path), "runtime": runtime, "not_run": str(exc),
                                 "missing_op": exc.op, "node": exc.node}
                 log.warning("%s not run on %s: %s", label, runtime, exc)
                 continue
-            outs = _per_sample(outs, len(samples), reference, f"{path} on {isolated.NAMES.get(runtime, runtime)}")
+            ref = reference[:n] if reference is not None else None
+            outs = _per_sample(outs, n, ref, f"{path} on {isolated.NAMES.get(runtime, runtime)}")
             results[key] = {"artifact": str(path), "runtime": runtime,
-                            **(compare(reference, outs.reshape(reference.shape), labels)
-                               if reference is not None else _accuracy_only(outs, labels))}
+                            **(compare(ref, outs.reshape(ref.shape), labels[:n] if labels is not None else None)
+                               if ref is not None else _accuracy_only(outs, labels[:n] if labels is not None else None))}
             if raw is not None or kind == "onnx":
                 raws[runtime] = raw if raw is not None else outs
         if kind == "onnx" and raws.keys() >= {"onnxruntime", "onnxruntime-ref"}:
+            n = min(len(raws["onnxruntime"]), len(raws["onnxruntime-ref"]))  # fast: the reference on the first
             results[f"{label}@onnxruntime"]["vs_onnxruntime_reference"] = fused_vs_reference(
-                raws["onnxruntime"], raws["onnxruntime-ref"])
+                raws["onnxruntime"][:n], raws["onnxruntime-ref"][:n])
         if "tflm" in raws and "litert-ref" in raws:
-            a, b = raws["tflm"].astype(np.int64), raws["litert-ref"].astype(np.int64)
+            n = min(len(raws["tflm"]), len(raws["litert-ref"]))  # fast: TFLM ran on the first samples only
+            a, b = raws["tflm"][:n].astype(np.int64), raws["litert-ref"][:n].astype(np.int64)
             if a.shape != b.shape:  # the file's shapes are inconsistent and the runtimes resolve them apart
                 raise RuntimeFailure(f"{path}: TFLite Micro and LiteRT give outputs of different shapes "
                                      f"({list(a.shape[1:])} and {list(b.shape[1:])} per sample)")
@@ -112,6 +127,24 @@ def fused_vs_reference(fused: np.ndarray, ref: np.ndarray) -> dict:
                       "onnxruntime's fused integer kernels differ from the QDQ arithmetic on this CPU "
                       "(please report it)")
     return out
+
+
+def main_runtime(path: str, target_runtime: str | None) -> str:
+    """The runtime an artifact's outputs are measured on over every sample in fast mode: the first of
+    ``runtimes_for`` (onnxruntime for .onnx, the target's own runtime for a .tflite: TFLM for a
+    microcontroller, LiteRT for a phone; the others repeat it on the first FAST_SAMPLES)."""
+    return runtimes_for(path, target_runtime)[0]
+
+
+def _is_quantized(tflite: bytes) -> bool:
+    return any(t.dtype in ("int8", "uint8", "int16") for t in read_tflite(tflite).tensors if not t.is_const)
+
+
+def _progress_of(progress: Progress | None, what: str) -> Progress | None:
+    """One progress line per artifact and runtime (the runtime child reports per runtime name)."""
+    if progress is None:
+        return None
+    return lambda _runtime, done, total: progress(what, done, total)
 
 
 def tflm_vs_reference(tflm: np.ndarray, ref: np.ndarray, info, sqnr: dict | None = None) -> dict:
@@ -151,11 +184,12 @@ def _accuracy_only(outs: np.ndarray, labels) -> dict:
 
 
 def per_layer_sqnr(int8_tflite: bytes, float_tflite: bytes, samples: np.ndarray, worst: int = 5,
-                   where: str = "the model") -> dict:
+                   where: str = "the model", progress: Progress | None = None) -> dict:
     """SQNR of every int8 tensor (dequantized) against the same-named tensor of the float file,
     over the given samples: where int8 loses accuracy, layer by layer (on LiteRT's reference kernels,
     in the runtime child process), with the share of float values each int8 range clips."""
-    layers = isolated.layer_sqnr(int8_tflite, float_tflite, samples, where=where)["layers"]
+    ticks = _progress_of(progress, "per-layer error on LiteRT (reference kernels)")
+    layers = isolated.layer_sqnr(int8_tflite, float_tflite, samples, where=where, progress=ticks)["layers"]
     # Pass-through ops (reshape, pad, ...) repeat their producer's error, and fixed-scale ops (softmax, ...)
     # cannot be fixed: rank the ops that compute with calibrated params.
     finite = [r for r in layers if np.isfinite(r["sqnr_db"]) and r["op"] not in PASS_THROUGH | FIXED_SCALE_OPS]
