@@ -16,8 +16,7 @@ from .ir import Graph
 
 log = logging.getLogger(__name__)
 
-FLOAT_RUNTIMES = ("litert-ref",)
-INT8_RUNTIMES = ("litert-ref", "tflm")
+RUNG_RUNTIMES = ("litert-ref", "tflm")  # every runnable rung, float ones included, on both
 WHAT = {"float": "the original float .tflite", "pruned": "after the structural passes (pruning, separable, low rank), "
         "float", "sparse": "after unstructured pruning, float (the zeros stored dense)", "clustered": "after weight clustering, float (same bytes, K values per layer)",
         "int8": "the int8 .tflite written", "tflm_lut": "int8 with TFLM LUT-compressed weights (DECODE ops)",
@@ -54,14 +53,14 @@ def size_ladder(original: Graph, stages: dict[str, Graph], int8: bytes, x, label
     reference = run(original, [x])[original.outputs[0]]
     float_file = to_tflite(original, int8=False)
     fb = len(float_file)
-    rungs = [_rung("float", fb, fb, runs=_measure(float_file, FLOAT_RUNTIMES, x, labels, reference))]
+    rungs = [_rung("float", fb, fb, runs=_measure(float_file, RUNG_RUNTIMES, x, labels, reference))]
     for name in ("pruned", "sparse", "clustered"):
         if name in stages:
             data = to_tflite(stages[name], int8=False)
             extra = _packed(stages[name], data, clustered) if name == "clustered" else {}
-            rungs.append(_rung(name, len(data), fb, runs=_measure(data, FLOAT_RUNTIMES, x, labels, reference),
+            rungs.append(_rung(name, len(data), fb, runs=_measure(data, RUNG_RUNTIMES, x, labels, reference),
                                **extra))
-    int8_runs = _measure(int8, INT8_RUNTIMES, x, labels, reference)
+    int8_runs = _measure(int8, RUNG_RUNTIMES, x, labels, reference)
     rungs.append(_rung("int8", len(int8), fb, runs=int8_runs))
     notes = []
     why_not = tflm_lut.available()

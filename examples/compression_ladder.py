@@ -1,6 +1,6 @@
 """The Deep Compression ladder on two small digits models of our own, a CNN and an FC-heavy MLP: prune
 channels, share weights by clustering (K values per layer), int8, then Huffman / zlib / lzma. Each rung's
-file runs on LiteRT (and TFLite Micro for the int8 ones); report.json "ladder" has bytes and accuracy.
+file runs on LiteRT and TFLite Micro; report.json "ladder" has bytes and accuracy.
 
     python examples/compression_ladder.py --out out/ladder
 """
