@@ -72,7 +72,7 @@ TARGETS = {
     "runtime_bad": ('runtime = "tflm"', 'runtime = "tensorrt"'),
     "kind_missing": ('kind = "mcu"', ""),
     "unknown_key": ("threads = 1", "threads = 1\nvoltage = 3.3"),
-    "dtypes_bad": ('dtypes = ["int8"]', 'dtypes = ["int4"]'),
+    "dtypes_bad": ('dtypes = ["int8", "int16"]', 'dtypes = ["int4"]'),
     "ops_string": ("supported_ops = [", 'supported_ops = "CONV_2D"\nunused = ['),
     "cost_missing": ("[cost]", "[nocost]"),
     "cost_nan": ("[cost]", None),  # a coefficient set to nan, see build_workspace
