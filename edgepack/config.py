@@ -240,6 +240,11 @@ class ExportConfig:
                                "measured int8 error)", choices=CALIBRATIONS)
     bias_correction: str = setting("auto", "fold the mean int8 error of each conv/FC channel into its bias "
                                    "where it lowers the measured error", choices=BIAS_CORRECTIONS)
+    adaround: bool = setting(False, "learned up/down rounding of conv/FC int8 weights (AdaRound, same scales) on "
+                             "the calibration samples, kept per layer where it lowers the layer's int8 output "
+                             "error; costs about 1-3 s per conv/FC layer on one core (200 steps)")
+    workers: int | None = setting(None, "processes scoring the --calibration auto candidates (default: one per "
+                                        "core; 1: in this process); the choice is the same for any number")
     percentile: float = setting(99.99, "percentile for calibration percentile, in (50, 100]")
     calibration_file: str | None = setting(None, "reuse a calibration.json instead of running the samples")
     calib_limit: int | None = setting(None, "use at most this many calibration samples", commands=DATA)
@@ -290,6 +295,8 @@ class ExportConfig:
             if allowed and getattr(self, f.name) not in allowed:
                 raise ConfigError(f"unknown {f.name} '{getattr(self, f.name)}'", f.name, allowed)
         _check_shrink(self)
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"workers must be a positive number of processes, got {self.workers}", "workers")
         for key in ("calib_limit", "val_limit"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be a positive number of samples, got {getattr(self, key)}", key)
