@@ -87,7 +87,8 @@ def split_for_scoring(samples, n: int = 64, min_fit: int = 24, in_sample: bool =
 def calibrate(graph: Graph, samples, method: str = "auto", *, rules=None, batch_size: int = 32,
               progress: Progress | None = None, ranges: dict | None = None, bias_correction: str = "off",
               bias_deltas: dict | None = None, per_tensor: dict | None = None, adaround: bool = False,
-              adaround_flips: dict | None = None, workers: int | None = 1, **observer_opts) -> Calibration:
+              adaround_flips: dict | None = None, adaround_iters: int | None = None, workers: int | None = 1,
+              **observer_opts) -> Calibration:
     """Float graph + samples (a SampleSet) -> Calibration. ``method`` "auto" picks a range per tensor
     (auto.py, its candidates scored by ``workers`` processes); any other method is applied everywhere and
     tensors it collapses are flagged. ``adaround``: learned weight rounding (adaround.py), before
@@ -113,7 +114,7 @@ def calibrate(graph: Graph, samples, method: str = "auto", *, rules=None, batch_
         from .adaround import adaround as learn_rounding
 
         x = split_for_scoring(samples, n=SCORING_SAMPLES, in_sample=True)[1]
-        ar = learn_rounding(graph, cal.qgraph, x)
+        ar = learn_rounding(graph, cal.qgraph, x, **({"iters": adaround_iters} if adaround_iters else {}))
         if ar.flips:
             graph = ar.graph
             cal.qgraph = quantize_graph(graph, cal.ranges, rules)
