@@ -147,6 +147,39 @@ class GroupScorer:
             self.set_params(params)
         with self.torch.no_grad():
             got = self.module.run_dict([self.x])
+        return self._noise(got)
+
+    def settle(self) -> None:
+        """Run the graph once with the current parameters and keep every fake-quantized activation, so
+        ``trial`` recomputes only the nodes a change reaches."""
+        with self.torch.no_grad():
+            self.cache = self.module.run_dict([self.x], keep="all")
+        self.born = {t: i for i, n in enumerate(self.module.nodes) for t in n.outputs}
+
+    def trial(self, params: dict[str, QuantParams]):
+        """(output noise, activations) with ``params`` changed from the settled ones, which stay set: the
+        nodes before the first one producing a changed tensor are not run again (their values are the same
+        bits). ``accept`` makes the trial the settled state."""
+        start, saved = min(self.born.get(t, -1) for t in params), {k: self.module.quant.get(k) for k in params}
+        self.module.quant.update(params)
+        env = None  # a graph input changes: everything does
+        if start >= 0:
+            env = {k: v for k, v in self.cache.items() if self.born.get(k, -1) < start}
+        with self.torch.no_grad():
+            for n in self.module.nodes[start:] if env is not None else ():
+                self.module._run_node(n, env, None)
+        noise = self._noise(env) if env is not None else self.output_noise()
+        self.module.quant.update(saved)
+        return noise, env
+
+    def accept(self, params: dict[str, QuantParams], env) -> None:
+        self.set_params(params)
+        if env is None:
+            self.settle()
+        else:
+            self.cache = env
+
+    def _noise(self, got: dict) -> np.ndarray:
         cols = []
         for o in self.graph.outputs:
             r, t = self.ref[o].double(), got[o].double()
@@ -222,6 +255,7 @@ def choose_ranges(graph: Graph, observers: dict[str, Observer], x: np.ndarray,
         work.close()
     scored = dict(zip(free, scored))
     scorer.set_params(activation_params(graph, {t: cands[t].get(start, minmax[t]) for t in acts}))
+    scorer.settle()
     current = {root: start for root in free}
     # 2. per group, in topological order: local scores rank the candidates; the best-ranked ones replace
     #    the current choice when the model output measures better with the other groups fixed
@@ -235,11 +269,11 @@ def choose_ranges(graph: Graph, observers: dict[str, Observer], x: np.ndarray,
         # only candidates the local score ranks above the current choice are worth a model run
         above = ranked[:ranked.index(current[root])] if current[root] in ranked else ranked
         for label in above[:TRIES_PER_GROUP]:
-            noise = scorer.output_noise(_params(group, cands, label))
+            noise, env = scorer.trial(_params(group, cands, label))
             if better(noise, best_noise):
                 record["output_gain_db"] = db_or_none(output_db(noise) - output_db(best_noise))
                 best_noise, current[root] = noise, label
-            scorer.set_params(_params(group, cands, current[root]))
+                scorer.accept(_params(group, cands, label), env)
         record["method"] = current[root]
         for t in group:
             choice.tensors[t] = record
