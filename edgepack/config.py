@@ -242,7 +242,8 @@ class ExportConfig:
                                    "where it lowers the measured error", choices=BIAS_CORRECTIONS)
     adaround: bool = setting(False, "learned up/down rounding of conv/FC int8 weights (AdaRound, same scales) on "
                              "the calibration samples, kept per layer where it lowers the layer's int8 output "
-                             "error; costs about 1-3 s per conv/FC layer on one core (200 steps)")
+                             "error; costs about 1-5 s per conv/FC layer on one core (200 Adam steps, "
+                             "benchmarks/results/autoquant.md)")
     workers: int | None = setting(None, "processes scoring the --calibration auto candidates (default: one per "
                                         "core; 1: in this process); the choice is the same for any number")
     percentile: float = setting(99.99, "percentile for calibration percentile, in (50, 100]")
