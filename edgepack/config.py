@@ -89,6 +89,21 @@ def _check_types(cfg) -> None:
             raise ConfigError(f"setting '{f.name}' must be a finite number, got {value!r}", f.name)
 
 
+def _check_ranges(cfg) -> None:
+    """Counts, rates and times that must be positive (or within their range)."""
+    if cfg.workers is not None and cfg.workers < 1:
+        raise ConfigError(f"workers must be a positive number of processes, got {cfg.workers}", "workers")
+    for key in ("calib_limit", "val_limit"):
+        if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
+            raise ConfigError(f"{key} must be a positive number of samples, got {getattr(cfg, key)}", key)
+    if not 0.0 < cfg.finetune_lr <= 1.0:
+        raise ConfigError(f"finetune_lr must be in (0, 1], got {cfg.finetune_lr}", "finetune_lr")
+    if cfg.opset is not None and not 11 <= cfg.opset <= 21:
+        raise ConfigError(f"opset {cfg.opset} is not supported", "opset", range(11, 22))
+    if not cfg.budget_time > 0:
+        raise ConfigError(f"budget_time must be a positive number of seconds, got {cfg.budget_time}", "budget_time")
+
+
 def _check_shrink(cfg) -> None:
     if not 0.0 <= float(cfg.prune) < 1.0:
         raise ConfigError(f"prune ratio must be in [0, 1), got {cfg.prune}", "prune")
@@ -300,6 +315,12 @@ class ExportConfig:
                                "measured int8 error)", choices=CALIBRATIONS)
     bias_correction: str = setting("auto", "fold the mean int8 error of each conv/FC channel into its bias "
                                    "where it lowers the measured error", choices=BIAS_CORRECTIONS)
+    adaround: bool = setting(False, "learned up/down rounding of conv/FC int8 weights (AdaRound, same scales) on "
+                             "the calibration samples, kept per layer where it lowers the layer's int8 output "
+                             "error; costs about 1-5 s per conv/FC layer on one core (200 Adam steps, "
+                             "benchmarks/results/autoquant.md)")
+    workers: int | None = setting(None, "processes scoring the --calibration auto candidates (default: one per "
+                                        "core; 1: in this process); the choice is the same for any number")
     percentile: float = setting(99.99, "percentile for calibration percentile, in (50, 100]")
     calibration_file: str | None = setting(None, "reuse a calibration.json instead of running the samples")
     calib_limit: int | None = setting(None, "use at most this many calibration samples", commands=DATA)
@@ -367,13 +388,7 @@ class ExportConfig:
             if allowed and getattr(self, f.name) not in allowed and not isinstance(getattr(self, f.name), bool):
                 raise ConfigError(f"unknown {f.name} '{getattr(self, f.name)}'", f.name, allowed)
         _check_shrink(self)
-        for key in ("calib_limit", "val_limit"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be a positive number of samples, got {getattr(self, key)}", key)
-        if not 0.0 < self.finetune_lr <= 1.0:
-            raise ConfigError(f"finetune_lr must be in (0, 1], got {self.finetune_lr}", "finetune_lr")
-        if self.opset is not None and not 11 <= self.opset <= 21:
-            raise ConfigError(f"opset {self.opset} is not supported", "opset", range(11, 22))
+        _check_ranges(self)
         _check_percentile(self.percentile, "percentile")
         for key in ("mean", "std"):
             value = getattr(self, key)
@@ -382,9 +397,6 @@ class ExportConfig:
         object.__setattr__(self, "layers", parse_layers(self.layers))
         if self.accuracy_budget is not None:
             parse_budget(self.accuracy_budget)
-        if not self.budget_time > 0:
-            raise ConfigError(f"budget_time must be a positive number of seconds, got {self.budget_time}",
-                              "budget_time")
 
     def layer(self, node: str, op: str) -> "LayerSettings":
         """The settings of one node, resolved node > op:TYPE > global."""

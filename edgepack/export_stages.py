@@ -154,20 +154,21 @@ def calibrate(s: ExportState) -> ExportState:
     from .calibration import calibrate as calibrate_samples
     from .calibration.fc_weights import choose_fc_weights
     from .calibration.pool_form import choose_pool_forms
-    from .calibration.quantize import load_bias_deltas, load_calibration, load_per_channel_nodes
+    from .calibration.quantize import load_adaround_flips, load_bias_deltas, load_calibration, load_per_channel_nodes
     from .input_files import read_text
 
     graph, cfg, report = s.graph, s.cfg, s.report
     if len(graph.inputs) != 1:
         raise ConfigError(f"int8 export handles single-input models; this one has {len(graph.inputs)} "
                           f"inputs ({', '.join(graph.inputs)})")
-    ranges = bias_deltas = saved_channels = text = None
+    ranges = bias_deltas = saved_channels = text = flips = None
     if cfg.calibration_file:
         path = Path(cfg.calibration_file)
         if not path.exists():
             raise ConfigError(f"calibration file not found: {path}", "calibration_file")
         text = read_text(path, "calibration file", error=ConfigError)
         ranges, bias_deltas = load_calibration(text, str(path)), load_bias_deltas(text)
+        flips = load_adaround_flips(text)
         saved_channels = load_per_channel_nodes(text)  # the file's own choice: reusing it gives the same model
     else:
         s.samples = _samples(s.calib, graph, cfg, limit=cfg.calib_limit)
@@ -183,7 +184,8 @@ def calibrate(s: ExportState) -> ExportState:
         per_tensor, s.rules = layer_rules(graph, cfg, per_channel)
         return calibrate_samples(graph, s.samples, cfg.calibration, progress=tick, ranges=ranges, rules=s.rules,
                                  bias_correction=cfg.bias_correction, bias_deltas=bias_deltas,
-                                 per_tensor=per_tensor, **opts)
+                                 per_tensor=per_tensor, adaround=cfg.adaround, adaround_flips=flips,
+                                 workers=cfg.workers, **opts)
     cal = run(fc.per_channel if saved_channels is None else saved_channels)
     if saved_channels is None:  # a tight TFLM arena: per-channel FC only where it fits (fc_budget.py)
         from .fc_budget import fc_choice_for_target, forced_per_channel, note
@@ -270,7 +272,8 @@ def emit(s: ExportState) -> ExportState:
                      int8_tflite=_with_arena_plan(_smallest_arena_tflite(s.qgraph, s.cfg.io), s.cfg),
                      calibration=save_calibration(s.qgraph, s.ranges, s.cfg.calibration,
                                                   s.rules.per_channel_nodes, s.calibration.methods,
-                                                  s.calibration.bias_deltas).encode())
+                                                  s.calibration.bias_deltas,
+                                                  s.calibration.adaround_flips).encode())
         from .precision import report_precision
         report_precision(s.report, s.qgraph, s.profile, s.cfg.io)  # int16 / float layers and their cost
     for kind, data in files.items():

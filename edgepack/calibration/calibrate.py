@@ -62,6 +62,7 @@ class Calibration:
     section: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     bias_deltas: dict = field(default_factory=dict)  # bias tensor -> correction subtracted (calibration.json)
+    adaround_flips: dict = field(default_factory=dict)  # weight tensor -> packed mask of learned roundings
 
 
 SCORING_SAMPLES = 256  # auto scores on this many calibration samples at most (in-sample: see auto.py)
@@ -85,25 +86,44 @@ def split_for_scoring(samples, n: int = 64, min_fit: int = 24, in_sample: bool =
 
 def calibrate(graph: Graph, samples, method: str = "auto", *, rules=None, batch_size: int = 32,
               progress: Progress | None = None, ranges: dict | None = None, bias_correction: str = "off",
-              bias_deltas: dict | None = None, per_tensor: dict | None = None, **observer_opts) -> Calibration:
+              bias_deltas: dict | None = None, per_tensor: dict | None = None, adaround: bool = False,
+              adaround_flips: dict | None = None, adaround_iters: int | None = None, workers: int | None = 1,
+              **observer_opts) -> Calibration:
     """Float graph + samples (a SampleSet) -> Calibration. ``method`` "auto" picks a range per tensor
-    (auto.py); any other method is applied everywhere and tensors it collapses are flagged.
+    (auto.py, its candidates scored by ``workers`` processes); any other method is applied everywhere and
+    tensors it collapses are flagged. ``adaround``: learned weight rounding (adaround.py), before
     ``bias_correction`` "auto": per-channel bias correction where it measurably helps (bias_correction.py).
-    With ``ranges`` given (from a calibration.json, with its ``bias_deltas``) the samples are not run again.
-    ``per_tensor``: {tensor: (method, options)} from the per-layer settings, which win over ``method``."""
+    With ``ranges`` given (from a calibration.json, with its ``bias_deltas`` and ``adaround_flips``) the
+    samples are not run again. ``per_tensor``: {tensor: (method, options)} from the per-layer settings,
+    which win over ``method``."""
+    from .quantize import QuantRules, quantize_graph
+
+    rules = rules or QuantRules()
     cal = _calibrate_ranges(graph, samples, method, rules=rules, batch_size=batch_size, progress=progress,
-                            ranges=ranges, per_tensor=per_tensor, **observer_opts)
-    if ranges is not None and bias_deltas:  # a calibration file's recorded corrections: same model bytes
+                            ranges=ranges, per_tensor=per_tensor, workers=workers, **observer_opts)
+    if ranges is not None and (bias_deltas or adaround_flips):  # a calibration file's records: same model bytes
+        from .adaround import apply_flips
         from .bias_correction import apply_bias_deltas
-        from .quantize import QuantRules, quantize_graph
 
-        cal.qgraph = quantize_graph(apply_bias_deltas(graph, bias_deltas), ranges, rules or QuantRules())
-        cal.bias_deltas = dict(bias_deltas)
-    elif bias_correction == "auto" and samples is not None and len(samples):
+        g = apply_flips(graph, cal.qgraph, adaround_flips) if adaround_flips else graph
+        cal.qgraph = quantize_graph(apply_bias_deltas(g, bias_deltas or {}), ranges, rules)
+        cal.bias_deltas, cal.adaround_flips = dict(bias_deltas or {}), dict(adaround_flips or {})
+        return cal
+    have_samples = samples is not None and len(samples) > 0
+    if adaround and have_samples:
+        from .adaround import adaround as learn_rounding
+
+        x = split_for_scoring(samples, n=SCORING_SAMPLES, in_sample=True)[1]
+        ar = learn_rounding(graph, cal.qgraph, x, **({"iters": adaround_iters} if adaround_iters else {}))
+        if ar.flips:
+            graph = ar.graph
+            cal.qgraph = quantize_graph(graph, cal.ranges, rules)
+            cal.adaround_flips = ar.flips
+        cal.section["adaround"] = ar.to_json()
+        cal.notes.append(ar.note)
+    if bias_correction == "auto" and have_samples:
         from .bias_correction import correct_biases
-        from .quantize import QuantRules, quantize_graph
 
-        rules = rules or QuantRules()
         bc = correct_biases(graph, cal.ranges, rules, split_for_scoring(samples)[1])
         if bc.kept:
             cal.qgraph = quantize_graph(bc.graph, cal.ranges, rules)
@@ -114,7 +134,7 @@ def calibrate(graph: Graph, samples, method: str = "auto", *, rules=None, batch_
 
 
 def _calibrate_ranges(graph: Graph, samples, method: str, *, rules, batch_size: int, progress, ranges,
-                      per_tensor: dict | None = None, **observer_opts) -> Calibration:
+                      per_tensor: dict | None = None, workers: int | None = 1, **observer_opts) -> Calibration:
     from .auto import CLIP_WARN_ENERGY, COLLAPSE_ENERGY, STREAM_METHOD, choose_ranges, clipping_tensors
     from .quantize import QuantRules, quantize_graph
 
@@ -124,7 +144,8 @@ def _calibrate_ranges(graph: Graph, samples, method: str, *, rules, batch_size: 
     if method == "auto":
         fit, x_score = samples, split_for_scoring(samples, n=SCORING_SAMPLES, in_sample=True)[1]
         _, observers = collect_ranges(graph, fit.batches(batch_size), STREAM_METHOD, progress)
-        choice = choose_ranges(graph, observers, x_score, rules, held_out=fit is not samples)
+        choice = choose_ranges(graph, observers, x_score, rules, held_out=fit is not samples,
+                               workers=workers)
         if per_tensor:  # a layer's own method wins over the auto choice
             forced, _ = collect_ranges(graph, samples.batches(batch_size), "minmax", per_tensor=per_tensor)
             for t, (m, _opts) in per_tensor.items():

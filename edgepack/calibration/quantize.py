@@ -175,7 +175,8 @@ def _bias_params(g: Graph, node) -> QuantParams:
 # ---- calibration.json ----------------------------------------------------------------------------
 
 def save_calibration(graph: Graph, ranges: dict, method: str, per_channel_nodes=(),
-                     methods: dict[str, str] | None = None, bias_deltas: dict | None = None) -> str:
+                     methods: dict[str, str] | None = None, bias_deltas: dict | None = None,
+                     adaround_flips: dict | None = None) -> str:
     """calibration.json: per activation tensor the method (``methods``: per tensor, e.g. auto's choice),
     observed range, scale and zero-point, the weight layers given per-channel scales and the bias
     corrections (so a reuse of the file gives the same model)."""
@@ -188,6 +189,8 @@ def save_calibration(graph: Graph, ranges: dict, method: str, per_channel_nodes=
             "per_channel_weights": sorted(per_channel_nodes)}
     if bias_deltas:  # per-channel bias corrections, re-applied when the file is reused
         data["bias_correction"] = bias_deltas
+    if adaround_flips:  # learned weight roundings (packed masks of weights rounded away from nearest)
+        data["adaround"] = adaround_flips
     return json.dumps(data, indent=2, sort_keys=True)
 
 
@@ -203,6 +206,14 @@ def load_bias_deltas(text: str) -> dict[str, list[float]]:
         return {k: [float(v) for v in vs] for k, vs in json.loads(text).get("bias_correction", {}).items()}
     except (ValueError, TypeError, AttributeError) as exc:
         raise ConfigError(f"calibration file: bias_correction: {exc}") from None
+
+
+def load_adaround_flips(text: str) -> dict[str, str]:
+    """The learned weight roundings a calibration.json recorded (empty when none)."""
+    flips = json.loads(text).get("adaround", {})
+    if not isinstance(flips, dict) or not all(isinstance(v, str) for v in flips.values()):
+        raise ConfigError("calibration file: adaround: expected {weight tensor: packed mask}")
+    return {str(k): v for k, v in flips.items()}
 
 
 def load_calibration(text: str, where: str = "calibration file") -> dict[str, tuple[float, float]]:
