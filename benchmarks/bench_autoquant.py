@@ -113,7 +113,7 @@ def bench_tflite(graph, x_cal, x_val) -> dict:
 
 
 def bench_nncf(graph, x_cal, x_val) -> dict:
-    from ort_quantize import session
+    from ort_quantize import reference_session, session
 
     from edgepack.exporter.emit_onnx import to_onnx
 
@@ -133,7 +133,7 @@ def bench_nncf(graph, x_cal, x_val) -> dict:
         out = json.loads(lines[-1]) if lines else {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:120]}
         if "error" in out:
             return {label: out}
-        sess, q = session(fp), session(qp)
+        sess, q = session(fp), reference_session(qp)
         name = sess.get_inputs()[0].name
         ref = np.concatenate([sess.run(None, {name: x[None]})[0] for x in x_val])
         got = np.concatenate([q.run(None, {name: x[None]})[0] for x in x_val])
@@ -152,7 +152,7 @@ def float_layers(path) -> str | None:
 
 
 def bench_ort(graph, x_cal, x_val) -> dict:
-    from ort_quantize import ort_quantizer, session
+    from ort_quantize import ort_quantizer, reference_session, session
 
     from edgepack.exporter.emit_onnx import to_onnx
 
@@ -173,7 +173,7 @@ def bench_ort(graph, x_cal, x_val) -> dict:
                 rows[f"onnxruntime {method}"] = {"error": str(exc).splitlines()[0][:120]}
                 continue
             seconds = time.perf_counter() - t0
-            q = session(qp)
+            q = reference_session(qp)
             got = np.concatenate([q.run(None, {name: x[None]})[0] for x in x_val])
             rows[f"onnxruntime {method}"] = {**metrics(ref, got), "calib_seconds": round(seconds, 2)}
     return rows

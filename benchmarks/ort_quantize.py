@@ -26,6 +26,14 @@ def session(path, threads: int = 0, level=None):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
+def reference_session(path, threads: int = 0):
+    """A QDQ file as the ONNX spec computes it: no QDQ fusion into onnxruntime's U8S8 kernels, which saturate
+    on x86 CPUs without VNNI (edgepack/targets/cpu.py); scores the quantization, not this CPU's kernels."""
+    import onnxruntime as ort
+
+    return session(path, threads, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
+
+
 def onnx_accuracy(path, x, y) -> float:
     """Top-1 on held-out digits, one sample per call (the files have batch 1)."""
     sess = session(path)
