@@ -154,9 +154,6 @@ def calibrate(s: ExportState) -> ExportState:
     from .input_files import read_text
 
     graph, cfg, report = s.graph, s.cfg, s.report
-    if len(graph.inputs) != 1:
-        raise ConfigError(f"int8 export handles single-input models; this one has {len(graph.inputs)} "
-                          f"inputs ({', '.join(graph.inputs)})")
     ranges = bias_deltas = saved_channels = None
     if cfg.calibration_file:
         path = Path(cfg.calibration_file)
@@ -190,7 +187,8 @@ def calibrate(s: ExportState) -> ExportState:
     if cfg.lint:
         from .calibration.lint import lint_graph
 
-        sample_x = s.samples.as_array()[:64] if s.samples is not None else None
+        several = len(graph.inputs) > 1  # lint's sample statistics take one input: weights alone then
+        sample_x = s.samples.as_array()[:64] if s.samples is not None and not several else None
         report.lint = [f.to_json() for f in lint_graph(graph, sample_x)]
     return s
 
@@ -297,8 +295,14 @@ def layer_rules(graph: Graph, cfg: ExportConfig, fc_per_channel: frozenset):
 
 # ---- the data the stages read -----------------------------------------------------------------------
 def _samples(source, graph: Graph, cfg: ExportConfig, limit=None):
+    """The samples of every graph input: a SampleSet, or a MultiSampleSet for several inputs."""
     from .calibration import load_samples
 
+    if len(graph.inputs) > 1:
+        from .calibration.multi_input import load_input_samples
+
+        return load_input_samples(source, {n: graph.tensors[n].shape for n in graph.inputs}, mean=cfg.mean,
+                                  std=cfg.std, limit=limit)
     return load_samples(source, graph.tensors[graph.inputs[0]].shape, input_name=graph.inputs[0],
                         mean=cfg.mean, std=cfg.std, limit=limit)
 
@@ -341,7 +345,7 @@ def _warn_raw_bytes(graph: Graph, samples, cfg: ExportConfig, report: Report) ->
     layer takes them as they are: most models are trained on [0, 1] or normalised inputs."""
     from .calibration.data import looks_like_raw_bytes
 
-    if cfg.mean is not None or cfg.std is not None:
+    if cfg.mean is not None or cfg.std is not None or len(graph.inputs) > 1:
         return
     first = [n.op for n in graph.nodes if graph.inputs[0] in n.inputs]
     if not first or first[0] not in ("Conv", "Gemm", "MatMul", "ConvTranspose"):

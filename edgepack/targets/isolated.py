@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgepackError, ModelLoadError, UnsupportedOpError
+from ..input_batch import pack
 from . import frames
 from .runtime_jobs import OUT_OF_MEMORY
 from .runtimes import RuntimeFailure
@@ -51,9 +52,10 @@ def run_tflite(data: bytes, runtime: str, samples: np.ndarray, out_shape=None, *
         if progress:
             progress(runtime, n, len(samples))
 
-    meta, arrays = _call({"job": "run", "runtime": runtime,
+    sent, names = pack(samples)
+    meta, arrays = _call({"job": "run", "runtime": runtime, "input_names": names,
                           "out_shape": list(out_shape) if out_shape is not None else None},
-                         {"model": _bytes(data, where), "samples": np.asarray(samples, np.float32)},
+                         {"model": _bytes(data, where), **sent},
                          NAMES[runtime], where, tick)
     return arrays["outputs"], arrays.get("raw")
 
@@ -61,9 +63,10 @@ def run_tflite(data: bytes, runtime: str, samples: np.ndarray, out_shape=None, *
 def layer_sqnr(int8_tflite: bytes, float_tflite: bytes, samples: np.ndarray, *, where: str = "the model") -> dict:
     """{"layers": [...]}: per-layer SQNR and clipping of the int8 file against the float one, on
     LiteRT's reference kernels (runtime_jobs.layer_sqnr)."""
-    meta, _ = _call({"job": "layers"},
-                    {"model": _bytes(int8_tflite, where), "float_model": _bytes(float_tflite, where),
-                     "samples": np.asarray(samples, np.float32)}, NAMES["litert-ref"], where)
+    sent, names = pack(samples)
+    meta, _ = _call({"job": "layers", "input_names": names},
+                    {"model": _bytes(int8_tflite, where), "float_model": _bytes(float_tflite, where), **sent},
+                    NAMES["litert-ref"], where)
     return meta
 
 
