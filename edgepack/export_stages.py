@@ -51,6 +51,7 @@ class ExportState:
     original: Graph | None = None  # the float graph before shrinking
     checks: list = field(default_factory=list)  # rewrite checks (equalize) for the report
     shape_note: str | None = None  # where the input shape came from, when not from the model or the user
+    load_note: str | None = None  # how the model was loaded, when that is worth saying (old SavedModels)
     shrink: dict | None = None  # the shrink section of the report, with plan.json's content
     stages: dict = field(default_factory=dict)  # float graph after each shrink step (size ladder)
     report: Report | None = None
@@ -85,6 +86,9 @@ def load(s: ExportState) -> ExportState:
         s.shape_note = (f"input shape {'x'.join(map(str, shape))} taken from the calibration samples "
                         "(the model leaves dims open; --input-shape sets it)")
     s.cfg = bind_layers(s.cfg, s.graph)
+    from .frontends.keras import loader_note
+
+    s.load_note = loader_note(s.given.model)  # which TensorFlow loader read a SavedModel folder
     return s
 
 
@@ -141,6 +145,8 @@ def shrink(s: ExportState) -> ExportState:
         s.report.shrink = {k: v for k, v in s.shrink.items() if k != "plan"}
     if s.shape_note:
         s.report.notes.append(s.shape_note)
+    if s.load_note:
+        s.report.notes.append(s.load_note)
     return s
 
 
