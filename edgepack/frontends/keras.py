@@ -318,7 +318,9 @@ def _saved_model_to_onnx(tf, path: Path, input_shape, opset: int) -> bytes:
         from .saved_model_v1 import saved_model_v1_to_onnx
 
         reason = _reason(exc)
-        onnx_bytes = saved_model_v1_to_onnx(tf, path, input_shape, opset, reason)
+        onnx_bytes = saved_model_v1_to_onnx(
+            tf, path, input_shape, opset, reason, reason=_reason,
+            signature=lambda shapes, names: _signature(tf, shapes, names, input_shape, str(path)))
         LOADED_WITH[str(path.resolve())] = (f"loaded with TensorFlow's v1 SavedModel loader (session, frozen "
                                             f"graph): the TF2 loader failed: {reason}")
         return onnx_bytes

@@ -13,36 +13,35 @@ import logging
 from pathlib import Path
 
 from ..errors import EdgepackError, ModelLoadError
+from .tf_quiet import quiet
 
 log = logging.getLogger(__name__)
 
 SIGNATURE = "serving_default"
 
 
-def saved_model_v1_to_onnx(tf, path: Path, input_shape, opset: int, tf2_reason: str) -> bytes:
+def saved_model_v1_to_onnx(tf, path: Path, input_shape, opset: int, tf2_reason: str, *, signature, reason) -> bytes:
     """ONNX bytes of the folder's serving signature, loaded by the v1 loader; ModelLoadError naming both
-    loaders' reasons when this fails too."""
-    from .keras import _io_names, _quiet, _reason, _signature
-
+    loaders' reasons when this fails too. ``signature(shapes, names)``: TensorSpecs of the inputs (keras.py's
+    batch-1 rule and ``input_shape``); ``reason(exc)``: the line of a TensorFlow error that says why."""
     try:
-        with _quiet():
+        with quiet():
             frozen, inputs, outputs, rename, shapes = _freeze(tf, path)
     except EdgepackError:
         raise
     except Exception as exc:  # TensorFlow raises many types on what it cannot read
         raise ModelLoadError(f"TensorFlow cannot load this SavedModel: {tf2_reason} (TF2 loader); "
-                             f"{_reason(exc)} (v1 loader)", str(path)) from None
-    specs = _signature(tf, shapes, [rename[i] for i in inputs] or _io_names("input", len(inputs)), input_shape,
-                       str(path))
+                             f"{reason(exc)} (v1 loader)", str(path)) from None
+    specs = signature(shapes, [rename[i] for i in inputs])
     try:
         import tf2onnx
 
-        with _quiet(), tf.Graph().as_default():
+        with quiet(), tf.Graph().as_default():
             proto, _ = tf2onnx.convert.from_graph_def(
                 frozen, name="saved_model", input_names=inputs, output_names=outputs, opset=opset,
                 shape_override={i: list(s.shape) for i, s in zip(inputs, specs)}, tensors_to_rename=rename)
     except Exception as exc:  # tf2onnx raises many types
-        raise ModelLoadError(f"tf2onnx could not convert the frozen SavedModel graph: {_reason(exc)}",
+        raise ModelLoadError(f"tf2onnx could not convert the frozen SavedModel graph: {reason(exc)}",
                              str(path)) from None
     log.info("SavedModel %s loaded with the v1 loader (TF2's failed: %s)", path, tf2_reason)
     return proto.SerializeToString()
