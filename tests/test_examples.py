@@ -18,7 +18,8 @@ def run_example(name, tmp_path, *args):
 
 def test_every_example_has_a_test():
     tested = {"pytorch_to_mcu", "onnx_to_phone", "prune_and_distill", "validate_tflite", "keras_to_mcu",
-              "fix_a_layer", "compression_ladder", "check_model_support", "smaller_arena"}
+              "fix_a_layer", "compression_ladder", "check_model_support", "smaller_arena",
+              "two_inputs"}
     assert {p.stem for p in EXAMPLES.glob("*.py")} <= tested
 
 
@@ -98,3 +99,14 @@ def test_smaller_arena(tmp_path):
     # measured here: 10,248 -> 9,976 bytes; the offline plan never makes TFLM's arena larger
     assert offline["arena_lower_bound"] <= offline["arena_measured_tflm"] < runtime["arena_measured_tflm"]
     assert "offline plan saves" in stdout
+
+
+def test_two_inputs(tmp_path):
+    """A folder per input calibrates a two-input model; both inputs are fed on every runtime (floors: see
+    tests/test_multi_input.py)."""
+    out, stdout = run_example("two_inputs", tmp_path)
+    report = json.loads((out / "export" / "report.json").read_text())
+    assert report["inputs"] == {"image": [1, 1, 8, 8], "features": [1, 6]}
+    assert report["validation"]["int8_tflite@tflm"]["sqnr_db"] >= 32.0
+    assert report["validation"]["int8_tflite@tflm"]["vs_litert_reference"]["max_lsb"] <= 1
+    assert "int8_tflite@tflm: SQNR" in stdout
