@@ -35,7 +35,7 @@ FAMILIES = {
     "ResNet50": 64, "ResNet50V2": 64, "ConvNeXtTiny": 64, "Xception": 71, "InceptionV3": 75,
     "VGG16": 32, "RegNetX002": 64,
 }
-CALIB, VAL = 16, 8
+CALIB, VAL = 8, 4  # samples; few, since the TFLM reference kernels are slow on 100+ layer models
 
 
 def run_one(name: str, size: int, target: str) -> dict:
@@ -54,7 +54,7 @@ def run_one(name: str, size: int, target: str) -> dict:
         counts = read_tflite(Path(report.artifacts["int8_tflite"]["path"]).read_bytes()).op_counts()
     val = report.validation or {}
     sqnr = {rt: val.get(f"int8_tflite@{rt}", {}).get("sqnr_db") for rt in ("litert-ref", "litert", "tflm")}
-    return {"model": name, "input": size, "target": target, "outcome": "exported",
+    return {"model": name, "input": size, "target": target, "outcome": "exported", "samples": [CALIB, VAL],
             "ops": sum(counts.values()), "transpose": counts.get("TRANSPOSE", 0),
             "sqnr_litert_db": sqnr["litert-ref"] if sqnr["litert-ref"] is not None else sqnr["litert"],
             "sqnr_tflm_db": sqnr["tflm"],
@@ -100,18 +100,19 @@ def write(rows: list[dict], timeout: int) -> None:
     ok = sum(r["outcome"] == "exported" for r in rows)
     lines = ["# Coverage corpus: keras.applications through int8 export", "",
              f"{ok}/{len(rows)} architectures export int8 ({100 * ok / max(len(rows), 1):.0f}%). Random weights, "
-             f"minmax calibration on {CALIB} uniform [0, 1) samples, validation on {VAL}; SQNR is the int8 "
+             f"minmax calibration on a few uniform [0, 1) samples (`samples`: calibration, validation), SQNR is the int8 "
              "output against the float model (ONNX on onnxruntime). MCU profile stm32h7a3 (TFLite Micro + "
              "LiteRT reference kernels); `host` where the MCU run ran out of memory. "
              f"Per-model timeout {timeout} s. `transformers` models are left out (not installed).", "",
              "Command: `nice .venv/bin/python benchmarks/coverage.py`", "",
              "| architecture | input | target | outcome | int8 ops | TRANSPOSE | SQNR LiteRT dB | SQNR TFLM dB "
-             "| seconds | reason |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| samples | seconds | reason |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         reason = r.get("reason") or (f"TFLM not run: {r['tflm_not_run']}" if r.get("tflm_not_run") else "")
         lines.append(f"| {r['model']} | {r['input']} | {r['target']} | {r['outcome']} | {_fmt(r.get('ops'))} | "
                      f"{_fmt(r.get('transpose'))} | {_fmt(r.get('sqnr_litert_db'))} | {_fmt(r.get('sqnr_tflm_db'))} "
-                     f"| {_fmt(r.get('seconds'))} | {reason.replace('|', '/')} |")
+                     f"| {'/'.join(map(str, r.get('samples', [16, 8])))} | {_fmt(r.get('seconds'))} "
+                     f"| {reason.replace('|', '/')} |")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "coverage.md").write_text("\n".join(lines) + "\n")
     (RESULTS / "coverage.json").write_text(json.dumps(rows, indent=1) + "\n")
@@ -124,20 +125,27 @@ def main() -> None:
     ap.add_argument("--target", default="stm32h7a3")
     ap.add_argument("--timeout", type=int, default=900)
     ap.add_argument("--only", nargs="*")
+    ap.add_argument("--merge", action="store_true", help="keep the rows of results/coverage.json not run again")
     args = ap.parse_args()
     if args.child:
         return child(args.child, args.size, args.target)
+    kept = {}
+    if args.merge and (RESULTS / "coverage.json").exists():
+        kept = {r["model"]: r for r in json.loads((RESULTS / "coverage.json").read_text())}
     rows = []
     for name, size in FAMILIES.items():
         if args.only and name not in args.only:
+            if name in kept:
+                rows.append(kept[name])
             continue
         row = run_child(name, size, "stm32h7a3", args.timeout)
         if row["outcome"] != "exported" and any(w in row.get("reason", "").lower() for w in ("arena", "memory")):
             row = run_child(name, size, "host", args.timeout)
         print(json.dumps(row), flush=True)
         rows.append(row)
-        if not args.only:
-            write(rows, args.timeout)
+        if not args.only or args.merge:
+            write(rows + [kept[n] for n in FAMILIES if n in kept and n not in {r["model"] for r in rows}
+                          and (not args.only or n not in args.only)], args.timeout)
 
 
 if __name__ == "__main__":
