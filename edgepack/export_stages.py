@@ -131,6 +131,9 @@ def shrink(s: ExportState) -> ExportState:
 
     s.original = s.graph
     if wants_shrink(s.cfg):
+        if len(s.graph.inputs) > 1:
+            raise ConfigError(f"--prune/--separable/--cluster handle single-input models; this one has "
+                              f"{len(s.graph.inputs)} inputs ({', '.join(s.graph.inputs)})", "prune")
         x_train, y_train = training_data(s, s.graph)
         s.graph, s.shrink, s.stages = shrink_stages(s.graph, s.cfg, x_train, y_train, s.progress)
         s.shrink["original_float_tflite_bytes"] = len(to_tflite(s.original, int8=False))

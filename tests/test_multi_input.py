@@ -107,3 +107,12 @@ def test_a_plain_array_for_a_two_input_model_names_what_is_expected(tmp_path):
     model, data, example = _model_and_data(8)
     with pytest.raises(DataError, match=r"2 inputs \('image' \(1, 1, 8, 8\), 'features' \(1, 6\)\)"):
         edgepack.export(model, data["image"], tmp_path / "out", example_input=example)
+
+
+def test_shrinking_a_two_input_model_is_refused_in_one_line(tmp_path):
+    from edgepack.errors import ConfigError
+
+    model, data, example = _model_and_data(8)
+    with pytest.raises(ConfigError, match="single-input models; this one has 2 inputs"):
+        edgepack.export(model, data, tmp_path / "out", example_input=example, prune=0.5)
+    assert not (tmp_path / "out").exists()
