@@ -33,7 +33,7 @@ FAMILIES = {
     "MobileNet": 64, "MobileNetV2": 64, "MobileNetV3Small": 64, "MobileNetV3Large": 64,
     "EfficientNetB0": 64, "EfficientNetV2B0": 64, "NASNetMobile": 64, "DenseNet121": 64,
     "ResNet50": 64, "ResNet50V2": 64, "ConvNeXtTiny": 64, "Xception": 71, "InceptionV3": 75,
-    "VGG16": 32, "RegNetX002": 64,
+    "VGG16": 32,
 }
 CALIB, VAL = 8, 4  # samples; few, since the TFLM reference kernels are slow on 100+ layer models
 
