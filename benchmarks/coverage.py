@@ -69,7 +69,7 @@ def child(name: str, size: int, target: str) -> None:
     try:
         row = run_one(name, size, target)
     except Exception as exc:  # the one-line reason is the result
-        row = {"model": name, "input": size, "target": target, "outcome": "failed",
+        row = {"model": name, "input": size, "target": target, "outcome": "failed", "samples": [CALIB, VAL],
                "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]}
     print("ROW " + json.dumps(row))
 
@@ -103,7 +103,9 @@ def write(rows: list[dict], timeout: int) -> None:
                    if n not in done]
     ok = sum(r["outcome"] == "exported" for r in rows)
     lines = ["# Coverage corpus: keras.applications through int8 export", "",
-             f"{ok}/{len(rows)} architectures export int8 ({100 * ok / max(len(rows), 1):.0f}%). Random weights, "
+             f"{ok}/{len(rows)} architectures export int8 ({100 * ok / max(len(rows), 1):.0f}%); of the "
+             f"{sum(r['outcome'] in ('exported', 'failed') for r in rows)} runs that finished, {ok} exported. "
+             "Random weights, "
              f"minmax calibration on a few uniform [0, 1) samples (`samples`: calibration, validation), SQNR is the int8 "
              "output against the float model (ONNX on onnxruntime). MCU profile stm32h7a3 (TFLite Micro + "
              "LiteRT reference kernels); `host` where the MCU run ran out of memory. "
@@ -121,7 +123,7 @@ def write(rows: list[dict], timeout: int) -> None:
         reason = r.get("reason") or (f"TFLM not run: {r['tflm_not_run']}" if r.get("tflm_not_run") else "")
         lines.append(f"| {r['model']} | {r['input']} | {r['target']} | {r['outcome']} | {_fmt(r.get('ops'))} | "
                      f"{_fmt(r.get('transpose'))} | {_fmt(r.get('sqnr_litert_db'))} | {_fmt(r.get('sqnr_tflm_db'))} "
-                     f"| {'/'.join(map(str, r.get('samples', [16, 8])))} | {_fmt(r.get('seconds'))} "
+                     f"| {'/'.join(map(str, r.get('samples', [16, 8]))) if r['outcome'] != 'not run' else '-'} | {_fmt(r.get('seconds'))} "
                      f"| {reason.replace('|', '/')} |")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "coverage.md").write_text("\n".join(lines) + "\n")
