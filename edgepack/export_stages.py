@@ -51,6 +51,7 @@ class ExportState:
     original: Graph | None = None  # the float graph before shrinking
     checks: list = field(default_factory=list)  # rewrite checks (equalize) for the report
     shape_note: str | None = None  # where the input shape came from, when not from the model or the user
+    load_note: str | None = None  # how the model was loaded, when that is worth saying (old SavedModels)
     shrink: dict | None = None  # the shrink section of the report, with plan.json's content
     stages: dict = field(default_factory=dict)  # float graph after each shrink step (size ladder)
     report: Report | None = None
@@ -88,6 +89,9 @@ def load(s: ExportState) -> ExportState:
     if s.cfg.layers:  # an int16 / float layer the target cannot run: refused before the long work
         from .precision import check_precision, layer_precisions
         check_precision(s.graph, layer_precisions(s.graph, s.cfg), s.profile)
+    from .frontends.keras import loader_note
+
+    s.load_note = loader_note(s.given.model)  # which TensorFlow loader read a SavedModel folder
     return s
 
 
@@ -130,6 +134,9 @@ def shrink(s: ExportState) -> ExportState:
 
     s.original = s.graph
     if wants_shrink(s.cfg):
+        if len(s.graph.inputs) > 1:
+            raise ConfigError(f"--prune/--separable/--cluster handle single-input models; this one has "
+                              f"{len(s.graph.inputs)} inputs ({', '.join(s.graph.inputs)})", "prune")
         x_train, y_train = training_data(s, s.graph)
         s.graph, s.shrink, s.stages = shrink_stages(s.graph, s.cfg, x_train, y_train, s.progress)
         s.shrink["original_float_tflite_bytes"] = len(to_tflite(s.original, int8=False))
@@ -144,6 +151,8 @@ def shrink(s: ExportState) -> ExportState:
         s.report.shrink = {k: v for k, v in s.shrink.items() if k != "plan"}
     if s.shape_note:
         s.report.notes.append(s.shape_note)
+    if s.load_note:
+        s.report.notes.append(s.load_note)
     return s
 
 
@@ -158,9 +167,6 @@ def calibrate(s: ExportState) -> ExportState:
     from .input_files import read_text
 
     graph, cfg, report = s.graph, s.cfg, s.report
-    if len(graph.inputs) != 1:
-        raise ConfigError(f"int8 export handles single-input models; this one has {len(graph.inputs)} "
-                          f"inputs ({', '.join(graph.inputs)})")
     ranges = bias_deltas = saved_channels = text = flips = None
     if cfg.calibration_file:
         path = Path(cfg.calibration_file)
@@ -212,7 +218,8 @@ def calibrate(s: ExportState) -> ExportState:
     if cfg.lint:
         from .calibration.lint import lint_graph
 
-        sample_x = s.samples.as_array()[:64] if s.samples is not None else None
+        several = len(graph.inputs) > 1  # lint's sample statistics take one input: weights alone then
+        sample_x = s.samples.as_array()[:64] if s.samples is not None and not several else None
         report.lint = [f.to_json() for f in lint_graph(graph, sample_x)]
     return s
 
@@ -339,8 +346,14 @@ def layer_rules(graph: Graph, cfg: ExportConfig, fc_per_channel: frozenset):
 
 # ---- the data the stages read -----------------------------------------------------------------------
 def _samples(source, graph: Graph, cfg: ExportConfig, limit=None):
+    """The samples of every graph input: a SampleSet, or a MultiSampleSet for several inputs."""
     from .calibration import load_samples
 
+    if len(graph.inputs) > 1:
+        from .calibration.multi_input import load_input_samples
+
+        return load_input_samples(source, {n: graph.tensors[n].shape for n in graph.inputs}, mean=cfg.mean,
+                                  std=cfg.std, limit=limit)
     return load_samples(source, graph.tensors[graph.inputs[0]].shape, input_name=graph.inputs[0],
                         mean=cfg.mean, std=cfg.std, limit=limit)
 
@@ -383,7 +396,7 @@ def _warn_raw_bytes(graph: Graph, samples, cfg: ExportConfig, report: Report) ->
     layer takes them as they are: most models are trained on [0, 1] or normalised inputs."""
     from .calibration.data import looks_like_raw_bytes
 
-    if cfg.mean is not None or cfg.std is not None:
+    if cfg.mean is not None or cfg.std is not None or len(graph.inputs) > 1:
         return
     first = [n.op for n in graph.nodes if graph.inputs[0] in n.inputs]
     if not first or first[0] not in ("Conv", "Gemm", "MatMul", "ConvTranspose"):

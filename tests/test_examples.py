@@ -19,7 +19,7 @@ def run_example(name, tmp_path, *args):
 def test_every_example_has_a_test():
     tested = {"pytorch_to_mcu", "onnx_to_phone", "prune_and_distill", "validate_tflite", "keras_to_mcu",
               "fix_a_layer", "compression_ladder", "check_model_support", "smaller_arena", "sparse_and_low_rank",
-              "lstm_keyword_spotting", "int16_layers", "accuracy_budget", "learned_rounding"}
+              "lstm_keyword_spotting", "int16_layers", "accuracy_budget", "learned_rounding", "two_inputs"}
     assert {p.stem for p in EXAMPLES.glob("*.py")} <= tested
 
 
@@ -162,3 +162,14 @@ def test_learned_rounding(tmp_path):
     # measured 32.9 -> 33.6 dB on LiteRT
     assert learned["validation"]["int8_tflite@litert"]["sqnr_db"] > nearest["sqnr_db"] + 0.3
     assert "same int8 .tflite bytes: True" in stdout
+
+
+def test_two_inputs(tmp_path):
+    """A folder per input calibrates a two-input model; both inputs are fed on every runtime (floors: see
+    tests/test_multi_input.py)."""
+    out, stdout = run_example("two_inputs", tmp_path)
+    report = json.loads((out / "export" / "report.json").read_text())
+    assert report["inputs"] == {"image": [1, 1, 8, 8], "features": [1, 6]}
+    assert report["validation"]["int8_tflite@tflm"]["sqnr_db"] >= 32.0
+    assert report["validation"]["int8_tflite@tflm"]["vs_litert_reference"]["max_lsb"] <= 1
+    assert "int8_tflite@tflm: SQNR" in stdout

@@ -4,7 +4,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "edgepack"
 STAGES = ("frontends", "calibration", "exporter", "targets")
-LEAVES = ("errors", "tflite_buffer", "input_files")  # shared by every stage, import nothing of ours but errors
+LEAVES = ("errors", "tflite_buffer", "input_files", "input_batch")  # shared by every stage, import nothing of ours but errors
 TOP = ("api", "cli", "report", "demo", "config", "artifacts")
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgepack.input_batch import as_float32, as_torch
 from ..ir import Graph, QuantParams
 from ..ir.quant import params_from_range
 from .observers import HistogramObserver, Observer
@@ -114,7 +115,7 @@ class AutoChoice:
 def _scoring_inputs(graph: Graph, x: np.ndarray) -> np.ndarray:
     per_sample = sum(int(np.prod(graph.tensors[t].shape[1:] or (1,))) for t in graph.activations()) * 4
     n = max(1, min(MAX_SAMPLES, len(x), MAX_SCORING_BYTES // max(per_sample, 1)))
-    return np.asarray(x[:n], np.float32)
+    return as_float32(x[:n])
 
 
 class GroupScorer:
@@ -125,7 +126,7 @@ class GroupScorer:
 
         from ..ir.torch_exec import run, to_module
 
-        self.graph, self.torch, self.x = graph, torch, torch.from_numpy(x)
+        self.graph, self.torch, self.x = graph, torch, as_torch(x)
         self.module = to_module(provisional, fake_quant=True).eval()  # int8 weights, provisional output params
         self.provisional = provisional
         self.ref = {k: torch.from_numpy(v) for k, v in run(graph, [x], keep="all").items()}

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgepack.input_batch import as_float32
 from ..ir import Graph
 from .output_error import db_or_none, ratio_to_db
 from .quantize import QuantRules, quantize_graph
@@ -58,7 +59,7 @@ def correct_biases(graph: Graph, ranges: dict, rules: QuantRules, x: np.ndarray)
     from ..ir.torch_exec import run, to_module
     from .output_error import output_sqnr_db
 
-    x = np.asarray(x, np.float32)
+    x = as_float32(x)
     q = quantize_graph(graph, ranges, rules)
     qmod, fmod = to_module(q, fake_quant=True).eval(), to_module(graph).eval()
     ref = {k: torch.from_numpy(v) for k, v in run(graph, [x], keep="all").items()}

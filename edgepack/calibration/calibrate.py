@@ -11,6 +11,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from edgepack.input_batch import as_float32, as_torch
 from ..ir import Graph
 from .observers import make_observer
 
@@ -42,8 +43,8 @@ def collect_ranges(graph: Graph, batches: Iterable[np.ndarray], method: str = "m
     count = 0
     with torch.no_grad():
         for batch in batches:
-            batch = np.asarray(batch, np.float32)
-            module(torch.from_numpy(batch), observe=observe)
+            batch = as_float32(batch)
+            module(as_torch(batch), observe=observe)
             count += len(batch)
             if progress:
                 progress(len(batch))
@@ -75,13 +76,13 @@ def split_for_scoring(samples, n: int = 64, min_fit: int = 24, in_sample: bool =
     count = len(samples)
     k = min(n, count // 4)
     if in_sample:
-        return samples, np.asarray(samples.subset(np.unique(np.linspace(0, count - 1, min(n, count)).round()
-                                                           .astype(int))).as_array(), np.float32)
+        return samples, as_float32(samples.subset(np.unique(np.linspace(0, count - 1, min(n, count)).round()
+                                                   .astype(int))).as_array())
     if count - k < min_fit or k < 8:
-        return samples, np.asarray(samples.subset(np.arange(min(n, count))).as_array(), np.float32)
+        return samples, as_float32(samples.subset(np.arange(min(n, count))).as_array())
     score = np.unique(np.linspace(0, count - 1, k).round().astype(int))
     fit = np.setdiff1d(np.arange(count), score)
-    return samples.subset(fit), np.asarray(samples.subset(score).as_array(), np.float32)
+    return samples.subset(fit), as_float32(samples.subset(score).as_array())
 
 
 def calibrate(graph: Graph, samples, method: str = "auto", *, rules=None, batch_size: int = 32,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgepack.input_batch import as_float32
 from ..ir import Graph
 from .output_error import db_or_none
 from ..ir.quant import quantize_array, symmetric_weight_params
@@ -103,7 +104,7 @@ def choose_fc_weights(graph: Graph, samples: np.ndarray | None) -> FcChoice:
         from ..ir.torch_exec import run
 
         keep = sorted({n.inputs[0] for n in gemms})
-        inputs = run(graph, [np.asarray(samples[:MAX_SAMPLES], np.float32)], keep=keep)
+        inputs = run(graph, [as_float32(samples[:MAX_SAMPLES])], keep=keep)
     layers, chosen = [], set()
     for n in gemms:
         w = np.asarray(graph.const(n.inputs[1]), np.float64)

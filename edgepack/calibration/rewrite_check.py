@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgepack.input_batch import as_float32
 from ..errors import DataError
 from ..ir import Graph
 from .calibrate import collect_ranges
@@ -26,7 +27,7 @@ MAX_SAMPLES = 64
 
 def int8_output_sqnr(graph: Graph, x: np.ndarray, method: str = "minmax", **observer_opts) -> float:
     """Output SQNR (dB, worst output) of the fake-quantized int8 graph against the float graph on ``x``."""
-    x = np.asarray(x[:MAX_SAMPLES], np.float32)
+    x = as_float32(x[:MAX_SAMPLES])
     ranges, _ = collect_ranges(graph, [x], method, **observer_opts)
     rules = QuantRules(per_channel_nodes=choose_fc_weights(graph, x).per_channel)
     return quantized_output_sqnr(graph, quantize_graph(graph, ranges, rules), x)

@@ -298,14 +298,34 @@ def _refuse_graph_code(path: Path) -> None:
                              "(Python: trust_code=True) if you trust it", str(path))
 
 
+# SavedModel folder -> which TensorFlow loader read it (the report says so; see loader_note).
+LOADED_WITH: dict[str, str] = {}
+
+
+def loader_note(model) -> str | None:
+    """How a SavedModel folder given as ``model`` was loaded, or None for anything else."""
+    if isinstance(model, (str, Path)) and Path(model).is_dir():
+        return LOADED_WITH.get(str(Path(model).resolve()))
+    return None
+
+
 def _saved_model_to_onnx(tf, path: Path, input_shape, opset: int) -> bytes:
     """A SavedModel (e.g. keras 3 ``model.export``): convert its serving signature. TensorFlow
     restores the graph and weights (and runs initializers: see saved_model_check); no Python runs."""
     try:
         with _quiet():
             loaded = tf.saved_model.load(str(path))
-    except Exception as exc:
-        raise ModelLoadError(f"TensorFlow cannot load this SavedModel: {_reason(exc)}", str(path)) from None
+    except Exception as exc:  # e.g. a Keras 2 optimizer's slot variables: TF1's loader skips what it cannot use
+        from .saved_model_v1 import saved_model_v1_to_onnx
+
+        reason = _reason(exc)
+        onnx_bytes = saved_model_v1_to_onnx(
+            tf, path, input_shape, opset, reason, reason=_reason,
+            signature=lambda shapes, names: _signature(tf, shapes, names, input_shape, str(path)))
+        LOADED_WITH[str(path.resolve())] = (f"loaded with TensorFlow's v1 SavedModel loader (session, frozen "
+                                            f"graph): the TF2 loader failed: {reason}")
+        return onnx_bytes
+    LOADED_WITH[str(path.resolve())] = "loaded with TensorFlow's TF2 SavedModel loader"
     signatures = dict(getattr(loaded, "signatures", {}) or {})
     if "serving_default" not in signatures:
         raise ModelLoadError("SavedModel has no 'serving_default' signature (found: "

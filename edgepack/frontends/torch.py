@@ -36,9 +36,24 @@ def _example(torch, example_input, input_shape):
     return (torch.zeros(tuple(int(d) for d in input_shape)),)
 
 
+def _input_names(model, count: int) -> list[str]:
+    """"input" for one input; several are named like forward's parameters (calibration data is keyed by
+    them), else input_0, input_1, ..."""
+    if count == 1:
+        return ["input"]
+    import inspect
+
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    named = [p.name for p in params[:count] if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return named if len(named) == count else [f"input_{i}" for i in range(count)]
+
+
 def _export_onnx(torch, model, args, exporter: str, opset: int | None) -> bytes:
     buf = io.BytesIO()
-    names = [f"input_{i}" if len(args) > 1 else "input" for i in range(len(args))]
+    names = _input_names(model, len(args))
     dynamo = exporter == "dynamo"
     # Both exporters talk a lot (stdout banners, deprecation and torchvision warnings): keep them quiet.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):

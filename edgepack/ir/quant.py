@@ -20,6 +20,10 @@ BIAS_LIMIT = 2**30
 # A weight channel whose |w| range is below this fraction of its layer's largest is degenerate ("dead",
 # e.g. 1e-30 in trained networks): nothing to balance or to warn about, and rescaling it explodes.
 DEGENERATE_CHANNEL = 1e-6
+# Narrower activation ranges are widened to this: a constant-zero tensor takes any scale, and a vanishing
+# one (1e-11 wide in the deep layers of random-weight networks) would get a scale below ~2.8e-9, which makes
+# TFLite Micro refuse a fused RELU6 (6 / scale overflows int32: "no_integer_overflow_from_quantization").
+MIN_ACTIVATION_RANGE = 1e-5
 
 
 def live_channels(ranges) -> np.ndarray:
@@ -115,8 +119,8 @@ def params_from_range(rmin: float, rmax: float, dtype: str = "int8") -> QuantPar
     and the zero-point is nudged to an integer so that real 0 is exactly representable."""
     qmin, qmax = INT_RANGES[dtype]
     rmin, rmax = min(float(rmin), 0.0), max(float(rmax), 0.0)
-    if rmax - rmin < 1e-12:
-        rmax = rmin + 1e-6  # constant-zero tensor: any positive scale works
+    if rmax - rmin < MIN_ACTIVATION_RANGE:
+        rmax = rmin + MIN_ACTIVATION_RANGE  # constant-zero or vanishing tensor (see MIN_ACTIVATION_RANGE)
     scale = (rmax - rmin) / (qmax - qmin)
     zp = int(np.clip(round(qmin - rmin / scale), qmin, qmax))
     return QuantParams.per_tensor(scale, zp, dtype)

@@ -327,6 +327,8 @@ class GraphModule(torch.nn.Module):
         return kept
 
     def _ordered_inputs(self, inputs: Sequence | Mapping) -> list:
+        if not isinstance(inputs, Mapping) and len(inputs) == 1 and isinstance(getattr(inputs[0], "arrays", None), Mapping):
+            inputs = inputs[0].arrays  # [an InputBatch]: the samples of every input, by name
         if isinstance(inputs, Mapping):
             unknown = sorted(set(inputs) - set(self.input_names))
             absent = [k for k in self.input_names if k not in inputs]

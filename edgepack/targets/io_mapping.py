@@ -48,3 +48,28 @@ def dequantize_output(y: np.ndarray, scale: float, zero_point: int) -> np.ndarra
     if y.dtype.kind == "f" or not scale:
         return y.astype(np.float32)
     return ((y.astype(np.int64) - zero_point) * scale).astype(np.float32)
+
+
+def file_inputs(x, file_names: list[str]) -> list[np.ndarray]:
+    """The (N, ...) arrays of a sample batch in the order of the file's inputs: a plain array is the one
+    input; an InputBatch (several inputs) is matched by name, else taken in the model's input order."""
+    arrays = getattr(x, "arrays", None)
+    if arrays is None:
+        return [x]
+    if set(arrays) == set(file_names):
+        return [arrays[n] for n in file_names]
+    if len(arrays) != len(file_names):
+        raise ShapeError(f"the file has {len(file_names)} inputs ({', '.join(file_names)}) but the data "
+                         f"has {len(arrays)} ({', '.join(arrays)})")
+    return list(arrays.values())
+
+
+def feed_tflite(xs: list[np.ndarray], tensors) -> list[np.ndarray]:
+    """One sample of each input (batch 1, model layout) -> the file's input tensors (layout, integer type)."""
+    feeds = []
+    for x, t in zip(xs, tensors):
+        f = to_file_layout(x, t.shape)
+        if t.dtype != "float32":
+            f = quantize_input(f, np.dtype(t.dtype), t.scale[0], t.zero_point[0])
+        feeds.append(f)
+    return feeds

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgepackError, ModelLoadError, UnsupportedOpError
+from ..input_batch import InputBatch, pack
 from . import frames
 from .runtime_jobs import OUT_OF_MEMORY
 from .runtimes import RuntimeFailure
@@ -55,10 +56,10 @@ def run_tflite(data: bytes, runtime: str, samples: np.ndarray, out_shape=None, *
 
     model, outs, raws = _bytes(data, where), [], []
     for batch in batches(samples):
-        meta, arrays = _call({"job": "run", "runtime": runtime,
+        sent, names = pack(batch)
+        meta, arrays = _call({"job": "run", "runtime": runtime, "input_names": names,
                               "out_shape": list(out_shape) if out_shape is not None else None},
-                             {"model": model, "samples": np.asarray(batch, np.float32)},
-                             NAMES[runtime], where, tick)
+                             {"model": model, **sent}, NAMES[runtime], where, tick)
         outs.append(arrays["outputs"])
         raws.append(arrays.get("raw"))
     raw = None if any(r is None for r in raws) else np.concatenate(raws)
@@ -67,7 +68,8 @@ def run_tflite(data: bytes, runtime: str, samples: np.ndarray, out_shape=None, *
 
 def batches(samples: np.ndarray):
     """``samples`` in consecutive slices of at most BATCH_BYTES (float32), at least one sample each."""
-    per_sample = max(1, int(np.prod(np.shape(samples)[1:])) * 4)
+    arrays = samples.arrays.values() if isinstance(samples, InputBatch) else [samples]
+    per_sample = max(1, sum(int(np.prod(np.shape(a)[1:])) for a in arrays) * 4)
     step = max(1, BATCH_BYTES // per_sample)
     for start in range(0, len(samples), step):
         yield samples[start:start + step]
@@ -81,9 +83,10 @@ def layer_sqnr(int8_tflite: bytes, float_tflite: bytes, samples: np.ndarray, *, 
         if progress:
             progress("litert-ref", n, len(samples))
 
-    meta, _ = _call({"job": "layers"},
-                    {"model": _bytes(int8_tflite, where), "float_model": _bytes(float_tflite, where),
-                     "samples": np.asarray(samples, np.float32)}, NAMES["litert-ref"], where, tick)
+    sent, names = pack(samples)
+    meta, _ = _call({"job": "layers", "input_names": names},
+                    {"model": _bytes(int8_tflite, where), "float_model": _bytes(float_tflite, where), **sent},
+                    NAMES["litert-ref"], where, tick)
     return meta
 
 

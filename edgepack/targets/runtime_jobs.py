@@ -12,7 +12,8 @@ import time
 import numpy as np
 
 from ..errors import EdgepackError, UnsupportedOpError
-from .io_mapping import dequantize_output, from_file_layout, quantize_input, to_file_layout
+from ..input_batch import unpack
+from .io_mapping import dequantize_output, feed_tflite, file_inputs, from_file_layout
 from .tflite_file import read_tflite
 
 PROGRESS_EVERY = 16  # samples between two progress messages (each also tells the parent we are alive)
@@ -31,13 +32,11 @@ def run_tflite(data: bytes, runtime: str, samples: np.ndarray, out_shape=None, t
     """(dequantized outputs in the reference layout, raw integer outputs or None) for N samples."""
     runner = _runner(data, runtime)
     info = read_tflite(data)
-    tin, tout = info.tensors[info.inputs[0]], info.tensors[info.outputs[0]]
+    tins, tout = [info.tensors[i] for i in info.inputs], info.tensors[info.outputs[0]]
+    arrays = file_inputs(samples, [t.name for t in tins])
     deq, raw = [], []
-    for i, x in enumerate(samples):
-        feed = to_file_layout(x[None], tin.shape)
-        if tin.dtype != "float32":
-            feed = quantize_input(feed, np.dtype(tin.dtype), tin.scale[0], tin.zero_point[0])
-        y = runner.run(feed)[0]
+    for i in range(len(samples)):
+        y = runner.run(*feed_tflite([a[i:i + 1] for a in arrays], tins))[0]
         raw.append(y)
         y = dequantize_output(y, tout.scale[0] if tout.scale else 0.0,
                               tout.zero_point[0] if tout.zero_point else 0)
@@ -67,13 +66,11 @@ def layer_sqnr(int8_tflite: bytes, float_tflite: bytes, samples: np.ndarray, tic
     pairs = [(t, float_index[t.name]) for t in qinfo.tensors
              if not t.is_const and t.name in float_index and t.scale]
     sums: dict[int, LayerSums] = {}
-    tin_q, tin_f = qinfo.tensors[qinfo.inputs[0]], finfo.tensors[finfo.inputs[0]]
-    for i, x in enumerate(samples):
-        fx = to_file_layout(x[None], tin_f.shape)
-        qx = quantize_input(to_file_layout(x[None], tin_q.shape), np.dtype(tin_q.dtype), tin_q.scale[0],
-                            tin_q.zero_point[0]) if tin_q.dtype != "float32" else fx
-        qrt.run(qx)
-        frt.run(fx)
+    tin_q, tin_f = [qinfo.tensors[i] for i in qinfo.inputs], [finfo.tensors[i] for i in finfo.inputs]
+    q_arrays, f_arrays = file_inputs(samples, [t.name for t in tin_q]), file_inputs(samples, [t.name for t in tin_f])
+    for i in range(len(samples)):
+        qrt.run(*feed_tflite([a[i:i + 1] for a in q_arrays], tin_q))
+        frt.run(*feed_tflite([a[i:i + 1] for a in f_arrays], tin_f))
         for t, f_index in pairs:
             got, ref = _tensor(qrt, t.index), _tensor(frt, f_index)
             if got is None or ref is None or got.shape != ref.shape:
@@ -170,10 +167,12 @@ def _job(meta: dict, arrays: dict, tick):
     job = meta["job"]
     model = arrays["model"].tobytes() if "model" in arrays else b""
     if job == "run":
-        deq, raw = run_tflite(model, meta["runtime"], arrays["samples"], meta.get("out_shape"), tick)
+        samples = unpack(arrays, meta.get("input_names"))
+        deq, raw = run_tflite(model, meta["runtime"], samples, meta.get("out_shape"), tick)
         return {}, {"outputs": deq, **({"raw": raw} if raw is not None else {})}
     if job == "layers":
-        return layer_sqnr(model, arrays["float_model"].tobytes(), arrays["samples"], tick), {}
+        samples = unpack(arrays, meta.get("input_names"))
+        return layer_sqnr(model, arrays["float_model"].tobytes(), samples, tick), {}
     if job == "latency":
         return litert_latency(model, meta["threads"], meta["repeats"]), {}
     if job == "tflm_loads":

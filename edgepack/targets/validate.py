@@ -15,7 +15,7 @@ from ..errors import ConfigError, UnsupportedOpError
 from ..ir import ops_where, tflite_builtins
 from . import isolated
 from .diagnose import FIXED_SCALE_OPS, fc_rounding
-from .io_mapping import to_file_layout
+from .io_mapping import file_inputs, to_file_layout
 from .metrics import compare
 from .runtimes import OnnxRuntime, RuntimeFailure
 from .tflite_file import read_tflite
@@ -49,11 +49,14 @@ def run_artifact(data: bytes, kind: str, runtime: str, samples: np.ndarray, out_
     A .tflite runs in edgepack's runtime child process (isolated.py); ``where`` names the file."""
     if kind == "onnx":
         runner = OnnxRuntime(data, reference=runtime == "onnxruntime-ref")
-        shape = runner.inputs[0].shape  # data that does not fit: one line, not onnxruntime's error
-        static = all(isinstance(d, int) for d in shape)
+        arrays = file_inputs(samples, [i.name for i in runner.inputs])
         outs = []
-        for i, x in enumerate(samples):
-            outs.append(runner.run(to_file_layout(x[None], shape) if static else x[None])[0])
+        for i in range(len(samples)):
+            feeds = []
+            for a, inp in zip(arrays, runner.inputs):  # data that does not fit: one line, not onnxruntime's
+                static = all(isinstance(d, int) for d in inp.shape)
+                feeds.append(to_file_layout(a[i:i + 1], inp.shape) if static else a[i:i + 1])
+            outs.append(runner.run(*feeds)[0])
             if progress and ((i + 1) % 16 == 0 or i + 1 == len(samples)):
                 progress("onnxruntime", (i % 16) + 1, len(samples))
         return np.concatenate(outs), None
