@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .config import PRECISIONS, ExportConfig
+from .config import ExportConfig
 
 QAT_EPOCHS = 15  # fake-quant distillation epochs the ladder tries (early stopping keeps the best epoch)
 INT16_LAYERS = 2  # the worst layers moved to int16 at once
@@ -69,12 +69,8 @@ def _bias_correction(ctx: StepContext):
     return {"bias_correction": "auto"}
 
 
-# Hook for AdaRound (learned weight rounding, branch h-adaround): when ExportConfig has an ``adaround``
-# setting, this step turns it on and the calibrate stage runs it; until then the step is skipped.
 @ladder_step("adaround", "learned weight rounding, layer by layer on calibration data (--adaround)")
 def _adaround(ctx: StepContext):
-    if "adaround" not in ExportConfig.keys():
-        return "not available in this build (--adaround)"
     if getattr(ctx.cfg, "adaround", False):
         return "already on (--adaround)"
     return {"adaround": True}
@@ -82,8 +78,6 @@ def _adaround(ctx: StepContext):
 
 @ladder_step("int16", f"int16 activations (16x8) for the {INT16_LAYERS} layers that lose most")
 def _int16(ctx: StepContext):
-    if "int16" not in PRECISIONS:
-        return "int16 layers are not supported yet (layers precision = \"int16\")"
     if "int16" not in ctx.profile.dtypes:
         return f"{ctx.profile.name} does not run int16 activations"
     nodes = [r["node"] for r in ctx.worst() if ctx.cfg.layer(r["node"], r["op"]).precision in (None, "int8")]
@@ -96,8 +90,6 @@ def _int16(ctx: StepContext):
 def _float_layer(ctx: StepContext):
     if ctx.profile.kind not in ("phone", "host"):
         return f"float layers only on phone/host targets ({ctx.profile.name} is {ctx.profile.kind})"
-    if "float" not in PRECISIONS:
-        return "float layers are not supported yet (layers precision = \"float\")"
     nodes = [r["node"] for r in ctx.worst() if ctx.cfg.layer(r["node"], r["op"]).precision != "float"]
     if not nodes:
         return "no quantized layer left"
