@@ -7,20 +7,17 @@ between, and both artifacts are written from what it leaves.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
-
-import numpy as np
 
 from . import artifacts
 from .config import ExportConfig
 from .errors import ConfigError, ShapeError
 from .ir import Graph
 from .report import Report
-
-log = logging.getLogger(__name__)
+from .calibrate_stage import calibrate, layer_rules  # noqa: F401  (layer_rules: its old import path)
+from .stage_data import read_samples, training_data, validation_data
 
 Progress = Callable[[str, int, int], None]  # (stage, samples just done, total samples)
 
@@ -118,7 +115,7 @@ def passes(s: ExportState) -> ExportState:
     if s.calib is None:
         s.graph = new
         return s
-    s.calib = _samples(s.calib, graph, cfg, limit=cfg.calib_limit)
+    s.calib = read_samples(s.calib, graph, cfg, limit=cfg.calib_limit)
     opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
     method = "minmax" if cfg.calibration == "auto" else cfg.calibration  # the check compares like with like
     s.graph, check = keep_if_not_worse(graph, new, s.calib.as_array(), "equalize", method, **opts)
@@ -155,73 +152,6 @@ def shrink(s: ExportState) -> ExportState:
         s.report.notes.append(s.load_note)
     return s
 
-
-def calibrate(s: ExportState) -> ExportState:
-    """Sample data (or a calibration.json) -> ranges -> QuantParams on every tensor (``s.qgraph``)."""
-    if not s.quantize:
-        return s
-    from .calibration import calibrate as calibrate_samples
-    from .calibration.fc_weights import choose_fc_weights
-    from .calibration.pool_form import choose_pool_forms
-    from .calibration.quantize import load_adaround_flips, load_bias_deltas, load_calibration, load_per_channel_nodes
-    from .input_files import read_text
-
-    graph, cfg, report = s.graph, s.cfg, s.report
-    ranges = bias_deltas = saved_channels = text = flips = None
-    if cfg.calibration_file:
-        path = Path(cfg.calibration_file)
-        if not path.exists():
-            raise ConfigError(f"calibration file not found: {path}", "calibration_file")
-        text = read_text(path, "calibration file", error=ConfigError)
-        ranges, bias_deltas = load_calibration(text, str(path)), load_bias_deltas(text)
-        flips = load_adaround_flips(text)
-        saved_channels = load_per_channel_nodes(text)  # the file's own choice: reusing it gives the same model
-    else:
-        s.samples = _samples(s.calib, graph, cfg, limit=cfg.calib_limit)
-        _warn_raw_bytes(graph, s.samples, cfg, report)
-    graph, pools = choose_pool_forms(graph, s.samples.as_array()[:64] if s.samples is not None else None,
-                                     s.profile.global_pool, s.profile.supports("MEAN"), text)
-    total = len(s.samples) if s.samples is not None else 0
-    tick = (lambda n: s.progress("calibrating", n, total)) if s.progress else None
-    opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
-    fc = choose_fc_weights(graph, s.samples.as_array()[:64] if s.samples is not None else None)
-
-    def run(per_channel):
-        per_tensor, s.rules = layer_rules(graph, cfg, per_channel)
-        return calibrate_samples(graph, s.samples, cfg.calibration, progress=tick, ranges=ranges, rules=s.rules,
-                                 bias_correction=cfg.bias_correction, bias_deltas=bias_deltas,
-                                 per_tensor=per_tensor, adaround=cfg.adaround, adaround_flips=flips,
-                                 workers=cfg.workers, **opts)
-    cal = run(fc.per_channel if saved_channels is None else saved_channels)
-    if saved_channels is None:  # a tight TFLM arena: per-channel FC only where it fits (fc_budget.py)
-        from .fc_budget import fc_choice_for_target, forced_per_channel, note
-
-        reduced = fc_choice_for_target(fc, cal.qgraph, s.profile, forced_per_channel(graph, cfg))
-        if reduced is not None:
-            fc, cal = reduced, run(reduced.per_channel)
-            report.notes.append(note(reduced))
-    s.qgraph, s.ranges, s.calibration = cal.qgraph, cal.ranges, cal
-    if cfg.layers:  # int16 / float layers: marked on the int8 graph, both emitters follow the marks
-        from .precision import apply_precision, layer_precisions
-        apply_precision(s.qgraph, layer_precisions(s.qgraph, cfg), s.profile)
-    report.calibration = {"method": cfg.calibration, "samples": total,
-                          "from_file": cfg.calibration_file, "fc_weights": fc.to_json(), **cal.section}
-    if pools:  # AVERAGE_POOL_2D (shared scale) or MEAN (own scale): the target's preference, or by error
-        report.calibration["global_pool"] = pools
-    if cfg.layers:
-        report.calibration["layers"] = {k: v.given() for k, v in cfg.layers.items()}
-    report.notes.append(f"calibrated {len(s.ranges)} tensors with {cfg.calibration}"
-                        + (f" on {total} samples" if total else f" from {cfg.calibration_file}"))
-    report.notes += cal.notes
-    report.calibration["rewrites"] = [c.to_json() for c in s.checks]
-    report.notes += [c.note for c in s.checks]
-    if cfg.lint:
-        from .calibration.lint import lint_graph
-
-        several = len(graph.inputs) > 1  # lint's sample statistics take one input: weights alone then
-        sample_x = s.samples.as_array()[:64] if s.samples is not None and not several else None
-        report.lint = [f.to_json() for f in lint_graph(graph, sample_x)]
-    return s
 
 
 def fix(s: ExportState) -> ExportState:
@@ -324,90 +254,6 @@ def prove(s: ExportState) -> ExportState:
 
 STAGES = (load, passes, shrink, calibrate, fix, emit, prove)
 
-
-def layer_rules(graph: Graph, cfg: ExportConfig, fc_per_channel: frozenset):
-    """The per-layer settings as calibration takes them: ({output tensor: (method, observer options)} of the
-    nodes observed otherwise than globally, QuantRules with the per-channel choices)."""
-    from .calibration.quantize import QuantRules
-
-    per_tensor, on, off = {}, set(), set()
-    for node in graph.nodes if cfg.layers else ():
-        layer = cfg.layer(node.name, node.op)
-        if (layer.calibration, layer.percentile) != (cfg.calibration, cfg.percentile):
-            opts = {"percentile": layer.percentile} if layer.calibration == "percentile" else {}
-            per_tensor.update({out: (layer.calibration, opts) for out in node.outputs})
-        if layer.per_channel is not None:
-            (on if layer.per_channel else off).add(node.name)
-    ops = {n.name: n.op for n in graph.nodes}
-    gemm = frozenset((set(fc_per_channel) | {n for n in on if ops[n] == "Gemm"}) - off)
-    conv_off = frozenset(n for n in off if ops[n] != "Gemm")
-    return per_tensor, QuantRules(per_channel_nodes=gemm, per_tensor_nodes=conv_off)
-
-
-# ---- the data the stages read -----------------------------------------------------------------------
-def _samples(source, graph: Graph, cfg: ExportConfig, limit=None):
-    """The samples of every graph input: a SampleSet, or a MultiSampleSet for several inputs."""
-    from .calibration import load_samples
-
-    if len(graph.inputs) > 1:
-        from .calibration.multi_input import load_input_samples
-
-        return load_input_samples(source, {n: graph.tensors[n].shape for n in graph.inputs}, mean=cfg.mean,
-                                  std=cfg.std, limit=limit)
-    return load_samples(source, graph.tensors[graph.inputs[0]].shape, input_name=graph.inputs[0],
-                        mean=cfg.mean, std=cfg.std, limit=limit)
-
-
-def training_data(s: ExportState, graph: Graph):
-    """(x, labels) for distillation and taylor importance: --train if given, else the calibration data."""
-    from .calibration import load_labels
-
-    source = s.given.train if s.given.train is not None else s.calib
-    if source is None:
-        return None, None
-    samples = _samples(source, graph, s.cfg)
-    labels = s.given.train_labels
-    labels = load_labels(labels) if isinstance(labels, (str, Path)) else labels
-    if labels is None:
-        labels = samples.labels
-    return samples.as_array(), (None if labels is None else np.asarray(labels))
-
-
-def validation_data(s: ExportState):
-    """(samples array, labels or None, where they came from): --val, else the calibration samples."""
-    from .calibration import load_labels
-
-    cfg, val, val_labels = s.cfg, s.given.val, s.given.val_labels
-    if val is None:
-        samples = s.samples
-        where = "the calibration samples (pass val= / --val for held-out data)"
-    else:
-        samples = _samples(val, s.graph, cfg, limit=cfg.val_limit)
-        where = "the validation data"
-    labels = load_labels(val_labels) if isinstance(val_labels, (str, Path)) else val_labels
-    if labels is None and samples is not None:
-        labels = samples.labels
-    x = samples.as_array()[: cfg.val_limit] if samples is not None else None
-    return x, (None if labels is None else np.asarray(labels)[: cfg.val_limit]), where
-
-
-def _warn_raw_bytes(graph: Graph, samples, cfg: ExportConfig, report: Report) -> None:
-    """A note (and a log warning) when the samples look like raw 0-255 pixels for a model whose first
-    layer takes them as they are: most models are trained on [0, 1] or normalised inputs."""
-    from .calibration.data import looks_like_raw_bytes
-
-    if cfg.mean is not None or cfg.std is not None or len(graph.inputs) > 1:
-        return
-    first = [n.op for n in graph.nodes if graph.inputs[0] in n.inputs]
-    if not first or first[0] not in ("Conv", "Gemm", "MatMul", "ConvTranspose"):
-        return  # the model does its own preprocessing first (Sub, Mul, Div, ...)
-    x = np.concatenate([samples[i] for i in range(min(64, len(samples)))])  # a folder is read lazily
-    if looks_like_raw_bytes(x):
-        note = (f"the calibration samples look like raw 0-255 values (max {float(x.max()):g}, all integers) "
-                "but the model's first layer takes its input as is: if it was trained on [0, 1] or "
-                "normalised inputs, scale the samples or give --mean/--std")
-        log.warning(note)
-        report.notes.append(note)
 
 
 def _compare_with_original(report: Report, original: Graph, x, labels) -> None:
