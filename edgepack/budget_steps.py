@@ -76,14 +76,28 @@ def _adaround(ctx: StepContext):
     return {"adaround": True}
 
 
-@ladder_step("int16", f"int16 activations (16x8) for the {INT16_LAYERS} layers that lose most")
+@ladder_step("int16", f"int16 activations (16x8) for the {INT16_LAYERS} layers that lose most and the layers "
+                      "reading them")
 def _int16(ctx: StepContext):
     if "int16" not in ctx.profile.dtypes:
         return f"{ctx.profile.name} does not run int16 activations"
-    nodes = [r["node"] for r in ctx.worst() if ctx.cfg.layer(r["node"], r["op"]).precision in (None, "int8")]
+    nodes = [r["node"] for r in ctx.worst() if _widens(ctx, ctx.graph.node(r["node"]))]
     if not nodes:
         return "no int8 layer left to widen"
-    return {"layers": {n: {"precision": "int16"} for n in nodes[:INT16_LAYERS]}}
+    chosen = {}  # an int16 output only pays off where its readers read int16 too (else they read an int8 copy)
+    for name in nodes[:INT16_LAYERS]:
+        chosen[name] = None
+        for out in ctx.graph.node(name).outputs:
+            chosen.update((r.name, None) for r in ctx.graph.consumers(out) if _widens(ctx, r))
+    return {"layers": {n: {"precision": "int16"} for n in chosen}}
+
+
+def _widens(ctx: StepContext, node) -> bool:
+    """``node`` is int8 now and the target runs its op in 16x8."""
+    from .precision import int16_refusal
+
+    return (ctx.cfg.layer(node.name, node.op).precision in (None, "int8")
+            and int16_refusal(node.op, ctx.profile.runtime) is None)
 
 
 @ladder_step("float_layer", "the layer that loses most kept in float (phone and host targets only)")

@@ -118,3 +118,21 @@ def test_mean_is_written_where_it_beats_average_pool(tmp_path):
         assert record["form"] == "mean" and record["preferred"] == ("average_pool" if target == "stm32l4r5" else "mean")
         ops = [o.op for o in read_tflite((tmp_path / target / "model.int8.tflite").read_bytes()).ops]
         assert "MEAN" in ops and "AVERAGE_POOL_2D" not in ops
+
+
+def test_the_int16_step_widens_the_readers_of_the_worst_layer(coarse_mlp, digits):
+    """An int16 output read by an int8 layer is read through an int8 copy: the step widens its readers too."""
+    from edgepack.budget import worst_layers
+    from edgepack.budget_steps import StepContext, _int16
+    from edgepack.config import ExportConfig
+    from edgepack.targets.profile import load_profile
+
+    graph = edgepack.load(coarse_mlp, input_shape=SHAPE)
+    x = digits[0][:64]
+    rows = worst_layers(graph, calibrated(graph, x), x)[:1]  # the worst alone: its readers come from the step
+    ctx = StepContext(ExportConfig(), graph, None, load_profile("stm32l4r5"), False, lambda: rows)
+    layers = _int16(ctx)["layers"]
+    worst = graph.node(rows[0]["node"])
+    readers = {r.name for out in worst.outputs for r in graph.consumers(out)}
+    assert worst.name in layers and readers and readers <= set(layers), (rows, layers)  # measured: Gemm + Gemm
+    assert all(v == {"precision": "int16"} for v in layers.values())
