@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -19,7 +21,8 @@ def run_example(name, tmp_path, *args):
 def test_every_example_has_a_test():
     tested = {"pytorch_to_mcu", "onnx_to_phone", "prune_and_distill", "validate_tflite", "keras_to_mcu",
               "fix_a_layer", "compression_ladder", "check_model_support", "smaller_arena", "sparse_and_low_rank",
-              "lstm_keyword_spotting", "int16_layers", "accuracy_budget", "learned_rounding", "two_inputs"}
+              "lstm_keyword_spotting", "int16_layers", "accuracy_budget", "learned_rounding", "two_inputs",
+              "tight_target_fc"}
     assert {p.stem for p in EXAMPLES.glob("*.py")} <= tested
 
 
@@ -173,3 +176,21 @@ def test_two_inputs(tmp_path):
     assert report["validation"]["int8_tflite@tflm"]["sqnr_db"] >= 32.0
     assert report["validation"]["int8_tflite@tflm"]["vs_litert_reference"]["max_lsb"] <= 1
     assert "int8_tflite@tflm: SQNR" in stdout
+
+
+def test_tight_target_fc(tmp_path):
+    out, stdout = run_example("tight_target_fc", tmp_path)
+    roomy, tight = (json.loads((out / k / "report.json").read_text())["calibration"]["fc_weights"]
+                    for k in ("roomy", "tight"))
+    assert "decided_against_for_arena" not in roomy
+    against = tight["decided_against_for_arena"]
+    chosen = {r["node"] for r in roomy["layers"] if r["per_channel"]}
+    assert len(chosen) == 2 and against["over_budget_bytes"] == 1  # the board is one byte short
+    (given_up,) = against["layers"]  # one layer is enough: the one that gains least (measured 28.9 dB)
+    gains = {r["node"]: r["per_channel_db"] - r["per_tensor_db"] for r in roomy["layers"] if r["per_channel"]}
+    assert given_up["node"] == min(gains, key=gains.get)
+    assert given_up["layer_snr_given_up_db"] == pytest.approx(gains[given_up["node"]], abs=0.02)
+    from edgepack.targets.memory import estimate_memory
+
+    assert estimate_memory(out / "tight" / "model.int8.tflite").arena_bytes <= against["ram_budget_bytes"]
+    assert f"per-tensor on {given_up['node']}" in stdout
