@@ -98,7 +98,7 @@ def export_variants(model, data, distill_epochs: int, work: Path) -> dict:
             "shrunk_float_acc": v["reference_accuracy"],
             "vs_original_float": shrink.get("int8_tflite_vs_original_float"),
             "tflite_bytes": report.artifacts["int8_tflite"]["bytes"],
-            "tflm_arena_bytes": report.memory.get("arena_measured_tflm"),
+            "tflm_arena_bytes": report.memory.arena_measured_tflm if report.memory else None,
             "mcu_ms": lat.total_ms if lat else None, "mcu_cost_model": lat.cost_model if lat else None,
             "mcu_ms_per_op_type": lat.per_op_type_ms if lat else None,
             "folder": folder, "layers": layers(tflite), "op_counts": op_counts(tflite),

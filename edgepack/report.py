@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .artifacts import write_text
-from .report_sections import TYPED_SECTIONS, Latency, Verdict
+from .report_sections import TYPED_SECTIONS, Latency, Memory, Verdict
 
 
 @dataclass
@@ -24,7 +24,7 @@ class Report:
     lint: list[dict[str, Any]] = field(default_factory=list)  # quantization-friendliness findings
     validation: dict[str, Any] = field(default_factory=dict)  # "artifact@runtime" -> metrics
     per_layer: dict[str, Any] = field(default_factory=dict)  # {"layers": [...], "worst": [...]}
-    memory: dict[str, Any] = field(default_factory=dict)
+    memory: Memory | None = None  # None: not checked against a target ({} in report.json)
     latency: Latency | None = None  # None: not estimated ({} in report.json)
     ladder: dict[str, Any] = field(default_factory=dict)  # bytes and accuracy per compression step (ladder.py)
     budget: dict[str, Any] = field(default_factory=dict)  # --accuracy-budget: the fixes tried (budget.py)

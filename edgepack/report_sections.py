@@ -21,6 +21,22 @@ class Verdict:
 
 
 @dataclass
+class Memory:
+    """Flash and RAM (tensor arena) against the target's budgets; ram_bytes is TFLM's arena when measured."""
+
+    flash_bytes: int
+    flash_budget: int
+    ram_bytes: int
+    ram_budget: int
+    arena_estimate: int
+    arena_lower_bound: int
+    arena_measured_tflm: int | None = None
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass
 class Latency:
     """The cost model's estimate on the target, and LiteRT's measurement here for phone and host targets."""
 
@@ -35,4 +51,4 @@ class Latency:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-TYPED_SECTIONS = {"verdict": Verdict, "latency": Latency}  # Report field -> its class
+TYPED_SECTIONS = {"verdict": Verdict, "memory": Memory, "latency": Latency}  # Report field -> its class

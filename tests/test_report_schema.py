@@ -10,7 +10,7 @@ import edgepack
 from edgepack.cli import main
 from edgepack.report import Report
 from edgepack.report_schema import report_schema, schema_errors
-from edgepack.report_sections import TYPED_SECTIONS, Latency, Verdict
+from edgepack.report_sections import TYPED_SECTIONS, Latency, Memory, Verdict
 
 
 def _small_model():
@@ -90,6 +90,8 @@ def test_checker_rejects_wrong_type_missing_key_unknown_key(reports):
 
 @pytest.mark.parametrize("section", [
     Verdict(fits=False, overflows=["flash"], messages=["flash: 300.0 KiB does not fit in 256.0 KiB"], target="m4"),
+    Memory(flash_bytes=9000, flash_budget=2**20, ram_bytes=3000, ram_budget=2**18, arena_estimate=3100,
+           arena_lower_bound=2900, arena_measured_tflm=3000),
     Latency(target="m4", total_ms=1.5, cost_model="fitted", per_op_type_ms={"CONV_2D": 1.5}),
     Latency(target="phone", total_ms=0.2, cost_model="rough", per_op_type_ms={}, measured_here_ms=0.1,
             not_taken_by_xnnpack=[{"op": "GATHER"}]),
