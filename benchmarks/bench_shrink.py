@@ -86,7 +86,7 @@ def export_variants(model, data, distill_epochs: int, work: Path) -> dict:
         seconds = time.perf_counter() - t0
         tflite = Path(report.artifacts["int8_tflite"]["path"]).read_bytes()
         v = report.validation["int8_tflite@litert-ref"]
-        shrink = report.shrink
+        shrink, lat = report.shrink, report.latency
         out[name] = {
             "settings": settings, "export_s": round(seconds, 1), "tflite": tflite,
             "macs": report.summary["macs"], "params": report.summary["params"],
@@ -98,9 +98,9 @@ def export_variants(model, data, distill_epochs: int, work: Path) -> dict:
             "shrunk_float_acc": v["reference_accuracy"],
             "vs_original_float": shrink.get("int8_tflite_vs_original_float"),
             "tflite_bytes": report.artifacts["int8_tflite"]["bytes"],
-            "tflm_arena_bytes": report.memory.get("arena_measured_tflm"),
-            "mcu_ms": report.latency.get("total_ms"), "mcu_cost_model": report.latency.get("cost_model"),
-            "mcu_ms_per_op_type": report.latency.get("per_op_type_ms"),
+            "tflm_arena_bytes": report.memory.arena_measured_tflm if report.memory else None,
+            "mcu_ms": lat.total_ms if lat else None, "mcu_cost_model": lat.cost_model if lat else None,
+            "mcu_ms_per_op_type": lat.per_op_type_ms if lat else None,
             "folder": folder, "layers": layers(tflite), "op_counts": op_counts(tflite),
         }
     return out
@@ -247,7 +247,7 @@ reference kernels on this machine); all files of a model, both kernel sets, time
 median CPU time of the invoking thread per invoke (equal to wall time on an idle core, and not inflated
 when other processes share the machine; wall-clock numbers are in the JSON). Speed-up: unshrunk median /
 variant median; in brackets the median and range of the per-round ratios. "MCU est." is
-`report.latency["total_ms"]` for {TARGET} (edgepack's fitted CMSIS-NN cost model, not a measurement);
+`report.latency.total_ms` for {TARGET} (edgepack's fitted CMSIS-NN cost model, not a measurement);
 "TFLM arena" is the arena TFLite Micro reports for the file. Accuracy: top-1 on the held-out digits,
 LiteRT reference kernels and TFLM; "int8 - original float" is against the unshrunk float model.
 "{WHAT_IF[0][0]}" is timed only (not distilled or validated).

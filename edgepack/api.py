@@ -48,9 +48,9 @@ def export(model, calib=None, out="edgepack_out", *, val=None, val_labels=None, 
 
     if missed(report):  # --accuracy-budget not met: the report says which fixes were tried
         raise BudgetExceeded(missed(report))
-    if cfg.fail_on_budget and report.verdict and not report.verdict["fits"]:
+    if cfg.fail_on_budget and report.verdict and not report.verdict.fits:
         raise BudgetExceeded(f"the model does not fit {profile.name}: "
-                             + "; ".join(m for m in report.verdict["messages"] if "does not fit" in m
+                             + "; ".join(m for m in report.verdict.messages if "does not fit" in m
                                          or "unsupported" in m))
     return report
 

@@ -218,7 +218,7 @@ def cmd_validate(args) -> int:
         print(report.to_json())
     else:
         print_checks(report)
-    if args.fail_on_budget and report.verdict and not report.verdict["fits"]:
+    if args.fail_on_budget and report.verdict and not report.verdict.fits:
         return 3
     return 0
 

@@ -38,9 +38,9 @@ def print_checks(report) -> None:
     if report.latency:
         _print_latency(console, report.latency)
     if report.verdict:
-        ok = report.verdict["fits"]
-        console.print(f"[{'green' if ok else 'red'}]{'fits' if ok else 'does not fit'} {report.verdict['target']}[/]")
-        for m in report.verdict["messages"]:
+        ok = report.verdict.fits
+        console.print(f"[{'green' if ok else 'red'}]{'fits' if ok else 'does not fit'} {report.verdict.target}[/]")
+        for m in report.verdict.messages:
             console.print(f"  {m}")
 
 
@@ -70,15 +70,14 @@ def _print_validation(console, report) -> None:
         console.print(line)
 
 
-def _print_latency(console, latency: dict) -> None:
-    console.print(f"estimated latency on {latency['target']}: {latency['total_ms']:.2f} ms "
-                  f"({latency['cost_model']} cost model)")
-    if "measured_here_ms" in latency:
-        console.print(f"LiteRT on this machine: {latency['measured_here_ms']:.3f} ms")
-    left = latency.get("not_taken_by_xnnpack")
-    if left:
+def _print_latency(console, latency) -> None:
+    console.print(f"estimated latency on {latency.target}: {latency.total_ms:.2f} ms "
+                  f"({latency.cost_model} cost model)")
+    if latency.measured_here_ms is not None:
+        console.print(f"LiteRT on this machine: {latency.measured_here_ms:.3f} ms")
+    if latency.not_taken_by_xnnpack:
         from collections import Counter
-        counts = Counter(r["op"] for r in left)
+        counts = Counter(r["op"] for r in latency.not_taken_by_xnnpack)
         console.print("not taken by XNNPACK (run on LiteRT's own kernels): "
                       + ", ".join(f"{op} x{n}" for op, n in sorted(counts.items())))
 

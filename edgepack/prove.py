@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .report import Report
+from .report_sections import Latency, Memory, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +88,14 @@ def check_target(report: Report, int8_tflite: Path, profile, graph=None, measure
     data = int8_tflite.read_bytes()
     info = read_tflite(data)
     est = estimate_memory(data)  # the bytes: an offline plan and op flags are read from them
-    memory = {"flash_bytes": len(data), "flash_budget": profile.flash_bytes,
-              "ram_bytes": est.arena_bytes, "ram_budget": profile.ram_bytes,
-              "arena_estimate": est.arena_bytes, "arena_lower_bound": est.lower_bound_bytes}
+    memory = Memory(flash_bytes=len(data), flash_budget=profile.flash_bytes, ram_bytes=est.arena_bytes,
+                    ram_budget=profile.ram_bytes, arena_estimate=est.arena_bytes,
+                    arena_lower_bound=est.lower_bound_bytes)
     unsupported = unsupported_ops(info, profile)
     if measure_arena and profile.runtime == "tflm":
         try:
-            memory["arena_measured_tflm"] = measure_arena(data, str(int8_tflite))  # in a child process
-            memory["ram_bytes"] = memory["arena_measured_tflm"]
+            memory.arena_measured_tflm = measure_arena(data, str(int8_tflite))  # in a child process
+            memory.ram_bytes = memory.arena_measured_tflm
         except UnsupportedOpError as exc:  # the TFLM build lacks a kernel: name it, keep the estimate
             if not any(u["op"] == exc.op for u in unsupported):
                 unsupported.append({"op": exc.op, "node": exc.node,
@@ -110,14 +111,14 @@ def check_target(report: Report, int8_tflite: Path, profile, graph=None, measure
         from .targets.latency_tflite import estimate_latency_tflite
 
         lat = estimate_latency_tflite(info, profile)
-    report.latency = {"target": profile.name, "total_ms": lat.total_ms, "cost_model": lat.cost_model,
-                      "per_op_type_ms": dict(lat.per_op)}
+    report.latency = Latency(target=profile.name, total_ms=lat.total_ms, cost_model=lat.cost_model,
+                             per_op_type_ms=dict(lat.per_op))
     if profile.kind in ("phone", "host"):
         from .targets.isolated import litert_latency
 
         measured = litert_latency(data, profile.threads, where=str(int8_tflite))  # in the runtime child process
-        report.latency["measured_here_ms"] = measured["ms"]
-        report.latency["not_taken_by_xnnpack"] = measured["undelegated"]
+        report.latency.measured_here_ms = measured["ms"]
+        report.latency.not_taken_by_xnnpack = measured["undelegated"]
     if profile.energy is not None:
         from .targets.energy import estimate_energy
         from .targets.tflite_file import op_macs
@@ -133,11 +134,11 @@ def check_target(report: Report, int8_tflite: Path, profile, graph=None, measure
     report.verdict = verdict(memory, unsupported, profile)
 
 
-def verdict(memory: dict, unsupported: list[dict], profile) -> dict:
+def verdict(memory: Memory, unsupported: list[dict], profile) -> Verdict:
     messages, overflows = [], []
     for what, used_key, budget_key in (("flash", "flash_bytes", "flash_budget"), ("RAM (tensor arena)", "ram_bytes",
                                                                                  "ram_budget")):
-        used, budget = memory[used_key], memory[budget_key]
+        used, budget = getattr(memory, used_key), getattr(memory, budget_key)
         if used > budget:
             overflows.append(what)
             messages.append(f"{what}: {_kib(used)} does not fit in {_kib(budget)}: over by {_kib(used - budget)}")
@@ -146,8 +147,8 @@ def verdict(memory: dict, unsupported: list[dict], profile) -> dict:
                             f"margin {_kib(budget - used)}")
     for u in unsupported:
         messages.append(f"unsupported op {u['op']} at '{u['node']}': {u['reason']}")
-    return {"fits": not overflows and not unsupported, "overflows": overflows, "messages": messages,
-            "target": profile.name}
+    return Verdict(fits=not overflows and not unsupported, overflows=overflows, messages=messages,
+                   target=profile.name)
 
 
 def _kib(n: float) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .artifacts import write_text
+from .report_sections import TYPED_SECTIONS, Latency, Memory, Verdict
 
 
 @dataclass
@@ -23,13 +24,13 @@ class Report:
     lint: list[dict[str, Any]] = field(default_factory=list)  # quantization-friendliness findings
     validation: dict[str, Any] = field(default_factory=dict)  # "artifact@runtime" -> metrics
     per_layer: dict[str, Any] = field(default_factory=dict)  # {"layers": [...], "worst": [...]}
-    memory: dict[str, Any] = field(default_factory=dict)
-    latency: dict[str, Any] = field(default_factory=dict)
+    memory: Memory | None = None  # None: not checked against a target ({} in report.json)
+    latency: Latency | None = None  # None: not estimated ({} in report.json)
     ladder: dict[str, Any] = field(default_factory=dict)  # bytes and accuracy per compression step (ladder.py)
     budget: dict[str, Any] = field(default_factory=dict)  # --accuracy-budget: the fixes tried (budget.py)
     energy: dict[str, Any] = field(default_factory=dict)  # estimated energy per inference, with its sources
     compatibility: dict[str, Any] = field(default_factory=dict)  # unsupported ops with their nodes
-    verdict: dict[str, Any] = field(default_factory=dict)  # fits, margins, what overflows
+    verdict: Verdict | None = None  # fits, margins, what overflows; None: not proved ({} in report.json)
     notes: list[str] = field(default_factory=list)
 
     def relocate(self, old_folder, new_folder) -> None:
@@ -49,7 +50,11 @@ class Report:
             setattr(self, f.name, moved(getattr(self, f.name)))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        for name in TYPED_SECTIONS:  # their own to_json: optional keys left out, an unset section is {}
+            section = getattr(self, name)
+            data[name] = section.to_json() if section is not None else {}
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=_plain)

@@ -51,5 +51,5 @@ for name, make, size, prune, k in (("cnn", cnn, 16, 0.5, 32), ("mlp", mlp, 8, 0.
     e = report.energy
     print(f"  energy on {e['target']}: {e['total_uj']:.3f} uJ per inference (weights {e['weights_from_flash_uj']:.3f}, "
           f"activations {e['activations_in_sram_uj']:.3f}, MACs {e['macs_uj']:.3f}) beside "
-          f"{report.latency['total_ms']:.2f} ms")
+          f"{report.latency.total_ms:.2f} ms")
 print(json.dumps({"reports": [f"{args.out}/cnn/report.json", f"{args.out}/mlp/report.json"]}))

@@ -51,7 +51,7 @@ ops = read_tflite(out / "model.int8.tflite").op_counts()
 print(f"int8 on TFLite Micro: accuracy {tflm['accuracy']:.1%} (float {tflm['reference_accuracy']:.1%}), "
       f"{tflm['vs_litert_reference']['identical_fraction']:.1%} of outputs identical to LiteRT reference kernels")
 print("TFLite ops:", ", ".join(f"{op} x{n}" for op, n in ops.items()))
-print("fits" if report.verdict["fits"] else "does NOT fit", report.target)
-for line in report.verdict["messages"]:
+print("fits" if report.verdict.fits else "does NOT fit", report.target)
+for line in report.verdict.messages:
     print(" ", line)
-print(f"estimated latency: {report.latency['total_ms']:.2f} ms; report: {out}/report.html")
+print(f"estimated latency: {report.latency.total_ms:.2f} ms; report: {out}/report.html")

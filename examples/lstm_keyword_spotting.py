@@ -54,5 +54,5 @@ for run in ("int8_tflite@tflm", "int8_tflite@litert-ref", "int8_onnx@onnxruntime
     v = report.validation[run]
     print(f"{run}: accuracy {v['accuracy']:.1%} (float {v['reference_accuracy']:.1%}), "
           f"top-1 agreement {v['top1_agreement']:.1%}, SQNR {v['sqnr_db']:.1f} dB")
-print("fits" if report.verdict["fits"] else "does NOT fit", report.target)
+print("fits" if report.verdict.fits else "does NOT fit", report.target)
 print(f"report: {args.out}/report.html")

@@ -46,5 +46,5 @@ report = edgepack.export(onnx_path, calib=out / "calib.npy", out=out / "export",
                          force=True)
 lite = report.validation["int8_tflite@litert"]
 print(f"int8 on LiteRT (XNNPACK): accuracy {lite['accuracy']:.1%} (float {lite['reference_accuracy']:.1%})")
-print(f"measured here: {report.latency['measured_here_ms']:.3f} ms per image; "
-      f"estimated on {report.target}: {report.latency['total_ms']:.3f} ms")
+print(f"measured here: {report.latency.measured_here_ms:.3f} ms per image; "
+      f"estimated on {report.target}: {report.latency.total_ms:.3f} ms")

@@ -24,7 +24,7 @@ report = edgepack.export(model, calib=x_train[:300], out=args.out, input_shape=(
 tflm = report.validation["int8_tflite@tflm"]
 print(f"int8 on TFLite Micro: accuracy {tflm['accuracy']:.1%} (float {tflm['reference_accuracy']:.1%}), "
       f"{tflm['vs_litert_reference']['identical_fraction']:.1%} of outputs identical to LiteRT reference kernels")
-print("fits" if report.verdict["fits"] else "does NOT fit", report.target)
-for line in report.verdict["messages"]:
+print("fits" if report.verdict.fits else "does NOT fit", report.target)
+for line in report.verdict.messages:
     print(" ", line)
-print(f"estimated latency: {report.latency['total_ms']:.2f} ms; report: {args.out}/report.html")
+print(f"estimated latency: {report.latency.total_ms:.2f} ms; report: {args.out}/report.html")

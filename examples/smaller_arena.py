@@ -36,6 +36,6 @@ arena = {}
 for plan in ("runtime", "offline"):
     report = edgepack.export(model, calib=calib, out=out / plan, input_shape=(1, 1, 16, 16), arena_plan=plan,
                              target="stm32l4r5")
-    arena[plan] = report.memory["arena_measured_tflm"]
-    print(f"{plan:8s} plan: TFLM arena {arena[plan]:,} bytes (lower bound {report.memory['arena_lower_bound']:,})")
+    arena[plan] = report.memory.arena_measured_tflm
+    print(f"{plan:8s} plan: TFLM arena {arena[plan]:,} bytes (lower bound {report.memory.arena_lower_bound:,})")
 print(f"offline plan saves {arena['runtime'] - arena['offline']:,} bytes")

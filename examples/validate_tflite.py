@@ -47,4 +47,4 @@ tflm = report.validation["keras.int8.tflite@tflm"]
 print(f"TFLite Micro: accuracy {tflm['accuracy']:.1%}, agreement with float {tflm['top1_agreement']:.1%}, "
       f"{tflm['vs_litert_reference']['identical_fraction']:.1%} of outputs identical to LiteRT reference")
 print("lowest per-layer SQNR:", ", ".join(f"{r['op']} {r['sqnr_db']:.1f} dB" for r in report.per_layer["worst"][:3]))
-print("verdict:", "; ".join(report.verdict["messages"]))
+print("verdict:", "; ".join(report.verdict.messages))

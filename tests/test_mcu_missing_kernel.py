@@ -36,10 +36,9 @@ def test_export_for_an_mcu_runs_on_litert_and_names_the_missing_op(model_and_dat
     assert report.validation["int8_onnx@onnxruntime-ref"]["sqnr_db"] >= 30
     assert report.compatibility["unsupported"] == [
         {"op": OP, "node": tflm["node"], "reason": "not in the stm32l4r5 op resolver (tflm)"}]
-    assert not report.verdict["fits"] and report.verdict["overflows"] == []
-    assert f"unsupported op {OP} at '{tflm['node']}'" in report.verdict["messages"][-1]
-    assert "arena_measured_tflm" not in report.memory and report.memory["ram_bytes"] == report.memory[
-        "arena_estimate"] > 0
+    assert not report.verdict.fits and report.verdict.overflows == []
+    assert f"unsupported op {OP} at '{tflm['node']}'" in report.verdict.messages[-1]
+    assert report.memory.arena_measured_tflm is None and report.memory.ram_bytes == report.memory.arena_estimate > 0
     html = (d / "out" / "report.html").read_text()
     assert f"no {OP} kernel" in html and html.count(tflm["node"]) >= 2  # validation table and target section
     saved = json.loads((d / "out" / "report.json").read_text())

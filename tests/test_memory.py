@@ -268,8 +268,8 @@ def test_export_with_an_offline_arena_plan_needs_less_tflm_arena(tmp_path):
                                      calibration="minmax", bias_correction="off", lint=False)
                for plan in ("runtime", "offline")}
     runtime, offline = (reports[p].memory for p in ("runtime", "offline"))
-    assert offline["arena_measured_tflm"] < runtime["arena_measured_tflm"]
-    assert offline["arena_lower_bound"] <= offline["arena_measured_tflm"]
+    assert offline.arena_measured_tflm < runtime.arena_measured_tflm
+    assert offline.arena_lower_bound <= offline.arena_measured_tflm
     files = {p: (tmp_path / p / "model.int8.tflite").read_bytes() for p in reports}
     assert read_offline_plan(files["offline"]) is not None and read_offline_plan(files["runtime"]) is None
     info = read_tflite(files["runtime"])

@@ -10,6 +10,7 @@ import edgepack
 from edgepack.cli import main
 from edgepack.report import Report
 from edgepack.report_schema import report_schema, schema_errors
+from edgepack.report_sections import TYPED_SECTIONS, Latency, Memory, Verdict
 
 
 def _small_model():
@@ -85,3 +86,27 @@ def test_checker_rejects_wrong_type_missing_key_unknown_key(reports):
     assert broken(lambda r: r["latency"].update(cost_model="guessed"))[0].endswith(
         "report.latency.cost_model: 'guessed' is not one of ['fitted', 'derived', 'rough'])")
     assert broken(lambda r: r["notes"].append(3)) == ["report.notes[%d]: int 3 is not string" % len(good["notes"])]
+
+
+@pytest.mark.parametrize("section", [
+    Verdict(fits=False, overflows=["flash"], messages=["flash: 300.0 KiB does not fit in 256.0 KiB"], target="m4"),
+    Memory(flash_bytes=9000, flash_budget=2**20, ram_bytes=3000, ram_budget=2**18, arena_estimate=3100,
+           arena_lower_bound=2900, arena_measured_tflm=3000),
+    Latency(target="m4", total_ms=1.5, cost_model="fitted", per_op_type_ms={"CONV_2D": 1.5}),
+    Latency(target="phone", total_ms=0.2, cost_model="rough", per_op_type_ms={}, measured_here_ms=0.1,
+            not_taken_by_xnnpack=[{"op": "GATHER"}]),
+])
+def test_each_typed_section_round_trips_to_the_schema(section):
+    name = next(n for n, cls in TYPED_SECTIONS.items() if isinstance(section, cls))
+    data = json.loads(json.dumps(section.to_json()))
+    assert schema_errors(data, report_schema()["properties"][name], name) == []
+    assert type(section)(**data) == section  # no key lost or renamed on the way to JSON
+    assert None not in data.values()  # an unset optional key is left out, not written as null
+    assert json.loads(Report(model="m", **{name: section}).to_json())[name] == data
+
+
+def test_typed_sections_unset_are_empty_objects_and_break_the_schema_when_wrong():
+    assert {json.loads(Report(model="m").to_json())[n] == {} for n in TYPED_SECTIONS} == {True}
+    wrong = Verdict(fits=1, overflows=[], messages=[], target="m4").to_json()
+    assert schema_errors(wrong, report_schema()["properties"]["verdict"], "verdict")[0].endswith(
+        "verdict.fits: int 1 is not boolean)")
