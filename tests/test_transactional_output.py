@@ -253,6 +253,15 @@ def test_demo_refuses_an_existing_folder_before_training(tmp_path):
 
 # -- kills at named moments of a real export in a subprocess ----------------------------------------------
 
+def _as_from_a_shell():
+    """The export starts with the signal state a shell gives it: nothing blocked, SIGINT at its default (the
+    pytest process can hand down a blocked or ignored SIGINT, and the export then never sees the Ctrl-C:
+    seen twice in full-suite runs, never alone)."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _staged(out: Path, name: str | None):
     """A predicate: the run's staging folder exists (and holds ``name``)."""
     def seen():
@@ -274,7 +283,7 @@ def test_a_killed_export_leaves_out_untouched_and_the_next_run_succeeds(model, t
     for _attempt in range(5):  # a starved poller on a loaded machine can miss the moment: the run then ends
         proc = subprocess.Popen([sys.executable, "-m", "edgepack.cli", "export", str(onnx_path), "--calib", str(x),
                                  "--val-labels", str(y), "--out", str(out), "--force"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_as_from_a_shell)
         while proc.poll() is None and not seen():
             time.sleep(0.002)
         if proc.poll() is None:
