@@ -125,7 +125,8 @@ def _config(args):
     """The ExportConfig of a command: the --config file (if any), then every config flag given."""
     from dataclasses import fields
 
-    from .config import ExportConfig, merge_layers
+    from .config import ExportConfig
+    from .layer_settings import merge_layers
 
     cfg = ExportConfig.from_toml(args.config) if getattr(args, "config", None) else ExportConfig()
     given = {f.name: getattr(args, f.name) for f in fields(ExportConfig) if getattr(args, f.name, None) is not None}

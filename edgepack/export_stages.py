@@ -67,7 +67,7 @@ class ExportState:
 def load(s: ExportState) -> ExportState:
     """The model -> the float IR graph, cleaned up (``api.load``); per-layer keys checked against it."""
     from .loading import load as load_model
-    from .config import bind_layers
+    from .layer_settings import bind_layers
 
     s.calib = s.given.calib
     try:
