@@ -19,9 +19,10 @@ $(VENV)/.dev-installed: pyproject.toml | $(PY)
 demo: $(VENV)/.demo-installed
 	$(VENV)/bin/edgepack demo --out demo_out --force
 
+# Two workers: every test is single-threaded (tests/conftest.py), so the 2-core machine runs two at once.
 test: $(VENV)/.dev-installed
 	$(PY) -m ruff check edgepack tests benchmarks examples tools
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist worksteal
 
 bench: $(VENV)/.dev-installed
 	$(PY) benchmarks/run_all.py

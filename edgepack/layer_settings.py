@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
 
 from .errors import ConfigError
-
-if TYPE_CHECKING:
-    from .config import ExportConfig
 
 CALIBRATIONS = ("auto", "minmax", "percentile", "mse", "entropy")
 
@@ -129,8 +125,8 @@ def merge_layers(base: dict[str, LayerSettings], items) -> dict[str, LayerSettin
     return parse_layers(merged)
 
 
-def bind_layers(cfg: "ExportConfig", graph) -> "ExportConfig":
-    """``cfg`` with its per-layer keys checked against the loaded graph; a key naming an output tensor (as
+def bind_layers(cfg, graph):
+    """``cfg`` (an ExportConfig) with its per-layer keys checked against the loaded graph; a key naming an output tensor (as
     the report's per-layer rows do) is rewritten to the node that produces it."""
     if not cfg.layers:
         return cfg
