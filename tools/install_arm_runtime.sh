@@ -51,8 +51,16 @@ pip download -q --disable-pip-version-check --only-binary=:all: "${PLATFORMS[@]}
 pip install -q --disable-pip-version-check --no-deps --only-binary=:all: "${PLATFORMS[@]}" \
   --python-version 3.11 --implementation cp --target "$ROOT.new/site" "$WORK"/wheels/*.whl
 
-# A first import under qemu: checks the install and byte-compiles what the runtime child imports.
-qemu-aarch64-static -L "$ROOT.new/sysroot" "$ROOT.new/sysroot/usr/bin/python3.11" -I -c "
+# qemu-user 7.2 shows the guest this machine's (x86) /proc/cpuinfo, on which LiteRT's CPU detection (cpuinfo)
+# crashes (SIGSEGV in the Interpreter's constructor); with -L, qemu opens <sysroot>/proc/cpuinfo instead: a
+# Cortex-A76's (the phone-arm64 profile's core, the CPU edgepack/targets/aarch64.py asks qemu to emulate).
+mkdir -p "$ROOT.new/sysroot/proc"
+for ((i = 0; i < $(nproc --all); i++)); do
+  printf 'processor\t: %d\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x4\nCPU part\t: 0xd0b\nCPU revision\t: 1\n\n' "$i"
+done > "$ROOT.new/sysroot/proc/cpuinfo"
+
+# A first run under qemu: checks the install and byte-compiles what the runtime child imports.
+qemu-aarch64-static -cpu cortex-a76 -L "$ROOT.new/sysroot" "$ROOT.new/sysroot/usr/bin/python3.11" -I -c "
 import sys; sys.path.insert(0, '$ROOT.new/site')
 import platform, numpy
 from ai_edge_litert.interpreter import Interpreter
