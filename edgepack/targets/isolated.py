@@ -40,6 +40,10 @@ NAMES = {"tflm": "TFLite Micro", "litert": "LiteRT", "litert-ref": "LiteRT (refe
 EMULATED = {"litert-aarch64": ("aarch64", "litert")}
 
 
+class RuntimeAbsent(RuntimeFailure):
+    """A runtime that is not installed here (LiteRT aarch64 without qemu-user or its aarch64 build)."""
+
+
 class RuntimeCrash(RuntimeFailure):
     """A runtime died (a signal) or hung on a file; ``signal`` is e.g. 'SIGSEGV' or 'timeout'."""
 
@@ -58,6 +62,9 @@ def run_tflite(data: bytes, runtime: str, samples: np.ndarray, out_shape=None, *
             progress(runtime, n, len(samples))
 
     arch, job_runtime = EMULATED.get(runtime, ("native", runtime))
+    absent = aarch64.missing() if arch == "aarch64" else None
+    if absent:
+        raise RuntimeAbsent(f"{NAMES[runtime]} not run: {absent}")
     model, outs, raws = _bytes(data, where), [], []
     for batch in batches(samples):
         sent, names = pack(batch)
