@@ -64,7 +64,7 @@ def run_tflite(data: bytes, runtime: str, samples: np.ndarray, out_shape=None, *
     arch, job_runtime = EMULATED.get(runtime, ("native", runtime))
     absent = aarch64.missing() if arch == "aarch64" else None
     if absent:
-        raise RuntimeAbsent(f"{NAMES[runtime]} not run: {absent}")
+        raise RuntimeAbsent(f"{NAMES[runtime]} is not installed here: {absent}")
     model, outs, raws = _bytes(data, where), [], []
     for batch in batches(samples):
         sent, names = pack(batch)
