@@ -138,7 +138,7 @@ def validate_artifacts(artifacts, data, *, labels=None, reference=None, config: 
         raise ConfigError(f"nothing to compare: {ref_path} is the float reference and no other artifact was "
                           "given; give the int8 artifact too (e.g. model.int8.tflite model.float.tflite), or "
                           "--reference MODEL to compare it with")
-    check_accuracy(report, tested, x, y, ref_out, profile.runtime, progress)
+    check_accuracy(report, tested, x, y, ref_out, profile.runtime, progress, arch=profile.arch)  # + qemu aarch64
     int8_tflite = [p for p in paths if p.suffix == ".tflite" and p not in floats]
     float_tflite = [p for p in paths + ([ref_path] if ref_path else []) if p.suffix == ".tflite" and p in floats
                     or (p == ref_path and p.suffix == ".tflite")]

@@ -53,9 +53,10 @@ def _print_validation(console, report) -> None:
         table.add_column(col, justify="right", no_wrap=True)
     for run, m in report.validation.items():
         if "not_run" in m:
-            table.add_row(run.replace("@", " @ "), f"not run: no {m['missing_op']} kernel", "", "", "")
+            why = f"no {m['missing_op']} kernel" if "missing_op" in m else m["not_run"]
+            table.add_row(run.replace("@", " @ "), f"not run: {why}", "", "", "")
             continue
-        exact = m.get("vs_litert_reference")
+        exact = m.get("vs_litert_reference") or m.get("vs_litert_x86")
         table.add_row(run.replace("@", " @ "),
                       f"{m['accuracy']:.1%}" if "accuracy" in m else "",
                       _agreement(m), f"{m['sqnr_db']:.1f}" if "sqnr_db" in m else "",
@@ -66,7 +67,9 @@ def _print_validation(console, report) -> None:
     used = sorted({m["metrics_used"] for m in report.validation.values() if "metrics_used" in m})
     why = sorted({m["vs_litert_reference"]["why"] for m in report.validation.values()
                   if "why" in (m.get("vs_litert_reference") or {})})
-    for line in [f"agree = {u}" for u in used] + [f"TFLM != ref: {w}" for w in why]:
+    arm = ["TFLM = ref on the litert-aarch64 row: LiteRT's aarch64 build (qemu-user) against its x86 build"
+           ] if any("vs_litert_x86" in m for m in report.validation.values()) else []
+    for line in [f"agree = {u}" for u in used] + [f"TFLM != ref: {w}" for w in why] + arm:
         console.print(line)
 
 

@@ -28,11 +28,12 @@ def reference_outputs(float_model: Path, samples: np.ndarray) -> np.ndarray:
 
 
 def check_accuracy(report: Report, artifacts: dict[str, Path], samples: np.ndarray, labels, reference,
-                   runtime: str | None, progress=None, mode: str = "full") -> None:
+                   runtime: str | None, progress=None, mode: str = "full", arch: str = "") -> None:
     from .targets.validate import validate
 
     report.validation = validate({k: str(v) for k, v in artifacts.items()}, samples, labels=labels,
-                                 reference=reference, target_runtime=runtime, progress=progress, mode=mode)
+                                 reference=reference, target_runtime=runtime, progress=progress, mode=mode,
+                                 target_arch=arch)
 
 
 def layer_of(node_name: str) -> str:

@@ -1,5 +1,7 @@
 """ONNX -> phone: take an .onnx file (here exported from PyTorch with a dynamic batch, as most are),
-quantize it with a percentile calibration and check it on LiteRT with XNNPACK (the phone runtime).
+quantize it with a percentile calibration and check it on LiteRT with XNNPACK (the phone runtime), then
+`validate` the int8 .tflite for the phone, which also runs it on LiteRT's aarch64 build under qemu-user when
+tools/install_arm_runtime.sh has installed it (the phone's own ARM kernels, compared with x86 in LSBs).
 
     python examples/onnx_to_phone.py --out out/onnx_phone
 """
@@ -48,3 +50,13 @@ lite = report.validation["int8_tflite@litert"]
 print(f"int8 on LiteRT (XNNPACK): accuracy {lite['accuracy']:.1%} (float {lite['reference_accuracy']:.1%})")
 print(f"measured here: {report.latency.measured_here_ms:.3f} ms per image; "
       f"estimated on {report.target}: {report.latency.total_ms:.3f} ms")
+
+checked = edgepack.validate([out / "export" / "model.int8.tflite"], out / "val.npy", target="phone-arm64", limit=16)
+checked.save(out / "validate_arm.json")
+arm = checked.validation["model.int8.tflite@litert-aarch64"]
+if "vs_litert_x86" in arm:
+    lsb = arm["vs_litert_x86"]
+    print(f"LiteRT aarch64 (qemu) vs x86: {lsb['identical_fraction']:.1%} of int8 outputs identical, "
+          f"max {lsb['max_lsb']} LSB")
+else:
+    print(f"LiteRT aarch64: {arm['not_run']}")

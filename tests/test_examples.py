@@ -42,6 +42,9 @@ def test_onnx_to_phone(tmp_path):
     assert report["target"] == "phone-arm64" and report["calibration"]["method"] == "percentile"
     assert report["latency"]["measured_here_ms"] > 0
     assert report["validation"]["int8_tflite@litert"]["top1_agreement"] >= 0.9
+    arm = json.loads((out / "validate_arm.json").read_text())["validation"]["model.int8.tflite@litert-aarch64"]
+    assert ("vs_litert_x86" in arm) != ("not_run" in arm)  # the ARM run, or why not
+    assert "LiteRT aarch64" in stdout
 
 
 def test_prune_and_distill(tmp_path):

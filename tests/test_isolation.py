@@ -66,13 +66,13 @@ def test_a_stalled_run_is_stopped_and_named(files, monkeypatch):
     import signal
 
     isolated.run_tflite(files["good"].read_bytes(), "tflm", np.load(files["x"]))  # the child is up
-    os.kill(isolated._WORKER[0].proc.pid, signal.SIGSTOP)  # it never answers now, however fast the machine
+    os.kill(isolated._WORKERS["native"].proc.pid, signal.SIGSTOP)  # it never answers now, however fast the machine
     monkeypatch.setenv("EDGEPACK_RUNTIME_TIMEOUT", "1")
     with pytest.raises(isolated.RuntimeCrash, match=r"good\.tflite: LiteRT \(reference kernels\) did not finish"
                                                     r" \(nothing for 1 s: a hang, stopped\)") as err:
         isolated.run_tflite(files["good"].read_bytes(), "litert-ref", np.load(files["x"]), where=str(files["good"]))
     assert err.value.signal == "timeout"
-    assert isolated._WORKER and not isolated._WORKER[0].alive()  # the child was killed
+    assert isolated._WORKERS and not isolated._WORKERS["native"].alive()  # the child was killed
     monkeypatch.delenv("EDGEPACK_RUNTIME_TIMEOUT")
     outs, raw = isolated.run_tflite(files["good"].read_bytes(), "tflm", np.load(files["x"]))
     assert outs.shape[0] == 8 and raw.dtype == np.int8

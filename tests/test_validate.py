@@ -127,7 +127,10 @@ def test_phone_target_measures_litert_latency_here(capsys, exported):
                         "--target", "phone-arm64", "--json")
     report = json.loads(out)
     assert code == 0 and report["latency"]["measured_here_ms"] > 0
-    assert set(report["validation"]) == {"model.int8.tflite@litert", "model.int8.tflite@litert-ref"}
+    assert set(report["validation"]) == {"model.int8.tflite@litert", "model.int8.tflite@litert-ref",
+                                         "model.int8.tflite@litert-aarch64"}  # run, or not_run and why
+    arm = report["validation"]["model.int8.tflite@litert-aarch64"]
+    assert ("vs_litert_x86" in arm) != ("not_run" in arm)
 
 
 def test_phone_report_names_ops_xnnpack_does_not_take(capsys, exported):

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import EdgepackError, ModelLoadError, UnsupportedOpError
 from ..input_batch import InputBatch, pack
-from . import frames
+from . import aarch64, frames
 from .runtime_jobs import OUT_OF_MEMORY
 from .runtimes import RuntimeFailure
 from .tflite_check import check_tflite
@@ -34,7 +34,14 @@ log = logging.getLogger(__name__)
 STALL_SECONDS = 120.0
 MEMORY_LIMIT = 4 << 30  # the child peaks near 200 MB on the zoo (address space, XNNPACK threads included)
 BATCH_BYTES = 32 << 20  # input bytes per run job: bounds the memory of both processes
-NAMES = {"tflm": "TFLite Micro", "litert": "LiteRT", "litert-ref": "LiteRT (reference kernels)"}
+NAMES = {"tflm": "TFLite Micro", "litert": "LiteRT", "litert-ref": "LiteRT (reference kernels)",
+         "litert-aarch64": "LiteRT aarch64 (qemu)"}
+# Runtimes of another CPU architecture: (the child's architecture, the runtime it runs there); aarch64.py.
+EMULATED = {"litert-aarch64": ("aarch64", "litert")}
+
+
+class RuntimeAbsent(RuntimeFailure):
+    """A runtime that is not installed here (LiteRT aarch64 without qemu-user or its aarch64 build)."""
 
 
 class RuntimeCrash(RuntimeFailure):
@@ -48,18 +55,22 @@ class RuntimeCrash(RuntimeFailure):
 def run_tflite(data: bytes, runtime: str, samples: np.ndarray, out_shape=None, *, where: str = "the model",
                progress=None) -> tuple[np.ndarray, np.ndarray | None]:
     """(dequantized outputs in the reference layout, raw integer outputs or None) of a .tflite on
-    ``runtime`` (tflm, litert, litert-ref) for N samples, sent to the child in batches of at most
+    ``runtime`` (tflm, litert, litert-ref, litert-aarch64) for N samples, sent to the child in batches of at most
     ``BATCH_BYTES`` of input so that neither process holds a second copy of every sample."""
     def tick(n):
         if progress:
             progress(runtime, n, len(samples))
 
+    arch, job_runtime = EMULATED.get(runtime, ("native", runtime))
+    absent = aarch64.missing() if arch == "aarch64" else None
+    if absent:
+        raise RuntimeAbsent(f"{NAMES[runtime]} is not installed here: {absent}")
     model, outs, raws = _bytes(data, where), [], []
     for batch in batches(samples):
         sent, names = pack(batch)
-        meta, arrays = _call({"job": "run", "runtime": runtime, "input_names": names,
+        meta, arrays = _call({"job": "run", "runtime": job_runtime, "input_names": names,
                               "out_shape": list(out_shape) if out_shape is not None else None},
-                             {"model": model, **sent}, NAMES[runtime], where, tick)
+                             {"model": model, **sent}, NAMES[runtime], where, tick, arch)
         outs.append(arrays["outputs"])
         raws.append(arrays.get("raw"))
     raw = None if any(r is None for r in raws) else np.concatenate(raws)
@@ -110,9 +121,9 @@ def _bytes(data: bytes, where: str) -> np.ndarray:
     return np.frombuffer(bytes(data), np.uint8)
 
 
-def _call(meta: dict, arrays: dict, runtime: str, where: str, tick=None):
+def _call(meta: dict, arrays: dict, runtime: str, where: str, tick=None, arch: str = "native"):
     with _LOCK:
-        worker = _worker()
+        worker = _worker(arch)
         reply = worker.request(meta, arrays, runtime, where, tick)
     error = reply[0].get("error")
     if error is not None:
@@ -148,16 +159,18 @@ class _Stalled(Exception):
 class _Worker:
     """The child process and its two pipes."""
 
-    def __init__(self):
+    def __init__(self, arch: str = "native"):
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])  # the child imports this very edgepack
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         # Tied to the parent's life only when started from the main thread: PR_SET_PDEATHSIG follows the
-        # thread that started the child, and a worker thread may end before edgepack does.
+        # thread that started the child, and a worker thread may end before edgepack does. qemu-user does not
+        # apply RLIMIT_AS (it would bind qemu itself): no memory limit on an emulated child.
         code = "from edgepack.targets.runtime_jobs import serve; serve(%d, %d)" % (
-            _memory_limit(), os.getpid() if _in_main_thread() else 0)
+            _memory_limit() if arch == "native" else 0, os.getpid() if _in_main_thread() else 0)
+        argv = [sys.executable, "-c", code] if arch == "native" else aarch64.child_command(code)
         self.pid_owner = os.getpid()
-        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, env=env, start_new_session=True)
         self.out = self.proc.stdout.fileno()
 
@@ -234,20 +247,21 @@ class _Worker:
 
 
 _LOCK = threading.Lock()
-_WORKER: list[_Worker] = []
+_WORKERS: dict[str, _Worker] = {}  # one child per architecture ("native", "aarch64")
 
 
-def _worker() -> _Worker:
-    if not _WORKER or not _WORKER[0].alive():
-        _WORKER[:] = [_Worker()]
-    return _WORKER[0]
+def _worker(arch: str = "native") -> _Worker:
+    if arch not in _WORKERS or not _WORKERS[arch].alive():
+        _WORKERS[arch] = _Worker(arch)
+    return _WORKERS[arch]
 
 
 @atexit.register
 def shutdown() -> None:
-    """Stop the child (it exits when its stdin closes)."""
-    if _WORKER and _WORKER[0].pid_owner == os.getpid():
-        _WORKER.pop().close()
+    """Stop the children (each exits when its stdin closes)."""
+    for arch, worker in list(_WORKERS.items()):
+        if worker.pid_owner == os.getpid():
+            _WORKERS.pop(arch).close()
 
 
 def _in_main_thread() -> bool:

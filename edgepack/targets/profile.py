@@ -23,6 +23,7 @@ PROFILE_DIR = Path(__file__).parent / "profiles"
 KINDS = ("mcu", "phone", "host")
 RUNTIMES = ("tflm", "litert")
 DTYPES = ("int8", "int16", "float32")
+ARCHES = ("aarch64",)  # aarch64: validation also runs LiteRT's aarch64 build (targets/aarch64.py)
 GLOBAL_POOLS = ("average_pool", "mean")  # int8 global average pool forms (calibration/pool_form.py)
 COST_STATUSES = ("fitted", "derived", "rough")  # fitted on measurements / derived by a ratio / guessed
 # Op kinds of the cost model; latency.op_kind() maps every IR op to one of them.
@@ -30,7 +31,7 @@ COST_KINDS = ("conv", "pointwise", "depthwise", "fully_connected", "elementwise"
 ALL_OPS = "*"  # in supported_ops: every builtin of the runtime (LiteRT's builtin resolver)
 
 _TOP_KEYS = ("name", "description", "kind", "runtime", "core", "clock_mhz", "ram_bytes", "flash_bytes",
-             "threads", "aliases", "dtypes", "supported_ops", "cost", "energy", "global_pool")  # name defaults to the file name
+             "threads", "aliases", "dtypes", "supported_ops", "cost", "energy", "global_pool", "arch")  # name defaults to the file name
 _REQUIRED = ("kind", "runtime", "core", "clock_mhz", "ram_bytes", "flash_bytes", "supported_ops", "cost")
 _COST_FIELDS = ("cycles_per_mac", "cycles_per_output", "overhead_cycles")
 
@@ -66,6 +67,7 @@ class TargetProfile:
     path: str = ""  # the .toml the profile was read from
     energy: EnergyCosts | None = None  # per-access energies with their source (energy.py); None: not given
     global_pool: str = "average_pool"  # int8 global average pool the kernels prefer: average_pool | mean
+    arch: str = ""  # the CPU architecture of the runtime's build (ARCHES); "" when not said
 
     def supports(self, builtin: str) -> bool:
         """True when the target's op resolver registers the TFLite builtin op ``builtin``."""
@@ -77,7 +79,7 @@ class TargetProfile:
                 "ram_bytes": self.ram_bytes, "flash_bytes": self.flash_bytes, "threads": self.threads,
                 "aliases": list(self.aliases), "dtypes": list(self.dtypes),
                 "supported_ops": list(self.supported_ops), "cost_model": self.cost_model,
-                "global_pool": self.global_pool,
+                "global_pool": self.global_pool, **({"arch": self.arch} if self.arch else {}),
                 "cost": {k: vars(c).copy() for k, c in self.cost.items()},
                 "energy": self.energy.to_dict() if self.energy else None}
 
@@ -187,7 +189,8 @@ def parse_profile(data: dict, name: str, path: str = "") -> TargetProfile:
         aliases=tuple(a.lower() for a in _strings(data.get("aliases", []), "aliases", where)),
         dtypes=dtypes, supported_ops=ops, cost=MappingProxyType(cost), cost_model=status, path=path,
         energy=_parse_energy(data.get("energy"), where),
-        global_pool=_choice(data.get("global_pool", "average_pool"), "global_pool", where, GLOBAL_POOLS))
+        global_pool=_choice(data.get("global_pool", "average_pool"), "global_pool", where, GLOBAL_POOLS),
+        arch=_choice(data["arch"], "arch", where, ARCHES) if "arch" in data else "")
 
 
 def read_profile(path) -> TargetProfile:

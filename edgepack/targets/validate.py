@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import ConfigError, UnsupportedOpError
 from ..ir import ops_where, tflite_builtins
-from . import isolated
+from . import aarch64, isolated
 from .diagnose import FIXED_SCALE_OPS, fc_rounding
 from .io_mapping import file_inputs, to_file_layout
 from .metrics import compare
@@ -31,15 +31,16 @@ PASS_THROUGH = tflite_builtins(*ops_where(copies_values=True), aux=True) | {
     "INPUT", "QUANTIZE", "DEQUANTIZE", "RESIZE_NEAREST_NEIGHBOR"}
 
 
-def runtimes_for(path: str, target_runtime: str | None, quantized: bool = True) -> list[str]:
+def runtimes_for(path: str, target_runtime: str | None, quantized: bool = True, arch: str = "") -> list[str]:
     """Which runtimes an artifact is checked on: the target's own, plus LiteRT's reference kernels for
-    a .tflite (the yardstick TFLM must match bit for bit)."""
+    a .tflite (the yardstick TFLM must match bit for bit), plus LiteRT's aarch64 build (under qemu-user)
+    for a target whose runtime is an aarch64 LiteRT (``arch``, the profile's)."""
     if str(path).endswith(".onnx"):  # a QDQ file also as the ONNX spec computes it (the yardstick)
         return ["onnxruntime", "onnxruntime-ref"] if quantized else ["onnxruntime"]
     if target_runtime == "tflm":
         return ["tflm", "litert-ref"]
     if target_runtime == "litert":
-        return ["litert", "litert-ref"]
+        return ["litert", "litert-ref"] + (["litert-aarch64"] if arch == "aarch64" else [])
     return ["litert-ref", "litert", "tflm"]
 
 
@@ -64,13 +65,17 @@ def run_artifact(data: bytes, kind: str, runtime: str, samples: np.ndarray, out_
 
 
 def validate(artifacts: dict[str, str], samples: np.ndarray, *, labels=None, reference: np.ndarray | None = None,
-             target_runtime: str | None = None, progress: Progress | None = None, mode: str = "full") -> dict:
+             target_runtime: str | None = None, progress: Progress | None = None, mode: str = "full",
+             target_arch: str = "") -> dict:
     """Metrics per artifact and runtime. ``artifacts``: label -> path (.onnx or .tflite).
 
     ``reference``: float outputs (N, ...) to compare with (typically the float model on onnxruntime).
     ``mode`` "full": every runtime on every sample; "fast": each int8 artifact on its main runtime
     (``main_runtime``) on every sample, the other runs (TFLM, which must match LiteRT's reference kernels bit
-    for bit, and the float .tflite) on the first FAST_SAMPLES; each result says its ``samples``."""
+    for bit, and the float .tflite) on the first FAST_SAMPLES; each result says its ``samples``.
+    ``target_arch`` "aarch64": an int8 .tflite also runs on LiteRT's aarch64 build under qemu-user (like the
+    repeat runs), compared with x86 LiteRT in LSBs (``vs_litert_x86``), or "not_run" with the reason when
+    qemu or that build is not installed (tools/install_arm_runtime.sh)."""
     if len(samples) == 0:
         raise ConfigError("validation needs at least one sample")
     results: dict[str, dict] = {}
@@ -78,7 +83,8 @@ def validate(artifacts: dict[str, str], samples: np.ndarray, *, labels=None, ref
         data = Path(path).read_bytes()
         kind = "onnx" if str(path).endswith(".onnx") else "tflite"
         raws, int8 = {}, kind == "onnx" or _is_quantized(data)
-        for runtime in runtimes_for(path, target_runtime, quantized=b"QuantizeLinear" in data):
+        # LiteRT aarch64 on int8 files only: a float file has nothing to compare in LSBs
+        for runtime in runtimes_for(path, target_runtime, b"QuantizeLinear" in data, target_arch if int8 else ""):
             n = len(samples)
             if mode == "fast" and not (int8 and runtime == main_runtime(path, target_runtime)):
                 n = min(n, FAST_SAMPLES)
@@ -87,9 +93,8 @@ def validate(artifacts: dict[str, str], samples: np.ndarray, *, labels=None, ref
             try:
                 outs, raw = run_artifact(data, kind, runtime, samples[:n],
                                          reference.shape if reference is not None else None, ticks, str(path))
-            except UnsupportedOpError as exc:  # e.g. TFLM has no GELU: say so, check the other runtimes
-                results[key] = {"artifact": str(path), "runtime": runtime, "not_run": str(exc),
-                                "missing_op": exc.op, "node": exc.node}
+            except (UnsupportedOpError, isolated.RuntimeAbsent) as exc:  # e.g. TFLM has no GELU, no qemu here:
+                results[key] = _not_run(str(path), runtime, exc)  # say so, check the other runtimes
                 log.warning("%s not run on %s: %s", label, runtime, exc)
                 continue
             ref = reference[:n] if reference is not None else None
@@ -112,7 +117,27 @@ def validate(artifacts: dict[str, str], samples: np.ndarray, *, labels=None, ref
             sqnr = {k: results.get(f"{label}@{r}", {}).get("sqnr_db") for k, r in (("tflm", "tflm"),
                                                                                    ("reference", "litert-ref"))}
             results[f"{label}@tflm"]["vs_litert_reference"] = tflm_vs_reference(a, b, read_tflite(data), sqnr)
+        if "litert-aarch64" in raws and "litert" in raws:
+            results[f"{label}@litert-aarch64"]["vs_litert_x86"] = arm_vs_x86(raws["litert-aarch64"], raws["litert"])
     return results
+
+
+def _not_run(path: str, runtime: str, exc: Exception) -> dict:
+    missing = {"missing_op": exc.op, "node": exc.node} if isinstance(exc, UnsupportedOpError) else {}
+    return {"artifact": path, "runtime": runtime, "not_run": str(exc), **missing}
+
+
+def arm_vs_x86(arm: np.ndarray, x86: np.ndarray) -> dict:
+    """How LiteRT's aarch64 build (qemu-user) differs from the x86 one on the same int8 file, in output
+    LSBs, over the samples both ran (fast mode: the aarch64 run has the first FAST_SAMPLES)."""
+    if arm.shape[1:] != x86.shape[1:]:
+        raise RuntimeFailure(f"LiteRT aarch64 and x86 give outputs of different shapes ({list(arm.shape[1:])} "
+                             f"and {list(x86.shape[1:])} per sample)")
+    n = min(len(arm), len(x86))
+    diff = np.abs(arm[:n].astype(np.int64) - x86[:n].astype(np.int64))
+    return {"identical_fraction": float(np.mean(diff == 0)) if diff.size else 1.0,
+            "max_lsb": int(diff.max(initial=0)), "mean_lsb": float(diff.mean()) if diff.size else 0.0,
+            "bit_exact": bool(not diff.any()), "samples": int(n), "litert_aarch64": aarch64.litert_version() or "?"}
 
 
 def fused_vs_reference(fused: np.ndarray, ref: np.ndarray) -> dict:
