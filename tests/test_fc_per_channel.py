@@ -148,6 +148,7 @@ def test_weight_noise_rewards_per_channel_only_where_rows_differ():
 def test_tflite_converter_per_channel_fc_file_is_not_underestimated(autoencoder):
     tf = pytest.importorskip("tensorflow")
     model, x_train, _ = autoencoder
+    model = spread_rows(model, x_train[:256])  # the model of the SQNR test (the arena does not depend on it)
     keras = tf.keras.Sequential([tf.keras.Input((64,))] + [
         tf.keras.layers.Dense(DIMS[i + 1], activation="relu" if i < 9 else None) for i in range(10)])
     linears = [m for m in model if isinstance(m, torch.nn.Linear)]
@@ -160,5 +161,7 @@ def test_tflite_converter_per_channel_fc_file_is_not_underestimated(autoencoder)
     conv.inference_input_type = conv.inference_output_type = tf.int8
     data = conv.convert()
     info = read_tflite(data)
-    assert any(len(info.tensors[o.inputs[1]].scale) > 1 for o in info.ops if o.op == "FULLY_CONNECTED")
-    assert estimate_memory(data).arena_bytes >= measure_arena(data)
+    fc = [o for o in info.ops if o.op == "FULLY_CONNECTED"]
+    assert len(fc) == 10 and all(len(info.tensors[o.inputs[1]].scale) > 1 for o in fc)  # every FC per-channel
+    measured = measure_arena(data)  # measured 10,392 B, estimated 10,400 B (seed 0)
+    assert measured <= estimate_memory(data).arena_bytes <= measured + 64
