@@ -155,6 +155,7 @@ def tables(results: dict) -> str:
                          f"{_fmt(pl['min_db'])} / {_fmt(pl['median_db'])} ({pl['layers']})", t["file_bytes"]])
     verdict = [[name, _fmt(r.get("float_accuracy"), ".4f"), r["dead_channels_made"],
                 f"{r['edgepack_minus_converter_db']:+.2f}", "yes" if r["edgepack_at_least_converter"] else "NO",
+                f"{r['tools']['edgepack']['sqnr_db'] - r['tools']['ort']['sqnr_db']:+.2f}",
                 sum(1 for f in r["edgepack_fc_weights"] if f["per_channel"])]
                for name, r in results["models"].items()]
     mc = results["machine"]
@@ -178,10 +179,10 @@ float model (edgepack: its float .tflite; converter: its float conversion; ORT: 
 {md_table(["model", "tool", "output SQNR dB", "top-1 = float", "accuracy", "per-layer SQNR min / median (n)",
            "file bytes"], rows)}
 
-## edgepack against the converter
+## edgepack against the converter and onnxruntime
 
 {md_table(["model", "float accuracy", "dead channels made", "edgepack - converter (dB)", "edgepack >= converter",
-           "FC layers edgepack made per-channel"], verdict)}
+           "edgepack - ort (dB)", "FC layers edgepack made per-channel"], verdict)}
 
 "edgepack >= converter": output SQNR not lower (0.05 dB tolerance) and, for classifiers, top-1 agreement not
 lower (one sample of tolerance).{_untrained(results)}
