@@ -49,6 +49,9 @@ def onnx_qdq_layers(float_path, qdq_path, x: np.ndarray) -> dict:
                                   for t, _ in pairs if t + suffix not in have)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
+    # basic optimisation only: the QDQ arithmetic as the file states it, not the fused U8S8 kernels that
+    # saturate on CPUs without VNNI (ort_quantize.reference_session, edgepack/targets/cpu.py)
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     fs, qs = (ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"]) for m in (fm, qm))
     shape = [d.dim_value for d in fm.graph.input[0].type.tensor_type.shape.dim]
     names_f = [t for t, _ in pairs]

@@ -1,7 +1,9 @@
 """Per-channel FULLY_CONNECTED weights: chosen per layer from data, better output SQNR than per-tensor on a
-10-Dense autoencoder trained on digits, the same values in both artifacts, and TFLM's per-channel buffers
+10-Dense autoencoder trained on digits whose weight rows differ widely, the same values in both artifacts, and TFLM's per-channel buffers
 counted in the arena estimate (for edgepack's files and for TFLiteConverter's)."""
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
@@ -42,6 +44,29 @@ def train_autoencoder(digits, seed: int = 0):
     return model.eval(), digits[0].reshape(-1, 64), digits[2].reshape(-1, 64)
 
 
+SPREAD_CAP = 16.0  # the widest row-scale ratio spread_rows makes within one layer
+
+
+def spread_rows(model, x_cal: np.ndarray, cap: float = SPREAD_CAP):
+    """A copy of ``model`` with the same float function whose Dense weight rows differ widely, as in FC nets
+    trained elsewhere (issue 13: per-tensor FC weights cost them 5-9 dB): each hidden channel is scaled up to
+    its tensor's largest range on ``x_cal`` (at most ``cap`` times), its weight row and bias with it, and the
+    next layer's input column down by the same factor (ReLU commutes with a positive scale). One scale per
+    tensor then fits every channel's activations, while a per-tensor weight scale fits only the largest rows."""
+    model = copy.deepcopy(model)
+    linears = [m for m in model if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        h = torch.from_numpy(x_cal)
+        for this, following in zip(linears, linears[1:]):
+            reach = torch.relu(this(h)).amax(0).clamp_min(1e-6)
+            scale = (reach.max() / reach).clamp(max=cap)
+            this.weight *= scale[:, None]
+            this.bias *= scale
+            following.weight /= scale[None, :]
+            h = torch.relu(this(h))
+    return model
+
+
 @pytest.fixture(scope="module")
 def autoencoder(dense_autoencoder):
     return dense_autoencoder
@@ -70,11 +95,15 @@ def test_per_channel_fc_beats_per_tensor_and_the_estimate_covers_tflm(autoencode
         assert measured <= estimate_memory(data).arena_bytes <= measured + 64
         if per_channel:  # the multiplier and shift arrays: 8 B per output channel of every layer
             assert measured - measure_arena(int8_file(model, x_train[:256], False)) == 8 * sum(DIMS[1:])
-    sqnr = per_tensor_and_per_channel_sqnr(model, x_train, x_test)
-    # Per-channel minus per-tensor SQNR (threshold_spread.md, fc_per_channel group): seed 0 +4.6 dB (30.4 ->
-    # 35.0) on default kernels, AVX2 and two threads alike; seeds 1-4 +1.5, +2.8, +4.0, +3.5 dB (was >= 4.0, which
-    # only seeds 0 and 3 pass). Bound: the worst seed less a 0.46 dB margin; per-channel not applied reads 0.
-    assert sqnr[True] - sqnr[False] >= 1.0
+    spread = spread_rows(model, x_train[:256])
+    with torch.no_grad():
+        assert np.allclose(spread(torch.from_numpy(x_test)).numpy(), model(torch.from_numpy(x_test)).numpy(),
+                           atol=1e-4)
+    sqnr = per_tensor_and_per_channel_sqnr(spread, x_train, x_test)
+    # benchmarks/fc_per_channel_gain.py (results/fc_per_channel_gain.md), seeds 0-4 with rows spread x16:
+    # +14.9 (seed 0), +13.4, +9.2, +11.6, +11.7 dB (as trained: +1.5 to +4.6). Bound: the worst seed less ~1
+    # standard deviation of the spread (2.1 dB), still 3 dB above the issue's 4 dB; per-channel not applied: ~0.
+    assert sqnr[True] - sqnr[False] >= 7.0
 
 
 def export_and_run(model, x_train, x_test, out):
@@ -119,6 +148,7 @@ def test_weight_noise_rewards_per_channel_only_where_rows_differ():
 def test_tflite_converter_per_channel_fc_file_is_not_underestimated(autoencoder):
     tf = pytest.importorskip("tensorflow")
     model, x_train, _ = autoencoder
+    model = spread_rows(model, x_train[:256])  # the model of the SQNR test (the arena does not depend on it)
     keras = tf.keras.Sequential([tf.keras.Input((64,))] + [
         tf.keras.layers.Dense(DIMS[i + 1], activation="relu" if i < 9 else None) for i in range(10)])
     linears = [m for m in model if isinstance(m, torch.nn.Linear)]
@@ -131,5 +161,7 @@ def test_tflite_converter_per_channel_fc_file_is_not_underestimated(autoencoder)
     conv.inference_input_type = conv.inference_output_type = tf.int8
     data = conv.convert()
     info = read_tflite(data)
-    assert any(len(info.tensors[o.inputs[1]].scale) > 1 for o in info.ops if o.op == "FULLY_CONNECTED")
-    assert estimate_memory(data).arena_bytes >= measure_arena(data)
+    fc = [o for o in info.ops if o.op == "FULLY_CONNECTED"]
+    assert len(fc) == 10 and all(len(info.tensors[o.inputs[1]].scale) > 1 for o in fc)  # every FC per-channel
+    measured = measure_arena(data)  # measured 10,392 B, estimated 10,400 B (seed 0)
+    assert measured <= estimate_memory(data).arena_bytes <= measured + 64
