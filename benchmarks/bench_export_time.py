@@ -15,7 +15,8 @@ is of the medians. edgepack's time is split by stage (report.timing) in a second
 
     .venv/bin/python benchmarks/bench_export_time.py               # ~20 min on a busy 2-core machine
     .venv/bin/python benchmarks/bench_export_time.py --quick       # smoke run: one model of each kind, 1 round
-    .venv/bin/python benchmarks/bench_export_time.py --calibration minmax   # edgepack with a forced method
+    .venv/bin/python benchmarks/bench_export_time.py --calibration minmax --bias-correction off \
+        --out export_time_minmax                                        # what a cheaper default would cost
 """
 from __future__ import annotations
 
@@ -191,11 +192,13 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--calibration", default=None, help="edgepack's --calibration (default: its own default)")
     ap.add_argument("--workers", type=int, default=None, help="edgepack's --workers (default: its own default)")
+    ap.add_argument("--bias-correction", default=None, help="edgepack's --bias-correction (default: its own)")
     ap.add_argument("--only", default=None, help="comma-separated model names")
     ap.add_argument("--out", default="export_time", help="results file stem in benchmarks/results/")
     args = ap.parse_args(argv)
     logging.disable(logging.WARNING)
-    kwargs = {k: v for k, v in (("calibration", args.calibration), ("workers", args.workers)) if v is not None}
+    kwargs = {k: v for k, v in (("calibration", args.calibration), ("workers", args.workers),
+                                ("bias_correction", args.bias_correction)) if v is not None}
     models = [("keras", n) for n in KERAS] + [("onnx", n) for n in ONNX] + [("torch", n) for n in TORCH]
     if args.quick:
         models, args.rounds = [models[0], ("onnx", ONNX[0]), ("torch", TORCH[0])], 1
