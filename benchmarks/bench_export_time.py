@@ -205,16 +205,16 @@ def main(argv=None) -> int:
     if args.only:
         models = [m for m in models if m[1] in args.only.split(",")]
     results = {}
-    for kind, name in models:
+    for kind, name in models:  # the files are written after each model: a long run leaves what it measured
         results[name] = bench_model(kind, name, args.rounds, kwargs)
         print(name, {k: round(v, 2) for k, v in results[name].items() if k.startswith("ratio")}, flush=True)
-    text = tables(results)
+        text = tables(results)
+        data = {"machine": common.machine(), "settings": kwargs, "calib_samples": CALIB_SAMPLES, "models": results}
+        md = (f"# Export time: edgepack vs the converter / quantize_static\n\n{__doc__.split(chr(10), 1)[1]}\n"
+              f"Settings: {kwargs or 'edgepack defaults'}; {CALIB_SAMPLES} calibration samples; {args.rounds} "
+              f"round(s).\n\n{text}\n")
+        common.write_results(args.out, data, md)
     print(text)
-    data = {"machine": common.machine(), "settings": kwargs, "calib_samples": CALIB_SAMPLES, "models": results}
-    md = (f"# Export time: edgepack vs the converter / quantize_static\n\n{__doc__.split(chr(10), 1)[1]}\n"
-          f"Settings: {kwargs or 'edgepack defaults'}; {CALIB_SAMPLES} calibration samples; {args.rounds} "
-          f"rounds.\n\n{text}\n")
-    common.write_results(args.out, data, md)
     return 0
 
 
