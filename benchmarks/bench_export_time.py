@@ -15,8 +15,8 @@ is of the medians. edgepack's time is split by stage (report.timing) in a second
 
     .venv/bin/python benchmarks/bench_export_time.py               # ~20 min on a busy 2-core machine
     .venv/bin/python benchmarks/bench_export_time.py --quick       # smoke run: one model of each kind, 1 round
-    .venv/bin/python benchmarks/bench_export_time.py --calibration minmax --bias-correction off \
-        --out export_time_minmax                                        # what a cheaper default would cost
+    # what a cheaper default would cost:
+    .venv/bin/python benchmarks/bench_export_time.py --calibration minmax --bias-correction off --out export_time_minmax
 """
 from __future__ import annotations
 

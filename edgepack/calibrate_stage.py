@@ -41,12 +41,14 @@ def calibrate(s):
     else:
         s.samples = read_samples(s.calib, graph, cfg, limit=cfg.calib_limit)
         _warn_raw_bytes(graph, s.samples, cfg, report)
-    graph, pools = choose_pool_forms(graph, s.samples.as_array()[:64] if s.samples is not None else None,
-                                     s.profile.global_pool, s.profile.supports("MEAN"), text)
+    with timed(s, "calibrate.pool_form"):
+        graph, pools = choose_pool_forms(graph, s.samples.as_array()[:64] if s.samples is not None else None,
+                                         s.profile.global_pool, s.profile.supports("MEAN"), text)
     total = len(s.samples) if s.samples is not None else 0
     tick = (lambda n: s.progress("calibrating", n, total)) if s.progress else None
     opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
-    fc = choose_fc_weights(graph, s.samples.as_array()[:64] if s.samples is not None else None)
+    with timed(s, "calibrate.fc_weights"):
+        fc = choose_fc_weights(graph, s.samples.as_array()[:64] if s.samples is not None else None)
 
     def run(per_channel):
         per_tensor, s.rules = layer_rules(graph, cfg, per_channel)

@@ -46,10 +46,11 @@ def test_export_reports_match_the_schema(reports):
 def test_export_reports_time_every_stage(reports):
     timing = reports[0]["stm32l4r5"]["timing"]
     stages = ["load", "passes", "shrink", "calibrate", "fix", "emit", "prove"]
-    assert set(stages) | {"calibrate.ranges", "calibrate.lint"} == set(timing)
+    parts = {"calibrate.pool_form", "calibrate.fc_weights", "calibrate.ranges", "calibrate.lint"}
+    assert set(stages) | parts == set(timing)
     assert all(v >= 0 for v in timing.values())
     # the parts lie inside their stage; validation (prove) runs the files on three runtimes: never free
-    assert timing["calibrate.ranges"] + timing["calibrate.lint"] <= timing["calibrate"] + 2e-3
+    assert sum(timing[p] for p in parts) <= timing["calibrate"] + 4e-3
     assert timing["prove"] > 0
 
 
