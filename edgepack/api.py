@@ -63,8 +63,7 @@ def _export_into(out: Path, model, calib, val, val_labels, train, train_labels, 
 
     given = st.ExportInputs(model, calib, val, val_labels, train, train_labels, example_input, custom_objects)
     state = st.ExportState(given, cfg, out, _profile(cfg.target), progress)
-    for stage in st.STAGES:
-        state = stage(state)
+    state = st.run_stages(state)
     return state.report, state.profile
 
 

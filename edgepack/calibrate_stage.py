@@ -12,7 +12,7 @@ from .config import ExportConfig
 from .errors import ConfigError
 from .ir import Graph
 from .report import Report
-from .stage_data import read_samples
+from .stage_data import read_samples, timed
 
 log = logging.getLogger("edgepack.export_stages")  # the logger name users already filter on
 
@@ -41,19 +41,22 @@ def calibrate(s):
     else:
         s.samples = read_samples(s.calib, graph, cfg, limit=cfg.calib_limit)
         _warn_raw_bytes(graph, s.samples, cfg, report)
-    graph, pools = choose_pool_forms(graph, s.samples.as_array()[:64] if s.samples is not None else None,
-                                     s.profile.global_pool, s.profile.supports("MEAN"), text)
+    with timed(s, "calibrate.pool_form"):
+        graph, pools = choose_pool_forms(graph, s.samples.as_array()[:64] if s.samples is not None else None,
+                                         s.profile.global_pool, s.profile.supports("MEAN"), text)
     total = len(s.samples) if s.samples is not None else 0
     tick = (lambda n: s.progress("calibrating", n, total)) if s.progress else None
     opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
-    fc = choose_fc_weights(graph, s.samples.as_array()[:64] if s.samples is not None else None)
+    with timed(s, "calibrate.fc_weights"):
+        fc = choose_fc_weights(graph, s.samples.as_array()[:64] if s.samples is not None else None)
 
     def run(per_channel):
         per_tensor, s.rules = layer_rules(graph, cfg, per_channel)
-        return calibrate_samples(graph, s.samples, cfg.calibration, progress=tick, ranges=ranges, rules=s.rules,
-                                 bias_correction=cfg.bias_correction, bias_deltas=bias_deltas,
-                                 per_tensor=per_tensor, adaround=cfg.adaround, adaround_flips=flips,
-                                 workers=cfg.workers, **opts)
+        with timed(s, "calibrate.ranges"):
+            return calibrate_samples(graph, s.samples, cfg.calibration, progress=tick, ranges=ranges, rules=s.rules,
+                                     bias_correction=cfg.bias_correction, bias_deltas=bias_deltas,
+                                     per_tensor=per_tensor, adaround=cfg.adaround, adaround_flips=flips,
+                                     workers=cfg.workers, **opts)
     cal = run(fc.per_channel if saved_channels is None else saved_channels)
     if saved_channels is None:  # a tight TFLM arena: per-channel FC only where it fits (fc_budget.py)
         from .fc_budget import fc_choice_for_target, forced_per_channel, note
@@ -82,7 +85,8 @@ def calibrate(s):
 
         several = len(graph.inputs) > 1  # lint's sample statistics take one input: weights alone then
         sample_x = s.samples.as_array()[:64] if s.samples is not None and not several else None
-        report.lint = [f.to_json() for f in lint_graph(graph, sample_x)]
+        with timed(s, "calibrate.lint"):
+            report.lint = [f.to_json() for f in lint_graph(graph, sample_x)]
     return s
 
 

@@ -17,7 +17,7 @@ from .errors import ConfigError, ShapeError
 from .ir import Graph
 from .report import Report
 from .calibrate_stage import calibrate, layer_rules  # noqa: F401  (layer_rules: its old import path)
-from .stage_data import read_samples, training_data, validation_data
+from .stage_data import read_samples, timed, training_data, validation_data
 
 Progress = Callable[[str, int, int], None]  # (stage, samples just done, total samples)
 
@@ -58,10 +58,20 @@ class ExportState:
     qgraph: Graph | None = None  # the int8 graph: QuantParams on every tensor
     calibration: Any = None  # calibration.Calibration: the method of each tensor, bias corrections
     paths: dict[str, Path] = field(default_factory=dict)  # kind -> written file
+    timing: dict[str, float] = field(default_factory=dict)  # stage (or "stage.part") -> wall seconds, summed
 
     @property
     def quantize(self) -> bool:
         return self.given.calib is not None or self.cfg.calibration_file is not None
+
+
+def run_stages(s: ExportState) -> ExportState:
+    """Every stage in order, each timed; the report gets the seconds (report.timing)."""
+    for stage in STAGES:
+        with timed(s, stage.__name__):
+            s = stage(s)
+    s.report.timing = {k: round(v, 3) for k, v in s.timing.items()}
+    return s
 
 
 def load(s: ExportState) -> ExportState:

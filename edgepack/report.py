@@ -31,6 +31,7 @@ class Report:
     energy: dict[str, Any] = field(default_factory=dict)  # estimated energy per inference, with its sources
     compatibility: dict[str, Any] = field(default_factory=dict)  # unsupported ops with their nodes
     verdict: Verdict | None = None  # fits, margins, what overflows; None: not proved ({} in report.json)
+    timing: dict[str, float] = field(default_factory=dict)  # wall seconds per export stage (and sub-stage)
     notes: list[str] = field(default_factory=list)
 
     def relocate(self, old_folder, new_folder) -> None:

@@ -1,7 +1,10 @@
 """The data the export stages read (export_stages.py, calibrate_stage.py): the calibration, training and
-validation samples of every graph input, each read from what the caller gave (``s.given``, an ExportInputs)."""
+validation samples of every graph input, each read from what the caller gave (``s.given``, an ExportInputs);
+and ``timed``, the stopwatch of the stages (report.timing)."""
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -54,3 +57,13 @@ def validation_data(s):
         labels = samples.labels
     x = samples.as_array()[: cfg.val_limit] if samples is not None else None
     return x, (None if labels is None else np.asarray(labels)[: cfg.val_limit]), where
+
+
+@contextmanager
+def timed(s, name: str):
+    """Adds the wall seconds of the block to ``s.timing[name]`` (a stage the budget ladder runs again adds up)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        s.timing[name] = s.timing.get(name, 0.0) + time.perf_counter() - t0

@@ -43,6 +43,17 @@ def test_export_reports_match_the_schema(reports):
     assert "vs_litert_reference" in by_target["stm32l4r5"]["validation"]["int8_tflite@tflm"]
 
 
+def test_export_reports_time_every_stage(reports):
+    timing = reports[0]["stm32l4r5"]["timing"]
+    stages = ["load", "passes", "shrink", "calibrate", "fix", "emit", "prove"]
+    parts = {"calibrate.pool_form", "calibrate.fc_weights", "calibrate.ranges", "calibrate.lint"}
+    assert set(stages) | parts == set(timing)
+    assert all(v >= 0 for v in timing.values())
+    # the parts lie inside their stage; validation (prove) runs the files on three runtimes: never free
+    assert sum(timing[p] for p in parts) <= timing["calibrate"] + 4e-3
+    assert timing["prove"] > 0
+
+
 def test_validate_report_matches_the_schema(reports, capsys):
     _, d = reports
     m = d / "stm32l4r5"

@@ -54,6 +54,7 @@ TRIES_PER_GROUP = 2  # candidates (best local score first) measured at the model
 MIN_GAIN_DB = 0.1  # a change of choice must gain this much at the output (ties keep the current one)
 SIGNIFICANCE = 2.0  # ... and its per-sample gain must exceed this many standard errors (not noise)
 MAX_SCORING_BYTES = 256 << 20  # float activations kept for scoring; fewer samples on big models
+REF64_KEPT = 8  # float64 copies of references kept while a group's candidates are scored (speed only)
 STREAM_METHOD = "mse"  # any histogram method: its observers hold the shared statistics
 
 
@@ -131,6 +132,7 @@ class GroupScorer:
         self.provisional = provisional
         self.ref = {k: torch.from_numpy(v) for k, v in run(graph, [x], keep="all").items()}
         self.signal: dict[str, float] = {}  # tensor -> float energy (the denominator of every relative error)
+        self._ref64: dict = {}  # the last REF64_KEPT float references in float64 (_relative)
         self.consumers: dict[str, list] = {}
         for n in graph.nodes:
             for i in n.inputs:
@@ -166,9 +168,14 @@ class GroupScorer:
         env = None  # a graph input changes: everything does
         if start >= 0:
             env = {k: v for k, v in self.cache.items() if self.born.get(k, -1) < start}
+        changed = set(params)
         with self.torch.no_grad():
             for n in self.module.nodes[start:] if env is not None else ():
+                if changed.isdisjoint(n.inputs) and changed.isdisjoint(n.outputs):  # same inputs, same bits
+                    env.update({o: self.cache[o] for o in n.outputs if o in self.cache})
+                    continue
                 self.module._run_node(n, env, None)
+                changed.update(n.outputs)
         noise = self._noise(env) if env is not None else self.output_noise()
         self.module.quant.update(saved)
         return noise, env
@@ -215,7 +222,10 @@ class GroupScorer:
 
 
     def _relative(self, got, name: str) -> float:
-        ref = self.ref[name].double()
+        ref = self._ref64.get(name)
+        if ref is None:  # each candidate of a group compares with the same few tensors: kept for the next
+            ref = self.ref[name].double()
+            self._ref64 = {**dict(list(self._ref64.items())[-(REF64_KEPT - 1):]), name: ref}
         if name not in self.signal:
             self.signal[name] = float((ref ** 2).sum())
         d = got.double() - ref

@@ -131,13 +131,14 @@ def _correct_one(n, qmod, fmod, env, ref, q):
     shape[1 if n.op == "Conv" else raw_q.dim() - 1] = len(delta)
     before = _quantized(apply_activation(n, raw_q), q, out)
     after = _quantized(apply_activation(n, raw_q - delta.reshape(shape).to(raw_q.dtype)), q, out)
-    err_before = float(((before.double() - ref[out].double()) ** 2).sum())
-    err_after = float(((after.double() - ref[out].double()) ** 2).sum())
+    ref64 = ref[out].double()
+    err_before = float(((before.double() - ref64) ** 2).sum())
+    err_after = float(((after.double() - ref64) ** 2).sum())
     kept = err_after < err_before
     if kept:
         param = getattr(qmod, qmod.attr_of[n.inputs[2]])
         param.data -= delta.to(param.dtype)
-    signal = max(float((ref[out].double() ** 2).sum()), 1e-30)
+    signal = max(float((ref64 ** 2).sum()), 1e-30)
     record = {"node": n.name, "channels": int(len(delta)), "kept": bool(kept),
               "mean_shift_max": round(float(delta.abs().max()), 6),
               "error_db_before": db_or_none(ratio_to_db(err_before / signal)), "error_db_after": db_or_none(ratio_to_db(err_after / signal))}

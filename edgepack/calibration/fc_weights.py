@@ -94,8 +94,9 @@ def _gain_db(row: dict) -> float:
     return db(row["per_channel_db"]) - db(row["per_tensor_db"])
 
 
-def choose_fc_weights(graph: Graph, samples: np.ndarray | None) -> FcChoice:
-    """Measure per-tensor vs per-channel weights of every Gemm on its inputs from ``samples``."""
+def choose_fc_weights(graph: Graph, samples: np.ndarray | None, float_values: dict | None = None) -> FcChoice:
+    """Measure per-tensor vs per-channel weights of every Gemm on its inputs from ``samples``
+    (``float_values``: the float activations of samples[:MAX_SAMPLES] when a caller already ran them)."""
     gemms = [n for n in graph.nodes if n.op == "Gemm" and graph.const(n.inputs[1]) is not None]
     if not gemms:
         return FcChoice()
@@ -104,7 +105,8 @@ def choose_fc_weights(graph: Graph, samples: np.ndarray | None) -> FcChoice:
         from ..ir.torch_exec import run
 
         keep = sorted({n.inputs[0] for n in gemms})
-        inputs = run(graph, [as_float32(samples[:MAX_SAMPLES])], keep=keep)
+        inputs = float_values if float_values is not None else run(
+            graph, [as_float32(samples[:MAX_SAMPLES])], keep=keep)
     layers, chosen = [], set()
     for n in gemms:
         w = np.asarray(graph.const(n.inputs[1]), np.float64)

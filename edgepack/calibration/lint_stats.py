@@ -89,11 +89,12 @@ def collect_stats(graph: Graph, samples: np.ndarray, seed: int = 0) -> dict[str,
         if st is None or not value.is_floating_point():
             return
         a = value.detach().cpu().numpy().ravel()
-        a = a[np.isfinite(a)]
+        if not np.isfinite(a).all():  # (checked first: copying out the finite values is the slow part)
+            a = a[np.isfinite(a)]
         if not a.size:
             return
         st.lo, st.hi = min(st.lo, float(a.min())), max(st.hi, float(a.max()))
-        nonzero = np.abs(a[a != 0])
+        nonzero = np.abs(np.compress(a != 0, a))  # = a[a != 0], twice as fast
         st.count += a.size
         st.zeros += a.size - nonzero.size
         if nonzero.size > per_batch:

@@ -44,7 +44,13 @@ class MinMaxObserver(Observer):
         self._min, self._max = math.inf, -math.inf
 
     def update(self, x) -> None:
-        a = _finite_values(x)
+        a = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+        if a.dtype in (np.float32, np.float64) and a.size:  # min/max of the floats as they are: no float64 copy
+            lo, hi = a.min(), a.max()
+            if np.isfinite(lo) and np.isfinite(hi):  # (a NaN or inf anywhere: the filtering path below)
+                self._min, self._max = min(self._min, float(lo)), max(self._max, float(hi))
+                return
+        a = _finite_values(a)
         if a.size:
             self._min = min(self._min, float(a.min()))
             self._max = max(self._max, float(a.max()))

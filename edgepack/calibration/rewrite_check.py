@@ -15,8 +15,8 @@ import numpy as np
 from edgepack.input_batch import as_float32
 from ..errors import DataError
 from ..ir import Graph
-from .calibrate import collect_ranges
 from .fc_weights import choose_fc_weights
+from .observers import make_observer
 from .output_error import db_or_none, quantized_output_sqnr
 from .quantize import QuantRules, quantize_graph
 
@@ -26,11 +26,22 @@ MAX_SAMPLES = 64
 
 
 def int8_output_sqnr(graph: Graph, x: np.ndarray, method: str = "minmax", **observer_opts) -> float:
-    """Output SQNR (dB, worst output) of the fake-quantized int8 graph against the float graph on ``x``."""
+    """Output SQNR (dB, worst output) of the fake-quantized int8 graph against the float graph on ``x``.
+    One float run feeds the observers (``collect_ranges``' statistics), the FC weight choice and the
+    reference outputs: the same numbers as three runs, in a third of the time."""
+    from ..ir.torch_exec import run
+
     x = as_float32(x[:MAX_SAMPLES])
-    ranges, _ = collect_ranges(graph, [x], method, **observer_opts)
-    rules = QuantRules(per_channel_nodes=choose_fc_weights(graph, x).per_channel)
-    return quantized_output_sqnr(graph, quantize_graph(graph, ranges, rules), x)
+    observers = {t: make_observer(method, **observer_opts) for t in graph.activations()}
+
+    def observe(name, value):
+        if name in observers:
+            observers[name].update(value.detach().numpy())
+    gemm_inputs = {n.inputs[0] for n in graph.nodes if n.op == "Gemm" and graph.const(n.inputs[1]) is not None}
+    ref = run(graph, [x], keep=sorted(gemm_inputs), observe=observe)
+    ranges = {t: tuple(float(v) for v in obs.range()) for t, obs in observers.items()}
+    rules = QuantRules(per_channel_nodes=choose_fc_weights(graph, x, float_values=ref).per_channel)
+    return quantized_output_sqnr(graph, quantize_graph(graph, ranges, rules), x, ref=ref)
 
 
 @dataclass
