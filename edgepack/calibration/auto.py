@@ -298,19 +298,26 @@ def _best_uniform_start(graph: Graph, work, observers, cands, choice: AutoChoice
     from .quantize import activation_params
 
     acts = list(cands)
-    labels, params = [], []
+    labels, params, clipped = [], [], {}
     for label, _, _ in CANDIDATES:
         uniform = {t: cands[t].get(label, cands[t]["minmax"]) for t in acts}
-        if any(clipped_energy(observers[t], uniform[t]) > COLLAPSE_ENERGY for t in acts):
+        shares = [clipped_energy(observers[t], uniform[t]) for t in acts]
+        if any(share > COLLAPSE_ENERGY for share in shares):
             continue
         labels.append(label)
         params.append(activation_params(graph, uniform))
-    start, start_noise = "minmax", None
-    for label, noise in zip(labels, work.map(_task_output_noise, params)):
+        clipped[label] = float(np.sum(shares))
+    noises = dict(zip(labels, work.map(_task_output_noise, params)))
+    best = None
+    for label, noise in noises.items():
         choice.output_sqnr_db[label] = output_db(noise)
-        if start_noise is None or better(noise, start_noise):
-            start, start_noise = label, noise
-    return start, start_noise
+        if best is None or better(noise, noises[best]):
+            best = label
+    # the methods the best one does not beat beyond noise are ties: the one clipping least wins, since
+    # scoring samples never show the clipping of unseen data (measured: mobilenet_v3 held-out)
+    ties = [label for label in labels if not better(noises[best], noises[label])]
+    start = min(ties, key=lambda label: clipped[label])
+    return start, noises[start]
 
 
 @dataclass
