@@ -7,7 +7,7 @@ method would give alone: minmax, percentile at ``PERCENTILES``, mse, entropy. A 
 away more than ``COLLAPSE_ENERGY`` of a tensor's energy is *collapsed* and never chosen.
 
 The choice, measured where it matters: (1) start from the single method with the best model-output
-SQNR, or of those equal to it, the one clipping least (``least_clipping_of_the_best``); (2) per group of tensors sharing parameters (``quantize.shared_groups``), in topological order, a
+SQNR, or of those it does not beat beyond noise, the one clipping least (``least_clipping_of_the_best``); (2) per group of tensors sharing parameters (``quantize.shared_groups``), in topological order, a
 cheap local score ranks the candidates: the group is fake-quantized, each op reading it runs once with
 int8 weights (``GraphModule.node_value``, other inputs float), its output is fake-quantized with
 provisional (minmax) parameters and compared with float (``GroupScorer.error``: groups are independent,
@@ -32,7 +32,7 @@ import numpy as np
 from edgepack.input_batch import as_float32, as_torch
 from ..ir import Graph, QuantParams
 from ..ir.quant import params_from_range
-from .auto_rules import EQUAL_DB, MIN_GAIN_DB, better, least_clipping_of_the_best, output_db
+from .auto_rules import MIN_GAIN_DB, better, least_clipping_of_the_best, output_db
 from .observers import HistogramObserver, Observer
 from .output_error import db_or_none, ratio_to_db
 from . import scatter
@@ -99,8 +99,8 @@ class AutoChoice:
         return {m: list(self.methods.values()).count(m) for m in sorted(set(self.methods.values()))}
 
     def to_json(self) -> dict:
-        return {"rule": "start from the single method with the best model-output SQNR (of those within "
-                        f"{EQUAL_DB} dB of it, the one clipping least); then per tensor group, "
+        return {"rule": "start from the single method with the best model-output SQNR (of those within noise of "
+                        "it, the one clipping least); then per tensor group, "
                         "the candidates with the lowest int8 error at the output of the ops reading it are "
                         "tried (model outputs keep the starting method) and kept when the model output gains "
                         f">= {MIN_GAIN_DB} dB; candidates clipping "
