@@ -180,3 +180,19 @@ def test_bias_correction_off_and_unknown_values():
     assert ExportConfig(bias_correction="off").bias_correction == "off"
     with pytest.raises(ConfigError, match="bias_correction"):
         ExportConfig(bias_correction="always")
+
+
+def test_the_start_is_the_least_clipping_method_of_those_tied_with_the_best():
+    """Scoring samples are calibration samples: an in-sample gain below noise says nothing about unseen data,
+    so of the methods within noise of the best, the one clipping least starts the choice."""
+    from edgepack.calibration.auto_rules import least_clipping_of_the_best
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(1.0, 2.0, (256, 1)) * 1e-3
+    jitter = rng.normal(0, 2e-4, (256, 1))
+    noises = {"minmax": base * 1.5, "percentile:99.99": base, "percentile:99.999": base + jitter}
+    clipped = {"minmax": 0.0, "percentile:99.99": 0.02, "percentile:99.999": 0.005}
+    assert least_clipping_of_the_best(noises, clipped) == "percentile:99.999"  # tied with the best, clips less
+    noises["percentile:99.999"] = base * 1.3  # now beaten beyond noise (1.1 dB, every sample)
+    assert least_clipping_of_the_best(noises, clipped) == "percentile:99.99"
+    assert least_clipping_of_the_best({"minmax": base, "mse": base}, {"minmax": 0.0, "mse": 0.01}) == "minmax"
