@@ -10,7 +10,8 @@ fix is kept only when it measurably helps. The ladder stops when the budget hold
 
 The report's ``budget`` section lists every rung: its measured gain, its cost (flash, TFLM arena and
 estimated latency on the target), its time, and the settings (TOML) that reproduce it. A budget that
-cannot be met names the layers that stop it (the most dB lost) and makes the export exit 3.
+cannot be met names the layers that stop it (those whose float version gives the output most back, in the
+simulation) and makes the export exit 3.
 """
 from __future__ import annotations
 
@@ -74,6 +75,24 @@ def worst_layers(graph, qgraph, x: np.ndarray, n: int = WORST_LAYERS) -> list[di
                      "db_lost": db_or_none(lost), "_key": lost})
     rows.sort(key=lambda r: -r["_key"])
     return [{k: v for k, v in r.items() if k != "_key"} for r in rows[:n]]
+
+
+def stopping_layers(graph, qgraph, simulator: Simulator, x: np.ndarray, n: int = WORST_LAYERS,
+                    bias_deltas: dict | None = None) -> list[dict]:
+    """The layers that stop an unmet budget: each one (with the layers reading it) kept in float in the
+    simulation, ranked by the output SQNR that gives back (``output_db_if_float``); with its own SQNR and
+    the dB it loses (worst_layers), which alone can point at a layer the output barely reads."""
+    own = {r["node"]: r for r in worst_layers(graph, qgraph, x, n=len(graph.nodes))}
+    base = simulator.measure(qgraph, ranking=True).sqnr_db
+    rows = []
+    for node in qgraph.nodes:
+        if node.name not in own:
+            continue
+        group = [node.name] + [r.name for out in node.outputs for r in qgraph.consumers(out)]
+        got = simulator.measure(qgraph, dict.fromkeys(group, "float"), True, bias_deltas).sqnr_db
+        rows.append((got, {**own[node.name], "output_db_if_float": db_or_none(got - base)}))
+    rows.sort(key=lambda r: -r[0])
+    return [r for _, r in rows[:n]]
 
 
 def settings_of(cfg: ExportConfig, base: ExportConfig) -> dict:
@@ -150,7 +169,7 @@ def meet_budget(s, stages: tuple[Callable, ...], x: np.ndarray | None, labels, w
             current, now = candidate, got
     on = (f"{len(x)} samples of {where}, in the fake-quant int8 simulation (one top-1 point = {len(x) / 100:g} "
           "samples; the runtimes' figures are in validation)")
-    return _finish(s, current, base, rows, (metric, value, on), now, x, time.monotonic() - start)
+    return _finish(s, current, base, rows, (metric, value, on), now, simulator, time.monotonic() - start)
 
 
 def _context(state, x, simulator: Simulator, budget: tuple[str, float]) -> StepContext:
@@ -162,10 +181,15 @@ def _context(state, x, simulator: Simulator, budget: tuple[str, float]) -> StepC
         return cache["rows"]
 
     def simulate(marks: dict[str, str], ranking: bool = False) -> Measure:
-        return simulator.measure(state.qgraph, marks, ranking)
+        return simulator.measure(state.qgraph, marks, ranking, _deltas(state))
 
     return StepContext(state.cfg, state.graph, state.rules, state.profile,
-                       state.given.train is not None, worst, simulate, budget)
+                       state.given.train is not None, worst, simulate, budget, state.qgraph)
+
+
+def _deltas(state) -> dict:
+    """The bias corrections folded into ``state``'s int8 graph (bias tensor -> delta)."""
+    return getattr(state.calibration, "bias_deltas", None) or {}
 
 
 def _apply(cfg: ExportConfig, proposal: dict) -> ExportConfig:
@@ -183,7 +207,7 @@ def _gain(new: Measure, old: Measure) -> dict:
     return gain
 
 
-def _finish(s, best, base: ExportConfig, rows, budget: tuple, now: Measure, x, seconds: float):
+def _finish(s, best, base: ExportConfig, rows, budget: tuple, now: Measure, simulator: Simulator, seconds: float):
     """Adopt the best state into ``s`` and write the report's budget section (and a note)."""
     metric, value, measured_on = budget
     if best is not s:
@@ -198,9 +222,10 @@ def _finish(s, best, base: ExportConfig, rows, budget: tuple, now: Measure, x, s
     what = (f"accuracy budget {base.accuracy_budget} " + ("met" if met else "NOT met")
             + f" ({_describe(now, metric)}; fixes kept: {', '.join(kept) or 'none'})")
     if not met:
-        s.report.budget["stopped_by"] = worst_layers(s.graph, s.qgraph, x)
-        what += "; the layers that lose most: " + ", ".join(
-            f"{r['node']} ({r['db_lost']} dB lost)" for r in s.report.budget["stopped_by"])
+        s.report.budget["stopped_by"] = stopping_layers(s.graph, s.qgraph, simulator, simulator.x,
+                                                        bias_deltas=_deltas(s))
+        what += "; the layers that stop it: " + ", ".join(
+            f"{r['node']} (+{r['output_db_if_float']} dB at the output in float)" for r in s.report.budget["stopped_by"])
     s.report.notes.append(what)
     return s
 

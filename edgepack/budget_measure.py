@@ -69,25 +69,45 @@ class Simulator:
         self.graph, self.metric, self.x, self.labels = graph, metric, x, labels
         self.ref = run(graph, [x])
 
-    def measure(self, qgraph, marks: dict[str, str] | None = None, ranking: bool = False) -> Measure:
+    def measure(self, qgraph, marks: dict[str, str] | None = None, ranking: bool = False,
+                bias_deltas: dict | None = None) -> Measure:
         """``qgraph`` with ``marks`` ({node: "int16" | "float"}) set for the run (then restored); on the
-        first RANKING_SAMPLES samples only with ``ranking``."""
-        from .ir.precision import PRECISION_ATTR
+        first RANKING_SAMPLES samples only with ``ranking``. A float-marked layer runs with its float bias
+        (``bias_deltas``: the bias corrections folded into the int8 graph), as the rebuilt graph will."""
         from .ir.torch_exec import run
 
         count = min(len(self.x), RANKING_SAMPLES) if ranking else len(self.x)
-        nodes = {n.name: n for n in qgraph.nodes}
-        before = {name: nodes[name].attrs.get(PRECISION_ATTR) for name in marks or {}}
+        undo = _mark(qgraph, marks or {}, bias_deltas or {})
         try:
-            for name, precision in (marks or {}).items():
-                nodes[name].attrs[PRECISION_ATTR] = precision
             got = run(qgraph, [self.x[:count]], fake_quant=True)
         finally:
-            for name, old in before.items():
-                if old is None:
-                    nodes[name].attrs.pop(PRECISION_ATTR, None)
-                else:
-                    nodes[name].attrs[PRECISION_ATTR] = old
+            undo()
         ref = {k: v[:count] for k, v in self.ref.items()}
         labels = None if self.labels is None else self.labels[:count]
         return compare(self.graph, ref, got, count, labels, self.metric)
+
+
+def _mark(qgraph, marks: dict[str, str], bias_deltas: dict):
+    """Set ``marks`` on ``qgraph`` (float layers: bias correction taken out); returns the undo."""
+    from .ir.precision import PRECISION_ATTR
+
+    nodes = {n.name: n for n in qgraph.nodes}
+    attrs = {name: nodes[name].attrs.get(PRECISION_ATTR) for name in marks}
+    biases = {}
+    for name, precision in marks.items():
+        nodes[name].attrs[PRECISION_ATTR] = precision
+        bias = nodes[name].inputs[2] if len(nodes[name].inputs) > 2 else None
+        if precision == "float" and bias in bias_deltas:
+            t = qgraph.tensors[bias]
+            biases[bias] = t.data
+            t.data = (np.asarray(t.data, np.float64) + np.asarray(bias_deltas[bias])).astype(t.data.dtype)
+
+    def undo():
+        for name, old in attrs.items():
+            if old is None:
+                nodes[name].attrs.pop(PRECISION_ATTR, None)
+            else:
+                nodes[name].attrs[PRECISION_ATTR] = old
+        for bias, data in biases.items():
+            qgraph.tensors[bias].data = data
+    return undo

@@ -29,6 +29,7 @@ class StepContext:
     # ranking=True: on the first samples only
     simulate: Callable[..., Any] | None = None
     budget: tuple[str, float] = ("top1", 1.0)  # (metric, value) to meet
+    qgraph: Any = None  # the current int8 graph (its ops can differ: a global pool written as MEAN)
 
 
 @dataclass(frozen=True)
@@ -109,10 +110,10 @@ def _promote(ctx: StepContext, precision: str, can: Callable):
     output read by an int8 layer is read through an int8 copy), is tried alone in the simulation and ranked
     by the output SQNR it gives; then the best groups are added in that order until the budget holds.
     Proposes the smallest such set (or, when none holds, the set that measured best)."""
-    groups = {}
-    for node in ctx.graph.nodes:
+    graph, groups = ctx.qgraph if ctx.qgraph is not None else ctx.graph, {}
+    for node in graph.nodes:
         if can(node):
-            groups[node.name] = [node.name] + [r.name for out in node.outputs for r in ctx.graph.consumers(out)
+            groups[node.name] = [node.name] + [r.name for out in node.outputs for r in graph.consumers(out)
                                                if can(r)]
     if not groups:
         return f"no layer left that can run in {precision}"

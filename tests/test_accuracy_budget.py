@@ -73,6 +73,9 @@ def test_an_impossible_budget_exits_3_naming_the_layers(coarse_mlp, digits, tmp_
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     stopped = [r["node"] for r in report["budget"]["stopped_by"]]
     assert stopped and all(name in err for name in stopped) and any("Gemm" in n for n in stopped)
+    # ranked by what keeping each one in float gives back at the output (simulation), most first
+    gains = [r["output_db_if_float"] for r in report["budget"]["stopped_by"]]
+    assert gains == sorted(gains, reverse=True) and gains[0] > 1.0, gains
     assert report["budget"]["met"] is False and report["budget"]["steps"][0]["step"] == "start"
     # measured on every calibration sample, not on --val-limit's share (that is the runtimes' validation)
     assert report["budget"]["measured_on"].startswith("128 samples of the calibration samples")
