@@ -108,7 +108,8 @@ def _float_layer(ctx: StepContext):
 def _promote(ctx: StepContext, precision: str, can: Callable):
     """Each layer that ``can`` take ``precision``, together with its readers that can (an int16 or float
     output read by an int8 layer is read through an int8 copy), is tried alone in the simulation and ranked
-    by the output SQNR it gives; then the best groups are added in that order until the budget holds.
+    by the output SQNR it gives; then the best groups are added in that order (then every layer that can)
+    until the budget holds.
     Proposes the smallest such set (or, when none holds, the set that measured best)."""
     graph, groups = ctx.qgraph if ctx.qgraph is not None else ctx.graph, {}
     for node in graph.nodes:
@@ -124,8 +125,9 @@ def _promote(ctx: StepContext, precision: str, can: Callable):
     if not ranked:
         return f"no layer in {precision} moves the output SQNR by {MIN_LAYER_GAIN_DB} dB or more"
     chosen, best = {}, None
-    for name in ranked:
-        chosen.update(dict.fromkeys(groups[name], precision))
+    everything = [n for group in groups.values() for n in group]  # last: every layer that can (pairs can help
+    for more in [groups[n] for n in ranked] + [everything]:       # where neither alone does)
+        chosen.update(dict.fromkeys(more, precision))
         got = ctx.simulate(chosen)
         if best is None or got.key() < best[0].key():
             best = (got, dict(chosen))
