@@ -14,7 +14,7 @@ from typing import Any, Callable
 from .config import ExportConfig
 
 QAT_EPOCHS = 15  # fake-quant distillation epochs the ladder tries (early stopping keeps the best epoch)
-INT16_LAYERS = 2  # the worst layers moved to int16 at once
+MIN_LAYER_GAIN_DB = 0.05  # a layer whose promotion alone moves the output SQNR less is not a candidate
 
 
 @dataclass
@@ -25,6 +25,11 @@ class StepContext:
     profile: Any  # targets.profile.TargetProfile
     has_train: bool  # --train data was given
     worst: Callable[[], list[dict]]  # the layers losing most dB, worst first (computed on demand)
+    # the current int8 graph with {node: "int16" | "float"} marks, measured against float (budget_measure.py);
+    # ranking=True: on the first samples only
+    simulate: Callable[..., Any] | None = None
+    budget: tuple[str, float] = ("top1", 1.0)  # (metric, value) to meet
+    qgraph: Any = None  # the current int8 graph (its ops can differ: a global pool written as MEAN)
 
 
 @dataclass(frozen=True)
@@ -76,20 +81,12 @@ def _adaround(ctx: StepContext):
     return {"adaround": True}
 
 
-@ladder_step("int16", f"int16 activations (16x8) for the {INT16_LAYERS} layers that lose most and the layers "
-                      "reading them")
+@ladder_step("int16", "int16 activations (16x8) for the layers whose promotion (with the layers reading them) "
+                      "measurably helps the output most, as few as meet the budget")
 def _int16(ctx: StepContext):
     if "int16" not in ctx.profile.dtypes:
         return f"{ctx.profile.name} does not run int16 activations"
-    nodes = [r["node"] for r in ctx.worst() if _widens(ctx, ctx.graph.node(r["node"]))]
-    if not nodes:
-        return "no int8 layer left to widen"
-    chosen = {}  # an int16 output only pays off where its readers read int16 too (else they read an int8 copy)
-    for name in nodes[:INT16_LAYERS]:
-        chosen[name] = None
-        for out in ctx.graph.node(name).outputs:
-            chosen.update((r.name, None) for r in ctx.graph.consumers(out) if _widens(ctx, r))
-    return {"layers": {n: {"precision": "int16"} for n in chosen}}
+    return _promote(ctx, "int16", lambda node: _widens(ctx, node))
 
 
 def _widens(ctx: StepContext, node) -> bool:
@@ -100,14 +97,43 @@ def _widens(ctx: StepContext, node) -> bool:
             and int16_refusal(node.op, ctx.profile.runtime) is None)
 
 
-@ladder_step("float_layer", "the layer that loses most kept in float (phone and host targets only)")
+@ladder_step("float_layer", "float for the layers whose float output helps most, as few as meet the budget "
+                            "(phone and host targets only)")
 def _float_layer(ctx: StepContext):
     if ctx.profile.kind not in ("phone", "host"):
         return f"float layers only on phone/host targets ({ctx.profile.name} is {ctx.profile.kind})"
-    nodes = [r["node"] for r in ctx.worst() if ctx.cfg.layer(r["node"], r["op"]).precision != "float"]
-    if not nodes:
-        return "no quantized layer left"
-    return {"layers": {nodes[0]: {"precision": "float"}}}
+    return _promote(ctx, "float", lambda node: ctx.cfg.layer(node.name, node.op).precision != "float")
+
+
+def _promote(ctx: StepContext, precision: str, can: Callable):
+    """Each layer that ``can`` take ``precision``, together with its readers that can (an int16 or float
+    output read by an int8 layer is read through an int8 copy), is tried alone in the simulation and ranked
+    by the output SQNR it gives; then the best groups are added in that order (then every layer that can)
+    until the budget holds.
+    Proposes the smallest such set (or, when none holds, the set that measured best)."""
+    graph, groups = ctx.qgraph if ctx.qgraph is not None else ctx.graph, {}
+    for node in graph.nodes:
+        if can(node):
+            groups[node.name] = [node.name] + [r.name for out in node.outputs for r in graph.consumers(out)
+                                               if can(r)]
+    if not groups:
+        return f"no layer left that can run in {precision}"
+    base = ctx.simulate({}, ranking=True).sqnr_db
+    alone = {name: ctx.simulate(dict.fromkeys(group, precision), ranking=True).sqnr_db
+             for name, group in groups.items()}
+    ranked = sorted((n for n in groups if alone[n] > base + MIN_LAYER_GAIN_DB), key=lambda n: -alone[n])
+    if not ranked:
+        return f"no layer in {precision} moves the output SQNR by {MIN_LAYER_GAIN_DB} dB or more"
+    chosen, best = {}, None
+    everything = [n for group in groups.values() for n in group]  # last: every layer that can (pairs can help
+    for more in [groups[n] for n in ranked] + [everything]:       # where neither alone does)
+        chosen.update(dict.fromkeys(more, precision))
+        got = ctx.simulate(chosen)
+        if best is None or got.key() < best[0].key():
+            best = (got, dict(chosen))
+        if got.meets(*ctx.budget):
+            break
+    return {"layers": {n: {"precision": precision} for n in best[1]}}
 
 
 @ladder_step("qat", f"fake-quant distillation from float ({QAT_EPOCHS} epochs, --qat-epochs; needs --train)")

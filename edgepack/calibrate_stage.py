@@ -67,8 +67,9 @@ def calibrate(s):
             report.notes.append(note(reduced))
     s.qgraph, s.ranges, s.calibration = cal.qgraph, cal.ranges, cal
     if cfg.layers:  # int16 / float layers: marked on the int8 graph, both emitters follow the marks
-        from .precision import apply_precision, layer_precisions
+        from .precision import apply_precision, float_layers_keep_float_bias, layer_precisions
         apply_precision(s.qgraph, layer_precisions(s.qgraph, cfg), s.profile)
+        float_layers_keep_float_bias(s.qgraph, cal.bias_deltas)  # so calibration.json omits them too
     report.calibration = {"method": cfg.calibration, "samples": total,
                           "from_file": cfg.calibration_file, "fc_weights": fc.to_json(), **cal.section}
     if pools:  # AVERAGE_POOL_2D (shared scale) or MEAN (own scale): the target's preference, or by error

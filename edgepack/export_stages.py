@@ -172,10 +172,10 @@ def fix(s: ExportState) -> ExportState:
         return s
     if s.qgraph is None:
         raise ConfigError("--accuracy-budget needs calibration data (--calib)", "accuracy_budget")
-    from .budget import meet_budget
+    from .budget import MAX_SAMPLES, meet_budget
 
-    x, labels, _ = validation_data(s)
-    return meet_budget(s, (calibrate, qat), x, labels)
+    x, labels, where = validation_data(s, limit=MAX_SAMPLES)  # all given (--val-limit is the runtimes' share)
+    return meet_budget(s, (calibrate, qat), x, labels, where)
 
 
 def qat(s: ExportState) -> ExportState:

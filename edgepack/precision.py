@@ -112,3 +112,21 @@ def report_precision(report, qgraph: Graph, profile, io: str = "int8") -> None:
     report.notes.append(f"{len(cost['layers'])} layer(s) off int8 ({chosen}): flash {change['flash_bytes']:+,} B, "
                         f"arena {change['arena_bytes']:+,} B, estimated latency {change['latency_ms']:+.3f} ms "
                         f"on {cost['target']}")
+
+
+def float_layers_keep_float_bias(qgraph: Graph, bias_deltas: dict[str, list[float]]) -> list[str]:
+    """Undo bias correction on the layers marked float (in place on ``qgraph`` and ``bias_deltas``): the
+    correction folds the mean error of the int8 layer into its bias, which a float layer no longer makes.
+    (An int16 layer keeps it: its weights are still int8.) Returns the bias tensors restored."""
+    import numpy as np
+
+    from .ir.precision import node_precision
+
+    restored = []
+    for node in qgraph.nodes:
+        bias = node.inputs[2] if len(node.inputs) > 2 else None
+        if node_precision(node) == "float" and bias in bias_deltas:
+            t = qgraph.tensors[bias]
+            t.data = (np.asarray(t.data, np.float64) + np.asarray(bias_deltas.pop(bias))).astype(t.data.dtype)
+            restored.append(bias)
+    return restored

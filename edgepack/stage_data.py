@@ -41,22 +41,24 @@ def training_data(s, graph: Graph):
     return samples.as_array(), (None if labels is None else np.asarray(labels))
 
 
-def validation_data(s):
-    """(samples array, labels or None, where they came from): --val, else the calibration samples."""
+def validation_data(s, limit: int | None = None):
+    """(samples array, labels or None, where they came from): --val, else the calibration samples; at most
+    ``limit`` of them (default: --val-limit)."""
     from .calibration import load_labels
 
     cfg, val, val_labels = s.cfg, s.given.val, s.given.val_labels
+    limit = cfg.val_limit if limit is None else limit
     if val is None:
         samples = s.samples
         where = "the calibration samples (pass val= / --val for held-out data)"
     else:
-        samples = read_samples(val, s.graph, cfg, limit=cfg.val_limit)
+        samples = read_samples(val, s.graph, cfg, limit=limit)
         where = "the validation data"
     labels = load_labels(val_labels) if isinstance(val_labels, (str, Path)) else val_labels
     if labels is None and samples is not None:
         labels = samples.labels
-    x = samples.as_array()[: cfg.val_limit] if samples is not None else None
-    return x, (None if labels is None else np.asarray(labels)[: cfg.val_limit]), where
+    x = samples.as_array()[:limit] if samples is not None else None
+    return x, (None if labels is None else np.asarray(labels)[:limit]), where
 
 
 @contextmanager
