@@ -99,6 +99,7 @@ def _build(graph: Graph, passes: list, rewrites: Rewrites | None):
     """Run the structural passes leaving the spared rewrites out (``rewrites`` None: the first run, as
     configured); (student, the rewrites found (the first run) or given, pruning plan)."""
     from .exporter.passes import run_passes
+    from .exporter.passes.prune import group_id
 
     spared = {} if rewrites is None else rewrites.spared
     for p in passes:
@@ -110,7 +111,7 @@ def _build(graph: Graph, passes: list, rewrites: Rewrites | None):
     plan = next((p.plan for p in passes if p.pass_name == "prune_channels"), None)
     if rewrites is None:
         separable = next((list(p.replaced) for p in passes if p.pass_name == "separable_convs"), [])
-        rewrites = Rewrites(separable, [tuple(g.key) for g in plan.groups if g.removed] if plan else [])
+        rewrites = Rewrites(separable, [group_id(g.key) for g in plan.groups if g.removed] if plan else [])
     return student, rewrites, plan
 
 

@@ -226,6 +226,12 @@ def _protect_kept(graph: Graph, groups: list[ChannelGroup], keep) -> None:
             g.protected, g.reason = True, f"kept by the per-layer setting prune = false ({', '.join(held)})"
 
 
+def group_id(key) -> tuple[str, ...]:
+    """A group's producers named as in the graph before separable replacement (``conv/pointwise`` -> ``conv``),
+    so that a group keeps its name whether or not its producer was made separable."""
+    return tuple(k.removesuffix("/pointwise") for k in key)
+
+
 def keep_unprofitable(graph: Graph, plan: PruningPlan, cost) -> None:
     """Give back the channels of every group whose cut alone does not lower ``cost(graph)`` (the target's
     estimated latency: e.g. a conv already at one channel tile of its kernels); ``plan.after`` follows."""
@@ -305,7 +311,8 @@ class PrunePass:
 
     def __call__(self, graph: Graph) -> PassResult:
         self.plan = plan_pruning(graph, **self.kwargs)
-        spared = [g for g in self.plan.groups if g.removed and tuple(g.key) in self.spare]
+        spare = {group_id(k) for k in self.spare}
+        spared = [g for g in self.plan.groups if g.removed and group_id(g.key) in spare]
         for g in spared:
             g.removed, g.reason = [], "reverted: over the accuracy budget (report.shrink.budget)"
         if spared:
