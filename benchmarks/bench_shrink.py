@@ -291,8 +291,8 @@ READING = """
   the export never sees): pass test-like samples as `--train` data for a budget that means more.
 - **Phone estimate vs this CPU.** The phone profile prices ~3 us per op (4-thread dispatch on a phone),
   which this 1-thread x86 LiteRT does not pay (~0.5 us per op), so its speed-ups are below the measured
-  ones and it refuses separable convs on the narrow CNN that this CPU runs faster (x1.5 measured before
-  the target cost model, previous results). It errs on the side of not rewriting.
+  ones, and it refuses separable convs on the narrow CNN that this CPU runs faster (x1.51 in this
+  benchmark's run of 2026-11-24, when `separable auto` ranked by MACs). It errs on the side of not rewriting.
 ## Reading the numbers
 
 - **Channel counts vs the SIMD tile (XNNPACK).** On this CPU XNNPACK's int8 conv computes output channels
