@@ -44,7 +44,8 @@ VARIANTS = [("int8", {}), ("prune 0.25", {"prune": 0.25}), ("prune 0.5", {"prune
             ("separable auto", {"separable": "auto"}),
             ("prune 0.5 + separable", {"prune": 0.5, "separable": "auto"})]
 # Timed too, but not distilled (latency does not depend on the weights): the SIMD-width question, phone only.
-WHAT_IF = [("prune 0.25, round_to 8 (latency only)", {"prune": 0.25, "round_to": 8})]
+# The budget is opened wide: undistilled, the cuts would be reverted (the run of 2026-12-08 was made so).
+WHAT_IF = [("prune 0.25, round_to 8 (latency only)", {"prune": 0.25, "round_to": 8, "accuracy_budget": "top1:100"})]
 # (from, to): each transform against the file it shrinks further.
 PAIRS = [("int8", "prune 0.25"), ("prune 0.25", "prune 0.5"), ("int8", "separable auto"),
          ("prune 0.5", "prune 0.5 + separable"), ("separable auto", "prune 0.5 + separable"),
