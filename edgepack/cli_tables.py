@@ -35,6 +35,8 @@ def print_checks(report) -> None:
         b, a = report.shrink["before"], report.shrink["after"]
         console.print(f"shrunk: MACs {b['macs']:,} -> {a['macs']:,} ({report.shrink['macs_ratio']:.2f}x), "
                       f"params {b['params']:,} -> {a['params']:,} ({report.shrink['params_ratio']:.2f}x)")
+        for r in (report.shrink.get("budget") or {}).get("reverted", []):
+            console.print(f"  {r['rewrite']} '{r['layer']}' {r['note']}")
     if report.latency:
         _print_latency(console, report.latency)
     if report.verdict:

@@ -112,7 +112,7 @@ def _check_shrink(cfg) -> None:
     if not 0.0 <= float(cfg.sparsity) < 1.0:
         raise ConfigError(f"sparsity must be a fraction of zero weights in [0, 1), got {cfg.sparsity}", "sparsity")
     parse_low_rank(cfg.low_rank)
-    if int(cfg.round_to) < 1 or int(cfg.finetune_epochs) < 0 or int(cfg.qat_epochs) < 0:
+    if (cfg.round_to is not None and int(cfg.round_to) < 1) or int(cfg.finetune_epochs) < 0 or int(cfg.qat_epochs) < 0:
         raise ConfigError("round_to must be >= 1, finetune_epochs and qat_epochs >= 0")
 
 
@@ -198,7 +198,8 @@ class ExportConfig:
     prune: float = setting(0.0, "fraction of channels to remove per coupled group, in [0, 1) (0: no pruning)")
     prune_importance: str = setting("l1", "channel importance (taylor needs --train data)",
                                     choices=("l1", "l2", "taylor"))
-    round_to: int = setting(8, "keep channel counts a multiple of this (SIMD-friendly kernels)")
+    round_to: int | None = setting(None, "keep pruned channel counts a multiple of this (default: the target "
+                                         "profile's round_to, its kernels' channel tile: 16 phone/host, 4 MCU)")
     separable: str = setting("none", "none | auto | NODE,NODE: convs to replace by depthwise + pointwise")
     cluster: int = setting(0, "share weights: K values per Conv/Gemm layer by k-means, exactly K distinct int8 "
                                  "values in the file (0: off; 2..128)")

@@ -10,8 +10,9 @@ declared in place or copying, checked by ``run_passes``) and the stage that runs
   run by ``shrink.shrink`` (the passes keep what they did, ``.replaced``, ``.plan``, ``.done``, ``.masks``
   and ``.assignments``, for plan.json and for the fine-tuning); the structural passes are distilled first,
   then sparsity is raised in steps with distillation between them, clustering comes last (Deep
-  Compression's order). Low rank (and ``--separable auto`` with ``--shrink-cost energy``) asks the
-  target's cost model, latency or energy (``shrink_cost``), whether a replacement is cheaper.
+  Compression's order). Low rank, ``--separable auto`` and each pruned channel group ask the target's
+  cost model, latency or energy (``shrink_cost``), whether the change is cheaper; pruning keeps channel
+  counts a multiple of the profile's ``round_to`` (``--round-to`` overrides).
 """
 from __future__ import annotations
 
@@ -52,12 +53,12 @@ def build_pipeline(cfg: ExportConfig, train=None) -> list[Step]:
         steps.append(Step("equalize", equalize))
     if cfg.separable not in (None, "none"):
         threshold = SEPARABLE_ERROR_WITH_FINETUNE if cfg.finetune_epochs else AUTO_ERROR_THRESHOLD
-        cost = shrink_cost(cfg) if cfg.separable == "auto" and cfg.shrink_cost == "energy" else None
+        cost = shrink_cost(cfg) if cfg.separable == "auto" else None
         steps.append(Step("shrink", SeparablePass(cfg.separable, error_threshold=threshold, cost=cost)))
     if cfg.prune:
         samples = train[:256] if train is not None else None
-        steps.append(Step("shrink", PrunePass(cfg.prune, importance=cfg.prune_importance,
-                                              round_to=cfg.round_to, samples=samples, keep=_kept(cfg))))
+        steps.append(Step("shrink", PrunePass(cfg.prune, importance=cfg.prune_importance, round_to=round_to(cfg),
+                                              samples=samples, keep=_kept(cfg), cost=shrink_cost(cfg))))
     energy = parse_low_rank(cfg.low_rank)
     if energy is not None or any(s.rank is not None for s in cfg.layers.values()):
         steps.append(Step("shrink", LowRankPass(energy, shrink_cost(cfg), lambda node, op: cfg.layer(node, op).rank)))
@@ -74,6 +75,13 @@ def _sparsity(cfg: ExportConfig, node: str, op: str) -> float:
     if own is None and "/low_rank_" in node:
         own = cfg.layer(node.rsplit("/low_rank_", 1)[0], op).sparsity
     return float(cfg.sparsity if own is None else own)
+
+
+def round_to(cfg: ExportConfig) -> int:
+    """The channel multiple of pruning: --round-to, else the target profile's (its kernels' channel tile)."""
+    from .targets.profile import load_profile
+
+    return int(cfg.round_to) if cfg.round_to is not None else load_profile(cfg.target).round_to
 
 
 def shrink_cost(cfg: ExportConfig):

@@ -34,7 +34,6 @@ def shrink_stages(graph: Graph, cfg: ExportConfig, train, train_labels, progress
     the size ladder). The structural passes (separable, pruning, low rank) are distilled first; sparsity is
     raised in steps after them; clustering comes last and its centroids are distilled with the weights
     kept shared (Deep Compression's order)."""
-    from .exporter.passes import run_passes
     from .pipeline import build_pipeline, stage
 
     if cfg.prune and cfg.prune_importance == "taylor" and train is None:
@@ -47,14 +46,10 @@ def shrink_stages(graph: Graph, cfg: ExportConfig, train, train_labels, progress
     structural = [p for p in passes if p.pass_name not in ("cluster_weights", "sparse_weights")]
     sparsity = next((p for p in passes if p.pass_name == "sparse_weights"), None)
     clustering = next((p for p in passes if p.pass_name == "cluster_weights"), None)
-    student = run_passes(graph, structural) if structural else graph
-    separable = next((p.replaced for p in passes if p.pass_name == "separable_convs"), [])
-    plan = next((p.plan for p in passes if p.pass_name == "prune_channels"), None)
+    student, separable, plan, history, budget = _structural(graph, cfg, structural, train, train_labels, progress)
     if cfg.separable == "auto" and not separable:
-        log.warning("--separable auto found no conv worth replacing")
-    history, stages = None, {}
-    if structural and cfg.finetune_epochs:
-        student, history = _distill(student, graph, cfg, train, train_labels, progress)
+        log.warning("--separable auto found no conv the target runs faster as depthwise + pointwise")
+    stages = {}
     if structural:
         stages["pruned"] = student
     sparse = None
@@ -67,9 +62,26 @@ def shrink_stages(graph: Graph, cfg: ExportConfig, train, train_labels, progress
         student, cluster = _cluster(student, graph, clustering, cfg, train, train_labels, progress, kept)
         stages["clustered"] = student
     extra = {"low_rank": next((_low_rank_section(p, cfg) for p in passes if p.pass_name == "low_rank"), None),
-             "sparsity": sparse, "cluster": cluster}
+             "sparsity": sparse, "cluster": cluster, "budget": budget, "round_to": plan.round_to if plan else None}
     section = _section(before, summarize(student)["totals"], separable, history, plan, extra)
     return student, section, stages
+
+
+def _structural(graph: Graph, cfg: ExportConfig, structural: list, train, labels, progress):
+    """Separable, pruning, low rank: applied, distilled (early stopping) and held to the accuracy budget
+    (shrink_budget.py). (student, separable nodes kept, pruning plan, distillation history, budget section)."""
+    from .shrink_budget import shrink_within_budget
+
+    if not structural:
+        return graph, [], None, None, None
+
+    def distill(student, x, y):
+        return _distill(student, graph, cfg, x, y, progress)
+
+    student, rewrites, plan, history, budget = shrink_within_budget(
+        graph, cfg, structural, train, labels, distill if cfg.finetune_epochs else None)
+    separable = [n for n in rewrites.separable if ("separable", n) not in rewrites.spared]
+    return student, separable, plan, history, budget
 
 
 def _section(before: dict, after: dict, separable, history, plan, extra: dict) -> dict:

@@ -1,5 +1,7 @@
 """Shrink: remove half the channels of a CNN (structured pruning), recover accuracy by distillation from
-the original, and export int8. The MACs fall, so the model gets faster, not only smaller.
+the original, and export int8. The MACs fall, so the model gets faster, not only smaller. Channel counts
+stay a multiple of the target's round_to, a group is cut only where the target's cost model says it gets
+faster, distillation stops early, and a group whose cut loses more than the shrink budget is put back.
 
     python examples/prune_and_distill.py --out out/prune
 """
@@ -37,4 +39,8 @@ print(f"MACs {s['before']['macs']:,} -> {s['after']['macs']:,} ({s['macs_ratio']
       f"params {s['before']['params']:,} -> {s['after']['params']:,}")
 orig = s["int8_tflite_vs_original_float"]
 print(f"int8 .tflite accuracy {orig['accuracy']:.1%} vs original float {orig['reference_accuracy']:.1%}")
+d, b = s["distillation"], s["budget"]
+print(f"distilled {d['epochs_run']} epochs (best {d['best_epoch']}), round_to {s['round_to']}")
+print(f"shrink budget {b['metric']}:{b['value']:g}: {'within' if b['within'] else 'over'} on {b['measured_on']} "
+      f"held-out samples" + "".join(f"\n  {r['layer']}: {r['note']}" for r in b["reverted"]))
 print(f"plan: {args.out}/plan.json")

@@ -5,8 +5,9 @@ elements, and costs
 
     cycles = cycles_per_mac[kind] * work + cycles_per_output[kind] * output elements + overhead[kind]
 
-- work is the node's multiply-accumulates for Conv/Gemm/MatMul (``ir.summary.node_macs``) and the
-  elements read for pooling (output elements x window, or the whole input for global pools and means);
+- work is the node's multiply-accumulates for Conv/Gemm/MatMul (``ir.summary.node_macs``; a conv's
+  output channels rounded up to the profile's ``round_to``, the channel tile of its kernels: XNNPACK
+  computes 16 at a time, so 8 channels cost what 16 cost) and the elements read for pooling (output elements x window, or the whole input for global pools and means);
   other ops have no work term;
 - the per-output term is the requantization and store of every output element for conv/FC kinds, and
   the whole per-element cost for elementwise and data-movement ops;
@@ -103,8 +104,17 @@ def estimate_latency(graph: Graph, profile: TargetProfile) -> LatencyEstimate:
         kind = op_kind(graph, node)
         if kind is not None:
             outputs = sum(_size(graph, o) for o in node.outputs if o)
-            work.append((node.name, node.op, kind, node_work(graph, node, kind), outputs))
+            work.append((node.name, node.op, kind, node_work(graph, node, kind) * _tiles(graph, node, kind,
+                                                                                         profile.round_to), outputs))
     return price(work, profile)
+
+
+def _tiles(graph: Graph, node: Node, kind: str, tile: int) -> float:
+    """How much work a conv's output channels, rounded up to whole tiles of ``tile``, add over its MACs."""
+    if kind not in ("conv", "pointwise") or tile <= 1:
+        return 1.0
+    cout = int(graph.tensors[node.inputs[1]].shape[0])
+    return -(-cout // tile) * tile / cout
 
 
 def price(work, profile: TargetProfile) -> LatencyEstimate:

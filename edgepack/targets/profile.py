@@ -31,7 +31,8 @@ COST_KINDS = ("conv", "pointwise", "depthwise", "fully_connected", "elementwise"
 ALL_OPS = "*"  # in supported_ops: every builtin of the runtime (LiteRT's builtin resolver)
 
 _TOP_KEYS = ("name", "description", "kind", "runtime", "core", "clock_mhz", "ram_bytes", "flash_bytes",
-             "threads", "aliases", "dtypes", "supported_ops", "cost", "energy", "global_pool", "arch")  # name defaults to the file name
+             "threads", "aliases", "dtypes", "supported_ops", "cost", "energy", "global_pool", "arch",
+             "round_to")  # name defaults to the file name
 _REQUIRED = ("kind", "runtime", "core", "clock_mhz", "ram_bytes", "flash_bytes", "supported_ops", "cost")
 _COST_FIELDS = ("cycles_per_mac", "cycles_per_output", "overhead_cycles")
 
@@ -68,6 +69,9 @@ class TargetProfile:
     energy: EnergyCosts | None = None  # per-access energies with their source (energy.py); None: not given
     global_pool: str = "average_pool"  # int8 global average pool the kernels prefer: average_pool | mean
     arch: str = ""  # the CPU architecture of the runtime's build (ARCHES); "" when not said
+    # The output-channel tile of the target's conv kernels: pruning keeps channel counts a multiple of it
+    # (--round-to overrides) and the latency model rounds a conv's output channels up to it.
+    round_to: int = 8
 
     def supports(self, builtin: str) -> bool:
         """True when the target's op resolver registers the TFLite builtin op ``builtin``."""
@@ -79,7 +83,8 @@ class TargetProfile:
                 "ram_bytes": self.ram_bytes, "flash_bytes": self.flash_bytes, "threads": self.threads,
                 "aliases": list(self.aliases), "dtypes": list(self.dtypes),
                 "supported_ops": list(self.supported_ops), "cost_model": self.cost_model,
-                "global_pool": self.global_pool, **({"arch": self.arch} if self.arch else {}),
+                "global_pool": self.global_pool, "round_to": self.round_to,
+                **({"arch": self.arch} if self.arch else {}),
                 "cost": {k: vars(c).copy() for k, c in self.cost.items()},
                 "energy": self.energy.to_dict() if self.energy else None}
 
@@ -92,7 +97,7 @@ def _unknown_keys(table: dict, allowed, where: str) -> None:
 
 
 # Upper bounds no real device reaches: a value past them is a typo or garbage, not a target.
-LIMITS = {"clock_mhz": 100_000.0, "ram_bytes": 2**48, "flash_bytes": 2**48, "threads": 1024}
+LIMITS = {"clock_mhz": 100_000.0, "ram_bytes": 2**48, "flash_bytes": 2**48, "threads": 1024, "round_to": 1024}
 MAX_COST = 1e9  # cycles per MAC / output / node
 
 
@@ -190,7 +195,8 @@ def parse_profile(data: dict, name: str, path: str = "") -> TargetProfile:
         dtypes=dtypes, supported_ops=ops, cost=MappingProxyType(cost), cost_model=status, path=path,
         energy=_parse_energy(data.get("energy"), where),
         global_pool=_choice(data.get("global_pool", "average_pool"), "global_pool", where, GLOBAL_POOLS),
-        arch=_choice(data["arch"], "arch", where, ARCHES) if "arch" in data else "")
+        arch=_choice(data["arch"], "arch", where, ARCHES) if "arch" in data else "",
+        round_to=_number(data.get("round_to", 8), "round_to", where, integer=True))
 
 
 def read_profile(path) -> TargetProfile:

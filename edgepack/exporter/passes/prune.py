@@ -8,6 +8,7 @@ never below it; a group with fewer than ``round_to`` channels is left alone.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -225,6 +226,27 @@ def _protect_kept(graph: Graph, groups: list[ChannelGroup], keep) -> None:
             g.protected, g.reason = True, f"kept by the per-layer setting prune = false ({', '.join(held)})"
 
 
+def group_id(key) -> tuple[str, ...]:
+    """A group's producers named as in the graph before separable replacement (``conv/pointwise`` -> ``conv``),
+    so that a group keeps its name whether or not its producer was made separable."""
+    return tuple(k.removesuffix("/pointwise") for k in key)
+
+
+def keep_unprofitable(graph: Graph, plan: PruningPlan, cost) -> None:
+    """Give back the channels of every group whose cut alone does not lower ``cost(graph)`` (the target's
+    estimated latency: e.g. a conv already at one channel tile of its kernels); ``plan.after`` follows."""
+    base = cost(graph)
+    dropped = False
+    for g in plan.groups:
+        if not g.removed:
+            continue
+        alone = dataclasses.replace(plan, groups=[g])
+        if cost(_apply(graph.copy(), alone)) >= base:
+            g.removed, g.reason, dropped = [], "no estimated gain on the target (its cost model)", True
+    if dropped:
+        plan.after = summarize(_apply(graph.copy(), plan))
+
+
 # ---- applying ------------------------------------------------------------------------------------------
 def apply_pruning(graph: Graph, plan: PruningPlan) -> Graph:
     """A copy of ``graph`` with the planned channels physically removed (verified)."""
@@ -279,14 +301,24 @@ class PrunePass:
     in_place, pass_name = True, "prune_channels"
 
     def __init__(self, ratio: float, importance: str = "l1", round_to: int = 8, scope: str = "uniform",
-                 samples=None, protect_first_last: bool = True, keep=None):
+                 samples=None, protect_first_last: bool = True, keep=None, cost=None):
         self.kwargs = dict(ratio=ratio, importance=importance, round_to=round_to, scope=scope,
                            samples=samples, protect_first_last=protect_first_last, keep=keep)
+        self.cost = cost  # cost(graph) of the target: a group whose cut does not lower it keeps its channels
+        self.spare: set = set()  # producer keys of groups left whole (reverted for the accuracy budget)
         self.plan: PruningPlan | None = None
         self.__name__ = self.pass_name
 
     def __call__(self, graph: Graph) -> PassResult:
         self.plan = plan_pruning(graph, **self.kwargs)
+        spare = {group_id(k) for k in self.spare}
+        spared = [g for g in self.plan.groups if g.removed and group_id(g.key) in spare]
+        for g in spared:
+            g.removed, g.reason = [], "reverted: over the accuracy budget (report.shrink.budget)"
+        if spared:
+            self.plan.after = summarize(_apply(graph.copy(), self.plan))
+        if self.cost is not None:
+            keep_unprofitable(graph, self.plan, self.cost)
         if not self.plan.removed_channels:
             return PassResult(graph, False)
         return PassResult(_apply(graph, self.plan), True)
