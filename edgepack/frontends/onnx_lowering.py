@@ -1,6 +1,6 @@
 """ONNX rules that lower ops into the IR's forms: ConvTranspose, LayerNormalization, Gelu (opset 20), the
 1-D forms of Conv / MaxPool / AveragePool / GlobalAveragePool, Slice / Split / Gather on constant
-indices (as static Slice windows), Pow with a constant exponent and Min / Max.
+indices (as static Slice windows), Pow with a constant exponent, Min / Max and Expand to a constant shape.
 
 1-D ops are normalised to their 2-D form on (N, C, 1, T) between two Reshapes, so that every later
 stage (passes, both emitters, the layout planner) sees only 2-D convolutions; ``lift_1d`` then removes
@@ -273,7 +273,20 @@ def _tile(b: Builder, node, attrs):
         cur = out
 
 
+def _expand(b: Builder, node, attrs):
+    """Expand to a constant shape: Identity when nothing grows, else a Mul by ones of that shape (ONNX
+    Expand broadcasts both ways, as Mul does). tf2onnx writes it for a Mul by a ones tensor, e.g. Keras'
+    LayerNorm on a 1x1 feature map. Ones are exact in int8 (127 * 1/127), so only the Mul's rounding adds."""
+    x, y = node.input[0], node.output[0]
+    target = [int(d) for d in b.need_const(node, 1, "shape").reshape(-1)]
+    if tuple(np.broadcast_shapes(b.shape(x), tuple(target))) == tuple(b.shape(x)):
+        b.emit("Identity", [x], [y])
+    else:
+        b.emit("Mul", [x, b.new_const(f"{y}/ones", np.ones(target, np.float32))], [y])
+
+
 LOWERING_RULES = {
+    "Expand": _expand,
     "Softplus": _softplus,
     "Tile": _tile,
     "Slice": _slice,
