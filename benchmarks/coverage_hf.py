@@ -14,8 +14,13 @@ import json
 from pathlib import Path
 
 
+# name -> input shape (batch 1); benchmarks/coverage.py reads this without importing transformers
+HF_INPUTS = {"hf-MobileViT": (1, 3, 64, 64), "hf-ConvNext": (1, 3, 64, 64), "hf-ResNet": (1, 3, 64, 64),
+             "hf-MobileNetV2": (1, 3, 64, 64), "hf-ViT": (1, 3, 32, 32), "hf-Wav2Vec2-frontend": (1, 8000),
+             "hf-Wav2Vec2-KWS": (1, 8000)}
+
+
 def _configs(tf):  # tf: the transformers module
-    img = (1, 3, 64, 64)
     vit = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, num_labels=10)
     wav = dict(conv_dim=(32,) * 7, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                intermediate_size=128, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
@@ -23,18 +28,16 @@ def _configs(tf):  # tf: the transformers module
     return {
         "hf-MobileViT": (lambda: tf.MobileViTForImageClassification(tf.MobileViTConfig(
             image_size=64, hidden_sizes=[32, 40, 48], neck_hidden_sizes=[8, 16, 24, 32, 40, 48, 64],
-            num_labels=10)), img),
+            num_labels=10))),
         "hf-ConvNext": (lambda: tf.ConvNextForImageClassification(tf.ConvNextConfig(
-            depths=[1, 1, 2, 1], hidden_sizes=[16, 32, 64, 128], num_labels=10)), img),
+            depths=[1, 1, 2, 1], hidden_sizes=[16, 32, 64, 128], num_labels=10))),
         "hf-ResNet": (lambda: tf.ResNetForImageClassification(tf.ResNetConfig(
-            embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_labels=10)), img),
+            embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_labels=10))),
         "hf-MobileNetV2": (lambda: tf.MobileNetV2ForImageClassification(tf.MobileNetV2Config(
-            image_size=64, depth_multiplier=0.5, num_labels=10)), img),
-        "hf-ViT": (lambda: tf.ViTForImageClassification(tf.ViTConfig(image_size=32, patch_size=8, **vit)),
-                   (1, 3, 32, 32)),
-        "hf-Wav2Vec2-frontend": (lambda: tf.Wav2Vec2Model(tf.Wav2Vec2Config(**wav)).feature_extractor,
-                                 (1, 8000)),
-        "hf-Wav2Vec2-KWS": (lambda: tf.Wav2Vec2ForSequenceClassification(tf.Wav2Vec2Config(**wav)), (1, 8000)),
+            image_size=64, depth_multiplier=0.5, num_labels=10))),
+        "hf-ViT": (lambda: tf.ViTForImageClassification(tf.ViTConfig(image_size=32, patch_size=8, **vit))),
+        "hf-Wav2Vec2-frontend": (lambda: tf.Wav2Vec2Model(tf.Wav2Vec2Config(**wav)).feature_extractor),
+        "hf-Wav2Vec2-KWS": (lambda: tf.Wav2Vec2ForSequenceClassification(tf.Wav2Vec2Config(**wav))),
     }
 
 
@@ -62,9 +65,10 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     index = {}
-    for name, (build, shape) in _configs(transformers).items():
+    for name, build in _configs(transformers).items():
         if args.only and name not in args.only:
             continue
+        shape = HF_INPUTS[name]
         torch.manual_seed(0)
         try:
             model = _first_output(torch, build())

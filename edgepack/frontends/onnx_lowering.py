@@ -1,6 +1,7 @@
 """ONNX rules that lower ops into the IR's forms: ConvTranspose, LayerNormalization, Gelu (opset 20), the
 1-D forms of Conv / MaxPool / AveragePool / GlobalAveragePool, Slice / Split / Gather on constant
-indices (as static Slice windows), Pow with a constant exponent, Min / Max and Expand to a constant shape.
+indices (as static Slice windows), Pow with a constant exponent, Min / Max, Expand to a constant shape and
+InstanceNormalization (as a LayerNormalization over the flattened spatial axes).
 
 1-D ops are normalised to their 2-D form on (N, C, 1, T) between two Reshapes, so that every later
 stage (passes, both emitters, the layout planner) sees only 2-D convolutions; ``lift_1d`` then removes
@@ -116,6 +117,33 @@ def _layer_norm(b: Builder, node, attrs):
         bias = b.new_const(f"{node.input[1]}_zero_bias", np.zeros_like(scale))
     b.emit("LayerNormalization", [x, node.input[1], bias], [node.output[0]],
            {"axis": axis, "epsilon": float(attrs.get("epsilon", 1e-5))})
+
+
+def _instance_norm(b: Builder, node, attrs):
+    """InstanceNormalization (torch's GroupNorm with one group per channel, e.g. Wav2Vec2's first conv):
+    a LayerNormalization over the last axis of (N, C, spatial flattened), then the per-channel scale and
+    bias as Mul and Add on (C, 1)."""
+    x, y = node.input[0], node.output[0]
+    shape = tuple(b.shape(x))
+    scale, bias = b.need_const(node, 1, "scale"), b.need_const(node, 2, "B")
+    flat = (shape[0], shape[1], int(np.prod(shape[2:])))
+    cur = x
+    if len(shape) != 3:
+        cur = b.new_tensor(f"{y}/flat", flat)
+        b.emit("Reshape", [x], [cur], {"shape": list(flat)}, suffix="flat")
+    normed = b.new_tensor(f"{y}/normed", flat)
+    b.emit("LayerNormalization", [cur, b.new_const(f"{y}/unit_gamma", np.ones(flat[2:], np.float32)),
+                                  b.new_const(f"{y}/zero_beta", np.zeros(flat[2:], np.float32))], [normed],
+           {"axis": 2, "epsilon": float(attrs.get("epsilon", 1e-5))}, suffix="normed")
+    scaled = b.new_tensor(f"{y}/scaled", flat)
+    per_channel = (shape[1], 1)
+    b.emit("Mul", [normed, b.new_const(f"{y}/channel_scale", scale.reshape(per_channel).astype(np.float32))], [scaled],
+           suffix="scaled")
+    out = y if len(shape) == 3 else b.new_tensor(f"{y}/shifted", flat)
+    b.emit("Add", [scaled, b.new_const(f"{y}/channel_bias", bias.reshape(per_channel).astype(np.float32))], [out],
+           suffix=None if out == y else "shifted")
+    if out != y:
+        b.emit("Reshape", [out], [y], {"shape": list(shape)})
 
 
 def _gelu(b: Builder, node, attrs):
@@ -297,5 +325,6 @@ LOWERING_RULES = {
     "Min": _min_max("Min"),
     "ConvTranspose": _conv_transpose,
     "LayerNormalization": _layer_norm,
+    "InstanceNormalization": _instance_norm,
     "Gelu": _gelu,
 }
