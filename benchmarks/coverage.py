@@ -220,6 +220,8 @@ def main() -> None:
         rows.append(row)
         write(rows + [kept[n] for n in names if n in kept and n not in {r["model"] for r in rows}],
               args.timeout, names, hf_note)
+    if not any(n in (args.only or names) for n in names):  # nothing ran (e.g. --only none): merge and write
+        write([kept[n] for n in names if n in kept], args.timeout, names, hf_note)
 
 
 if __name__ == "__main__":
