@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .onnx_builder import Builder, unsupported_variant
+from .onnx_builder import Builder, capped_concat, unsupported_variant
 
 
 def _input(node, i: int) -> str:
@@ -297,7 +297,7 @@ def _tile(b: Builder, node, attrs):
     for k, a in enumerate(axes):
         shape[a] *= reps[a]
         out = y if k == len(axes) - 1 else b.new_tensor(f"{y}/tile{a}", shape)
-        b.emit("Concat", [cur] * reps[a], [out], {"axis": a}, suffix=None if out == y else f"tile{a}")
+        capped_concat(b, [cur] * reps[a], out, a, None if out == y else f"tile{a}")
         cur = out
 
 
