@@ -127,8 +127,11 @@ def run_child(name: str, size: int, target: str, timeout: int, hf_dir: str) -> d
 
 def prepare_hf(hf_python: str, hf_dir: str) -> str | None:
     """Write the transformers models as ONNX (in the venv that has transformers); None, or why not."""
-    probe = subprocess.run([hf_python, "-c", "import transformers, torch"], capture_output=True, text=True)
-    if probe.returncode:
+    try:
+        failed = subprocess.run([hf_python, "-c", "import transformers, torch"], capture_output=True).returncode
+    except OSError:
+        failed = True
+    if failed:
         return f"`transformers` part skipped: {hf_python} cannot import transformers (give --hf-python)"
     if not (Path(hf_dir) / "index.json").exists():
         subprocess.run([hf_python, str(Path(__file__).parent / "coverage_hf.py"), "--out", hf_dir], check=True,
