@@ -53,7 +53,6 @@ def _build(name: str, size: int, hf_dir: str | None):
     rng = np.random.default_rng(0)
     if name in OWN:
         model, shape = OWN[name]()
-        rng = np.random.default_rng(0)
         params = model.count_params() if hasattr(model, "count_params") else sum(p.numel() for p in model.parameters())
         return model, rng.normal(0, 1, (OWN_CALIB, *shape[1:])).astype(np.float32), int(params)
     if name.startswith("hf-"):
