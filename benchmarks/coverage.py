@@ -7,10 +7,12 @@ outcome, int8 op count, TRANSPOSE count, output SQNR (int8 vs the float model) o
 one-line reason of a failure. Random weights are enough for coverage: the question is whether edgepack takes
 the architecture and whether its int8 file computes what the float one does.
 
-`transformers` models (MobileViT, ConvNext, ResNet, Wav2Vec2 front end built from configs) are left out:
-`transformers` is not a dependency of edgepack and is not installed in its venv.
+Also the project's own recurrent models (coverage_own.py) and `transformers` vision/audio models built from
+small configs (coverage_hf.py). `transformers` is not a dependency of edgepack: coverage_hf.py runs in a venv
+that has it (--hf-python) and writes ONNX files, which edgepack takes here; without it that part is skipped
+with one line.
 
-    nice .venv/bin/python benchmarks/coverage.py                 # ~15-30 min on 2 shared cores
+    nice .venv/bin/python benchmarks/coverage.py --hf-python /work/venv-hf/bin/python   # ~1-2 h, 2 shared cores
     nice .venv/bin/python benchmarks/coverage.py --only MobileNetV2 --timeout 300
 """
 from __future__ import annotations
@@ -24,6 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from coverage_hf import HF_INPUTS  # noqa: E402
+from coverage_own import OWN, OWN_INPUT  # noqa: E402
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -36,95 +42,146 @@ FAMILIES = {
     "VGG16": 32,
 }
 CALIB, VAL = 8, 4  # samples; few, since the TFLM reference kernels are slow on 100+ layer models
+OWN_CALIB, OWN_VAL = 64, 32  # the recurrent models are tiny: more samples cost seconds
+SQNR_FLOOR_DB = 15.0  # int8 output vs float; the unrolled GRU's worst seed measured 15.0 dB (recurrent_forms)
 
 
-def run_one(name: str, size: int, target: str) -> dict:
-    """Export one architecture (in this process); the row of the table."""
-    import keras
+def _build(name: str, size: int, hf_dir: str | None):
+    """(model, calibration samples, parameter count) of one corpus entry."""
     import numpy as np
 
-    import edgepack
-    from edgepack.targets.tflite_file import read_tflite
+    rng = np.random.default_rng(0)
+    if name in OWN:
+        model, shape = OWN[name]()
+        params = model.count_params() if hasattr(model, "count_params") else sum(p.numel() for p in model.parameters())
+        return model, rng.normal(0, 1, (OWN_CALIB, *shape[1:])).astype(np.float32), int(params)
+    if name.startswith("hf-"):
+        meta = json.loads((Path(hf_dir) / "index.json").read_text())[name]
+        if "reason" in meta:
+            raise RuntimeError(f"transformers -> ONNX export failed: {meta['reason']}")
+        x = rng.normal(0, 1, (CALIB, *meta["input"][1:])).astype(np.float32)
+        return str(Path(hf_dir) / f"{name}.onnx"), x, int(meta["params"])
+    import keras
 
     keras.utils.set_random_seed(0)
     model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3), classes=10)
-    x = np.random.default_rng(0).uniform(0, 1, (CALIB, size, size, 3)).astype(np.float32)
+    return model, rng.uniform(0, 1, (CALIB, size, size, 3)).astype(np.float32), int(model.count_params())
+
+
+def run_one(name: str, size: int, target: str, hf_dir: str | None = None) -> dict:
+    """Export one architecture (in this process); the row of the table."""
+    import edgepack
+    from edgepack.targets.tflite_file import read_tflite
+
+    model, x, params = _build(name, size, hf_dir)
     with tempfile.TemporaryDirectory() as out:
-        report = edgepack.export(model, x, out, target=target, calibration="minmax", val_limit=VAL, force=True)
+        val_limit = OWN_VAL if name in OWN else VAL
+        report = edgepack.export(model, x, out, target=target, calibration="minmax", val_limit=val_limit, force=True)
         counts = read_tflite(Path(report.artifacts["int8_tflite"]["path"]).read_bytes()).op_counts()
     val = report.validation or {}
     sqnr = {rt: val.get(f"int8_tflite@{rt}", {}).get("sqnr_db") for rt in ("litert-ref", "litert", "tflm")}
-    return {"model": name, "input": size, "target": target, "outcome": "exported", "samples": [CALIB, VAL],
+    lite = sqnr["litert-ref"] if sqnr["litert-ref"] is not None else sqnr["litert"]
+    low = [rt for rt, v in (("LiteRT", lite), ("TFLM", sqnr["tflm"])) if v is not None and v < SQNR_FLOOR_DB]
+    return {"model": name, "target": target, "samples": [len(x), val_limit],
+            "outcome": "exported" if not low else f"below {SQNR_FLOOR_DB:.0f} dB on {'/'.join(low)}",
             "ops": sum(counts.values()), "transpose": counts.get("TRANSPOSE", 0),
-            "sqnr_litert_db": sqnr["litert-ref"] if sqnr["litert-ref"] is not None else sqnr["litert"],
-            "sqnr_tflm_db": sqnr["tflm"],
-            "tflm_not_run": val.get("int8_tflite@tflm", {}).get("not_run"),
-            "params": int(model.count_params())}
+            "sqnr_litert_db": lite, "sqnr_tflm_db": sqnr["tflm"],
+            "tflm_not_run": val.get("int8_tflite@tflm", {}).get("not_run"), "params": params}
 
 
-def child(name: str, size: int, target: str) -> None:
+def _input(name: str, size: int) -> str:
+    if name in FAMILIES:
+        return f"{size}x{size}x3"
+    shape = HF_INPUTS[name] if name in HF_INPUTS else OWN_INPUT
+    return "x".join(map(str, shape[1:]))
+
+
+def child(name: str, size: int, target: str, hf_dir: str | None) -> None:
     import logging
 
     logging.disable(logging.WARNING)
     try:
-        row = run_one(name, size, target)
+        row = run_one(name, size, target, hf_dir)
     except Exception as exc:  # the one-line reason is the result
-        row = {"model": name, "input": size, "target": target, "outcome": "failed", "samples": [CALIB, VAL],
+        row = {"model": name, "target": target, "outcome": "failed", "samples": [CALIB, VAL],
                "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]}
+    row["input"] = _input(name, size)
     print("ROW " + json.dumps(row))
 
 
-def run_child(name: str, size: int, target: str, timeout: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", name, "--size", str(size), "--target", target]
+def run_child(name: str, size: int, target: str, timeout: int, hf_dir: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", name, "--size", str(size), "--target", target, "--hf-dir", hf_dir]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1",
            "TF_NUM_INTEROP_THREADS": "1"}
     start = time.time()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
-        return {"model": name, "input": size, "target": target, "outcome": "timeout",
+        return {"model": name, "input": _input(name, size), "target": target, "outcome": "timeout",
                 "reason": f"no result within {timeout} s", "seconds": timeout}
     rows = [line[4:] for line in done.stdout.splitlines() if line.startswith("ROW ")]
     row = json.loads(rows[-1]) if rows else {
-        "model": name, "input": size, "target": target, "outcome": "crashed",
+        "model": name, "input": _input(name, size), "target": target, "outcome": "crashed",
         "reason": (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1][:300]}
     row["seconds"] = round(time.time() - start, 1)
     return row
+
+
+def prepare_hf(hf_python: str, hf_dir: str) -> str | None:
+    """Write the transformers models as ONNX (in the venv that has transformers); None, or why not."""
+    try:
+        failed = subprocess.run([hf_python, "-c", "import transformers, torch"], capture_output=True).returncode
+    except OSError:
+        failed = True
+    if failed:
+        return f"`transformers` part skipped: {hf_python} cannot import transformers (give --hf-python)"
+    if not (Path(hf_dir) / "index.json").exists():
+        subprocess.run([hf_python, str(Path(__file__).parent / "coverage_hf.py"), "--out", hf_dir], check=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True)
+    return None
 
 
 def _fmt(v) -> str:
     return "-" if v is None else f"{v:.1f}" if isinstance(v, float) else str(v)
 
 
-def write(rows: list[dict], timeout: int) -> None:
+def corpus(hf: bool) -> dict[str, int]:
+    """name -> keras input size (0 for the others), in table order."""
+    return {**FAMILIES, **dict.fromkeys(OWN, 0), **(dict.fromkeys(HF_INPUTS, 0) if hf else {})}
+
+
+def write(rows: list[dict], timeout: int, names: dict[str, int], hf_note: str | None) -> None:
     done = {r["model"] for r in rows}
-    rows = rows + [{"model": n, "input": size, "target": "-", "outcome": "not run",
-                    "reason": "not run yet (re-run with --merge --only NAME)"} for n, size in FAMILIES.items()
+    rows = rows + [{"model": n, "input": _input(n, size), "target": "-", "outcome": "not run",
+                    "reason": "not run yet (re-run with --merge --only NAME)"} for n, size in names.items()
                    if n not in done]
     ok = sum(r["outcome"] == "exported" for r in rows)
-    lines = ["# Coverage corpus: keras.applications through int8 export", "",
-             f"{ok}/{len(rows)} architectures export int8 ({100 * ok / max(len(rows), 1):.0f}%); of the "
-             f"{sum(r['outcome'] in ('exported', 'failed') for r in rows)} runs that finished, {ok} exported. "
-             "Random weights, "
-             f"minmax calibration on a few uniform [0, 1) samples (`samples`: calibration, validation), SQNR is the int8 "
-             "output against the float model (ONNX on onnxruntime). MCU profile stm32h7a3 (TFLite Micro + "
-             "LiteRT reference kernels); `host` where the MCU run ran out of memory. "
-             f"Per-model timeout {timeout} s. `transformers` models are left out (not installed).", "",
+    lines = ["# Coverage corpus: real architectures through int8 export", "",
+             f"{ok}/{len(rows)} architectures export int8 with output SQNR >= {SQNR_FLOOR_DB:.0f} dB on every "
+             f"runtime that ran them ({100 * ok / max(len(rows), 1):.0f}%). Corpus: every keras.applications "
+             "family at a small input, the project's own recurrent keyword spotters and LSTM autoencoder "
+             "(`coverage_own.py`), and `transformers` vision/audio models built from small configs "
+             "(`coverage_hf.py`, written to ONNX in a venv that has transformers, fed to edgepack as .onnx). "
+             "Random weights (seeded), minmax calibration on a few random samples (`samples`: calibration, "
+             "validation; uniform [0, 1) images, N(0, 1) otherwise). SQNR is the int8 output against the float "
+             "model (ONNX on onnxruntime). MCU profile stm32h7a3 (TFLite Micro + LiteRT reference kernels); "
+             f"`host` where the MCU run ran out of memory. Per-model timeout {timeout} s."
+             + (f" {hf_note}." if hf_note else ""), "",
              "Read the SQNR as \"the int8 file runs and computes what the float one does\", not as accuracy: "
-             "in these random-weight networks the activations vanish with depth, so the softmax output is "
-             "close to uniform (0.1 per class) and 36.1 dB is the int8 step of that output (1/256 on 0.1). "
-             "Exports that took longer than the timeout on this shared 2-core machine (load average ~18 "
-             "during the run) are `timeout`, not failures of edgepack.", "",
-             "Command: `nice .venv/bin/python benchmarks/coverage.py` (then `--merge --only NAME ...` to re-run "
-             "some)", "",
+             "in the random-weight keras.applications networks the activations vanish with depth, so the "
+             "softmax output is close to uniform (0.1 per class) and 36.1 dB is the int8 step of that output "
+             "(1/256 on 0.1). A `-` under TFLM with a reason: TFLite Micro has no kernel for an op of the file "
+             "(e.g. GELU), the other runtimes ran it.", "",
+             "Command: `nice .venv/bin/python benchmarks/coverage.py --hf-python /work/venv-hf/bin/python "
+             "--timeout 1500` (then `--merge --only NAME ...` to re-run some)", "",
              "| architecture | input | target | outcome | int8 ops | TRANSPOSE | SQNR LiteRT dB | SQNR TFLM dB "
              "| samples | seconds | reason |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         reason = r.get("reason") or (f"TFLM not run: {r['tflm_not_run']}" if r.get("tflm_not_run") else "")
+        samples = "/".join(map(str, r.get("samples", [16, 8]))) if r["outcome"] != "not run" else "-"
         lines.append(f"| {r['model']} | {r['input']} | {r['target']} | {r['outcome']} | {_fmt(r.get('ops'))} | "
                      f"{_fmt(r.get('transpose'))} | {_fmt(r.get('sqnr_litert_db'))} | {_fmt(r.get('sqnr_tflm_db'))} "
-                     f"| {'/'.join(map(str, r.get('samples', [16, 8]))) if r['outcome'] != 'not run' else '-'} | {_fmt(r.get('seconds'))} "
-                     f"| {reason.replace('|', '/')} |")
+                     f"| {samples} | {_fmt(r.get('seconds'))} | {reason.replace('|', '/')} |")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "coverage.md").write_text("\n".join(lines) + "\n")
     (RESULTS / "coverage.json").write_text(json.dumps([r for r in rows if r["outcome"] != "not run"], indent=1) + "\n")
@@ -138,26 +195,38 @@ def main() -> None:
     ap.add_argument("--timeout", type=int, default=900)
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--merge", action="store_true", help="keep the rows of results/coverage.json not run again")
+    ap.add_argument("--hf-python", default=os.environ.get("EDGEPACK_HF_PYTHON", sys.executable),
+                    help="a python that has transformers and torch (they are not edgepack dependencies)")
+    ap.add_argument("--hf-dir", default=str(Path(tempfile.gettempdir()) / "edgepack_coverage_hf"))
+    ap.add_argument("--rows", nargs="*", default=[], help="JSON-lines logs of earlier runs to merge in first")
     args = ap.parse_args()
     if args.child:
-        return child(args.child, args.size, args.target)
+        return child(args.child, args.size, args.target, args.hf_dir)
+    hf_note = prepare_hf(args.hf_python, args.hf_dir)
+    if hf_note:
+        print(hf_note, flush=True)
+    names = corpus(hf_note is None)
     kept = {}
     if args.merge and (RESULTS / "coverage.json").exists():
         kept = {r["model"]: r for r in json.loads((RESULTS / "coverage.json").read_text())}
+    for log in args.rows:  # e.g. the stdout of a run that another run's write overtook
+        lines = [line for line in Path(log).read_text().splitlines() if line.startswith('{"model"')]
+        kept.update({r["model"]: r for r in map(json.loads, lines)})
     rows = []
-    for name, size in FAMILIES.items():
+    for name, size in names.items():
         if args.only and name not in args.only:
             if name in kept:
                 rows.append(kept[name])
             continue
-        row = run_child(name, size, "stm32h7a3", args.timeout)
+        row = run_child(name, size, "stm32h7a3", args.timeout, args.hf_dir)
         if row["outcome"] != "exported" and any(w in row.get("reason", "").lower() for w in ("arena", "memory")):
-            row = run_child(name, size, "host", args.timeout)
+            row = run_child(name, size, "host", args.timeout, args.hf_dir)
         print(json.dumps(row), flush=True)
         rows.append(row)
-        if not args.only or args.merge:
-            write(rows + [kept[n] for n in FAMILIES if n in kept and n not in {r["model"] for r in rows}
-                          and (not args.only or n not in args.only)], args.timeout)
+        write(rows + [kept[n] for n in names if n in kept and n not in {r["model"] for r in rows}],
+              args.timeout, names, hf_note)
+    if not any(n in (args.only or names) for n in names):  # nothing ran (e.g. --only none): merge and write
+        write([kept[n] for n in names if n in kept], args.timeout, names, hf_note)
 
 
 if __name__ == "__main__":

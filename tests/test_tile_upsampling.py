@@ -58,7 +58,16 @@ def _tile_channels():
     return _model((1, 3, 5, 5), nodes, {**w, "reps": np.array([1, 3, 1, 2], np.int64)}), {"Conv": 1, "Concat": 2}
 
 
-CASES = {"upsampling NCHW": _upsample_nchw, "upsampling NHWC": _upsample_nhwc, "Tile channels, W": _tile_channels}
+def _tile_many():
+    """12 copies on one axis (an LSTM autoencoder repeating its code over the frames): TFLite Micro's
+    CONCATENATION takes at most 10 inputs, so the copies are joined in chunks."""
+    conv, w = _conv("w", "x", "c", 3, 2, 3)
+    nodes = [conv, N("Tile", ["c", "reps"], ["y"])]
+    return _model((1, 3, 5, 5), nodes, {**w, "reps": np.array([1, 1, 12, 1], np.int64)}), {"Conv": 1, "Concat": 3}
+
+
+CASES = {"upsampling NCHW": _upsample_nchw, "upsampling NHWC": _upsample_nhwc, "Tile channels, W": _tile_channels,
+         "Tile 12 copies": _tile_many}
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))

@@ -11,7 +11,6 @@ needs ``custom_objects`` or ``trust_code=True``.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
@@ -22,6 +21,7 @@ import numpy as np
 
 from ..errors import EdgepackError, ModelLoadError, ShapeError
 from ..ir import Graph
+from .keras_trace import traceable_layers
 from .keras_unroll import unroll_recurrent
 from .tf_quiet import import_tf as _tf
 from .tf_quiet import quiet as _quiet
@@ -256,34 +256,8 @@ def _model_to_onnx(tf, model, input_shape, opset: int, where: str | None) -> byt
         order[:] = names
         return dict(zip(names, ys))
 
-    with _upsampling_as_resize(tf):
+    with traceable_layers(tf):
         return _convert(tf, forward, specs, opset, where, order, model)
-
-
-@contextlib.contextmanager
-def _upsampling_as_resize(tf):
-    """While tracing, UpSampling2D(nearest) runs as a nearest resize (source pixel floor(i / factor)):
-    the same pixels, but tf2onnx makes one Resize (asymmetric, floor) of it instead of the Tile +
-    Reshape chains of Keras 3's repeat, which edgepack has no op for."""
-    import keras
-
-    cls = keras.layers.UpSampling2D
-    original = cls.call
-
-    def call(self, inputs):
-        if self.interpolation != "nearest":
-            return original(self, inputs)
-        last = self.data_format == "channels_last"
-        x = inputs if last else tf.transpose(inputs, (0, 2, 3, 1))
-        size = (int(x.shape[1]) * self.size[0], int(x.shape[2]) * self.size[1])
-        y = tf.raw_ops.ResizeNearestNeighbor(images=x, size=size, align_corners=False, half_pixel_centers=False)
-        return y if last else tf.transpose(y, (0, 3, 1, 2))
-
-    cls.call = call
-    try:
-        yield
-    finally:
-        cls.call = original
 
 
 def _refuse_graph_code(path: Path) -> None:

@@ -100,3 +100,22 @@ class Builder:
             raise ModelLoadError(f"tensor '{name}' (node '{self.current}') is {dtype}; edgepack "
                                  "handles float32 activations only (allowed: float32)", self.path)
         self.graph.add_tensor(ir.Tensor(name, self.shape(name), "float32"))
+
+
+TFLM_CONCAT_INPUTS = 10  # kMaxInputNum of TFLite Micro's CONCATENATION kernel
+
+
+def capped_concat(b: Builder, parts: list[str], out: str, axis: int, key: str | None) -> None:
+    """Concat into ``out`` with at most TFLM_CONCAT_INPUTS inputs per node (TFLite Micro's limit): longer
+    lists are joined in chunks, then the chunks. Copies only, so the int8 values stay exact."""
+    if len(parts) <= TFLM_CONCAT_INPUTS:
+        b.emit("Concat", parts, [out], {"axis": axis}, suffix=key)
+        return
+    chunks, part = [], key or "concat"
+    for k in range(0, len(parts), TFLM_CONCAT_INPUTS):
+        group = parts[k:k + TFLM_CONCAT_INPUTS]
+        shape = list(b.shape(group[0]))
+        shape[axis] = sum(b.shape(p)[axis] for p in group)
+        chunks.append(b.new_tensor(f"{out}/{part}_chunk{k // TFLM_CONCAT_INPUTS}", tuple(shape)))
+        b.emit("Concat", group, [chunks[-1]], {"axis": axis}, suffix=f"{part}_chunk{k // TFLM_CONCAT_INPUTS}")
+    capped_concat(b, chunks, out, axis, key)

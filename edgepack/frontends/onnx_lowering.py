@@ -1,6 +1,7 @@
 """ONNX rules that lower ops into the IR's forms: ConvTranspose, LayerNormalization, Gelu (opset 20), the
 1-D forms of Conv / MaxPool / AveragePool / GlobalAveragePool, Slice / Split / Gather on constant
-indices (as static Slice windows), Pow with a constant exponent and Min / Max.
+indices (as static Slice windows), Pow with a constant exponent, Min / Max, Expand to a constant shape and
+InstanceNormalization (as a LayerNormalization over the flattened spatial axes).
 
 1-D ops are normalised to their 2-D form on (N, C, 1, T) between two Reshapes, so that every later
 stage (passes, both emitters, the layout planner) sees only 2-D convolutions; ``lift_1d`` then removes
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .onnx_builder import Builder, unsupported_variant
+from .onnx_builder import Builder, capped_concat, unsupported_variant
 
 
 def _input(node, i: int) -> str:
@@ -116,6 +117,33 @@ def _layer_norm(b: Builder, node, attrs):
         bias = b.new_const(f"{node.input[1]}_zero_bias", np.zeros_like(scale))
     b.emit("LayerNormalization", [x, node.input[1], bias], [node.output[0]],
            {"axis": axis, "epsilon": float(attrs.get("epsilon", 1e-5))})
+
+
+def _instance_norm(b: Builder, node, attrs):
+    """InstanceNormalization (torch's GroupNorm with one group per channel, e.g. Wav2Vec2's first conv):
+    a LayerNormalization over the last axis of (N, C, spatial flattened), then the per-channel scale and
+    bias as Mul and Add on (C, 1)."""
+    x, y = node.input[0], node.output[0]
+    shape = tuple(b.shape(x))
+    scale, bias = b.need_const(node, 1, "scale"), b.need_const(node, 2, "B")
+    flat = (shape[0], shape[1], int(np.prod(shape[2:])))
+    cur = x
+    if len(shape) != 3:
+        cur = b.new_tensor(f"{y}/flat", flat)
+        b.emit("Reshape", [x], [cur], {"shape": list(flat)}, suffix="flat")
+    normed = b.new_tensor(f"{y}/normed", flat)
+    b.emit("LayerNormalization", [cur, b.new_const(f"{y}/unit_gamma", np.ones(flat[2:], np.float32)),
+                                  b.new_const(f"{y}/zero_beta", np.zeros(flat[2:], np.float32))], [normed],
+           {"axis": 2, "epsilon": float(attrs.get("epsilon", 1e-5))}, suffix="normed")
+    scaled = b.new_tensor(f"{y}/scaled", flat)
+    per_channel = (shape[1], 1)
+    b.emit("Mul", [normed, b.new_const(f"{y}/channel_scale", scale.reshape(per_channel).astype(np.float32))], [scaled],
+           suffix="scaled")
+    out = y if len(shape) == 3 else b.new_tensor(f"{y}/shifted", flat)
+    b.emit("Add", [scaled, b.new_const(f"{y}/channel_bias", bias.reshape(per_channel).astype(np.float32))], [out],
+           suffix=None if out == y else "shifted")
+    if out != y:
+        b.emit("Reshape", [out], [y], {"shape": list(shape)})
 
 
 def _gelu(b: Builder, node, attrs):
@@ -269,11 +297,24 @@ def _tile(b: Builder, node, attrs):
     for k, a in enumerate(axes):
         shape[a] *= reps[a]
         out = y if k == len(axes) - 1 else b.new_tensor(f"{y}/tile{a}", shape)
-        b.emit("Concat", [cur] * reps[a], [out], {"axis": a}, suffix=None if out == y else f"tile{a}")
+        capped_concat(b, [cur] * reps[a], out, a, None if out == y else f"tile{a}")
         cur = out
 
 
+def _expand(b: Builder, node, attrs):
+    """Expand to a constant shape: Identity when nothing grows, else a Mul by ones of that shape (ONNX
+    Expand broadcasts both ways, as Mul does). tf2onnx writes it for a Mul by a ones tensor, e.g. Keras'
+    LayerNorm on a 1x1 feature map. Ones are exact in int8 (127 * 1/127), so only the Mul's rounding adds."""
+    x, y = node.input[0], node.output[0]
+    target = [int(d) for d in b.need_const(node, 1, "shape").reshape(-1)]
+    if tuple(np.broadcast_shapes(b.shape(x), tuple(target))) == tuple(b.shape(x)):
+        b.emit("Identity", [x], [y])
+    else:
+        b.emit("Mul", [x, b.new_const(f"{y}/ones", np.ones(target, np.float32))], [y])
+
+
 LOWERING_RULES = {
+    "Expand": _expand,
     "Softplus": _softplus,
     "Tile": _tile,
     "Slice": _slice,
@@ -284,5 +325,6 @@ LOWERING_RULES = {
     "Min": _min_max("Min"),
     "ConvTranspose": _conv_transpose,
     "LayerNormalization": _layer_norm,
+    "InstanceNormalization": _instance_norm,
     "Gelu": _gelu,
 }

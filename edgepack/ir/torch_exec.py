@@ -172,6 +172,15 @@ def _batchnorm(n: Node, xs):
     return F.batch_norm(x, mean, var, gamma, beta, training=False, eps=float(n.attrs.get("epsilon", 1e-5)))
 
 
+def _concat(n, xs):
+    """A batch-1 constant (ViT's class token) joins a batch of samples: it is the same for each sample."""
+    axis = int(n.attrs.get("axis", 1))
+    batch = max(x.shape[0] for x in xs)
+    if axis % xs[0].dim() != 0 and batch > 1:
+        xs = [x.expand(batch, *x.shape[1:]) if x.shape[0] == 1 else x for x in xs]
+    return torch.cat(list(xs), dim=axis)
+
+
 OP_IMPLS: dict[str, Callable] = {
     "Conv": _conv,
     "Gemm": lambda n, xs: F.linear(xs[0], xs[1], xs[2] if len(xs) > 2 else None),
@@ -180,7 +189,7 @@ OP_IMPLS: dict[str, Callable] = {
     "Sub": lambda n, xs: xs[0] - xs[1],
     "Mul": lambda n, xs: xs[0] * xs[1],
     "Div": lambda n, xs: xs[0] / xs[1],
-    "Concat": lambda n, xs: torch.cat(list(xs), dim=int(n.attrs.get("axis", 1))),
+    "Concat": _concat,
     "MaxPool": _maxpool,
     "AveragePool": _avgpool,
     "GlobalAveragePool": lambda n, xs: xs[0].mean(dim=tuple(range(2, xs[0].dim())), keepdim=True),
