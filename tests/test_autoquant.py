@@ -196,3 +196,41 @@ def test_the_start_is_the_least_clipping_method_of_those_tied_with_the_best():
     noises["percentile:99.999"] = base * 1.3  # now beaten beyond noise (1.1 dB, every sample)
     assert least_clipping_of_the_best(noises, clipped) == "percentile:99.99"
     assert least_clipping_of_the_best({"minmax": base, "mse": base}, {"minmax": 0.0, "mse": 0.01}) == "minmax"
+
+
+class _FactorScorer:
+    """Output noise = base x the product of each changed group's factor (groups act independently)."""
+
+    def __init__(self, base, factors):
+        self.base, self.factors, self.accepted = base, factors, {}
+
+    def trial(self, params):
+        noise = self.base.copy()
+        for k in {**self.accepted, **params}:
+            noise = noise * self.factors[k]
+        return noise, None
+
+    def accept(self, params, env):
+        self.accepted.update(params)
+
+
+def test_small_significant_gains_are_kept_when_they_pass_together_and_noisy_ones_are_not():
+    """Two groups each lowering every sample's output noise by 0.06 dB (below
+    MIN_GAIN_DB alone) pass together (0.12 dB); a change whose per-sample gain is noise never joins."""
+    from edgepack.calibration.auto_rules import MIN_GAIN_DB, join_small_gains, output_db, try_group
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(1.0, 2.0, (256, 1)) * 1e-3
+    step = 10 ** (-0.06 / 10)
+    noisy = np.clip(1 + rng.normal(0, 0.5, (256, 1)), 0.1, None)
+    scorer = _FactorScorer(base, {"a": step, "b": step, "c": noisy})
+    current, small, record, best = {}, {}, {}, base
+    for root in ("a", "b", "c"):
+        current[root] = "minmax"
+        best = try_group(scorer, root, lambda label, r=root: {r: label}, ["mse"], current, best, small, record)
+    assert current == {"a": "minmax", "b": "minmax", "c": "minmax"} and not scorer.accepted  # none alone
+    assert set(small) == {"a", "b"}  # significant but small; c's gain is noise
+    joint = join_small_gains(scorer, [{r: label} for r, label in small.items()], best)
+    assert joint is not None and output_db(joint) - output_db(base) >= MIN_GAIN_DB
+    assert set(scorer.accepted) == {"a", "b"}
+    assert join_small_gains(_FactorScorer(base, {"a": step}), [{"a": "mse"}], base) is None  # alone: too small
