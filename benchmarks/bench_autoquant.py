@@ -188,17 +188,6 @@ def float_layers(path) -> str | None:
     return f"{left} of {len(layers)}" if left else None
 
 
-def float_output(path) -> str | None:
-    """The op of a QDQ model's output that is not dequantized from int8 (ORT leaves a model output float
-    where no quantized op reads it: an int8 graph cannot), or None."""
-    import onnx
-
-    m = onnx.load(str(path))
-    made_by = {o: n.op_type for n in m.graph.node for o in n.output}
-    ops = [made_by.get(o.name) for o in m.graph.output if made_by.get(o.name) != "DequantizeLinear"]
-    return ", ".join(map(str, ops)) or None
-
-
 def bench_ort(graph, x_cal, x_val) -> dict:
     from ort_quantize import ort_quantizer, reference_session, session
 
@@ -223,8 +212,7 @@ def bench_ort(graph, x_cal, x_val) -> dict:
             seconds = time.perf_counter() - t0
             q = reference_session(qp)
             got = np.concatenate([q.run(None, {name: x[None]})[0] for x in x_val])
-            rows[f"onnxruntime {method}"] = {**metrics(ref, got), "calib_seconds": round(seconds, 2),
-                                             "output_left_float": float_output(qp)}
+            rows[f"onnxruntime {method}"] = {**metrics(ref, got), "calib_seconds": round(seconds, 2)}
     return rows
 
 
@@ -313,8 +301,7 @@ def markdown(results) -> str:
                 agree = "" if r["top1_agreement"] is None else f"{r['top1_agreement']:.3f}"
                 note = (f"AdaRound {r['adaround_seconds']:.1f} s, kept on {r['adaround_layers']} layers"
                         if "adaround_seconds" in r else f"{r['layers_left_float']} conv/FC layers left in float"
-                        if r.get("layers_left_float") else f"model output left float ({r['output_left_float']})"
-                        if r.get("output_left_float") else "")
+                        if r.get("layers_left_float") else "")
                 lines.append(f"| {k} | {r['sqnr_db']:.2f} | {agree} | {r['calib_seconds']:.2f} | {note} |")
         lines.append("")
     return "\n".join(lines)

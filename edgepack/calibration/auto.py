@@ -32,7 +32,7 @@ import numpy as np
 from edgepack.input_batch import as_float32, as_torch
 from ..ir import Graph, QuantParams
 from ..ir.quant import params_from_range
-from .auto_rules import MIN_GAIN_DB, join_small_gains, least_clipping_of_the_best, output_db, try_group
+from .auto_rules import MIN_GAIN_DB, better, least_clipping_of_the_best, output_db
 from .observers import HistogramObserver, Observer
 from .output_error import db_or_none, ratio_to_db
 from . import scatter
@@ -104,7 +104,7 @@ class AutoChoice:
                         "it, the one clipping least); then per tensor group, "
                         "the candidates with the lowest int8 error at the output of the ops reading it are "
                         "tried (model outputs keep the starting method) and kept when the model output gains "
-                        f">= {MIN_GAIN_DB} dB (smaller significant gains: kept if they pass together); candidates clipping "
+                        f">= {MIN_GAIN_DB} dB; candidates clipping "
                         f"> {COLLAPSE_ENERGY:.0%} of a tensor's energy are collapsed and never chosen",
                 "scope": self.scope, "scored_on_samples": self.samples, "scored_held_out": self.held_out,
                 "methods_used": self.counts(), "output_sqnr_db": {k: db_or_none(v) for k, v in self.output_sqnr_db.items()},
@@ -267,7 +267,7 @@ def choose_ranges(graph: Graph, observers: dict[str, Observer], x: np.ndarray,
     current = {root: start for root in free}
     # 2. per group, in topological order: local scores rank the candidates; the best-ranked ones replace
     #    the current choice when the model output measures better with the other groups fixed
-    best_noise, small = start_noise, {}
+    best_noise = start_noise
     for root, group in free.items():
         ranked, record = scored[root]
         if set(group) & set(graph.outputs):
@@ -276,18 +276,15 @@ def choose_ranges(graph: Graph, observers: dict[str, Observer], x: np.ndarray,
             ranked = []
         # only candidates the local score ranks above the current choice are worth a model run
         above = ranked[:ranked.index(current[root])] if current[root] in ranked else ranked
-        best_noise = try_group(scorer, root, lambda label, g=group: _params(g, cands, label),
-                               above[:TRIES_PER_GROUP], current, best_noise, small, record)
+        for label in above[:TRIES_PER_GROUP]:
+            noise, env = scorer.trial(_params(group, cands, label))
+            if better(noise, best_noise):
+                record["output_gain_db"] = db_or_none(output_db(noise) - output_db(best_noise))
+                best_noise, current[root] = noise, label
+                scorer.accept(_params(group, cands, label), env)
         record["method"] = current[root]
         for t in group:
             choice.tensors[t] = record
-    joint = join_small_gains(scorer, [_params(free[root], cands, label) for root, label in small.items()], best_noise)
-    if joint is not None:  # small gains that passed together
-        best_noise = joint
-        for root, label in small.items():
-            current[root] = label
-            for t in free[root]:
-                choice.tensors[t].update(method=label, joint_gain=True)
     if held_out:  # the chosen methods read the statistics of every sample
         cands = _reread_with_scoring_samples(acts, observers, scorer, free, current)
     for root, group in members.items():
