@@ -10,7 +10,7 @@ import json
 import sys
 import time
 
-import common  # noqa: F401  (benchmarks' path setup)
+import common
 
 from bench_autoquant import load_model, metrics
 
@@ -47,6 +47,28 @@ def compare(name: str) -> dict:
     return rows
 
 
+def markdown(results: dict) -> str:
+    rows = []
+    for name, r in results.items():
+        a, b = r[f"stride {STRIDES[0]}"], r[f"stride {STRIDES[1]}"]
+        rows.append([name, r["held_out_samples"], f"{a['sqnr_db']:.2f}", f"{b['sqnr_db']:.2f}",
+                     f"{b['sqnr_db'] - a['sqnr_db']:+.2f}",
+                     a["top1_agreement"] and f"{a['top1_agreement']:.4f}",
+                     b["top1_agreement"] and f"{b['top1_agreement']:.4f}",
+                     "yes" if r["same ranges and bias deltas"] else "no", a["calib_seconds"], b["calib_seconds"]])
+    return ("# auto: local ranking on every 4th scoring sample vs all of them\n\n" + __doc__.split("\n\n")[0]
+            + "\n\n" + common.md_table(
+                ["model", "held-out", "SQNR dB (all)", "SQNR dB (every 4th)", "diff dB", "top-1 agr. (all)",
+                 "top-1 agr. (every 4th)", "same bytes", "calib s (all)", "calib s (every 4th)"], rows)
+            + "\n\nSeconds: one calibration each (workers 1), the stride-1 one first, on 2 cores shared with other "
+              "jobs: compare within a row only. Same bytes: the ranges and bias corrections are equal.\n")
+
+
 if __name__ == "__main__":
-    out = {name: compare(name) for name in sys.argv[1:]}
+    if sys.argv[1:2] == ["--from-json"]:  # tables from a saved run's output
+        out = json.loads(open(sys.argv[2]).read())
+    else:
+        out = {name: compare(name) for name in sys.argv[1:]}
     print(json.dumps(out, indent=1))
+    common.write_results("auto_ranking", {"machine": common.machine(), "strides": STRIDES, "models": out},
+                         markdown(out))
