@@ -41,14 +41,16 @@ def calibrate(s):
     else:
         s.samples = read_samples(s.calib, graph, cfg, limit=cfg.calib_limit)
         _warn_raw_bytes(graph, s.samples, cfg, report)
+    floats: dict = {}  # the float Gemm inputs the pool-form check computed, for the FC weight check
     with timed(s, "calibrate.pool_form"):
         graph, pools = choose_pool_forms(graph, s.samples.as_array()[:64] if s.samples is not None else None,
-                                         s.profile.global_pool, s.profile.supports("MEAN"), text)
+                                         s.profile.global_pool, s.profile.supports("MEAN"), text, floats)
     total = len(s.samples) if s.samples is not None else 0
     tick = (lambda n: s.progress("calibrating", n, total)) if s.progress else None
     opts = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
     with timed(s, "calibrate.fc_weights"):
-        fc = choose_fc_weights(graph, s.samples.as_array()[:64] if s.samples is not None else None)
+        fc = choose_fc_weights(graph, s.samples.as_array()[:64] if s.samples is not None else None,
+                               float_values=floats or None)
 
     def run(per_channel):
         per_tensor, s.rules = layer_rules(graph, cfg, per_channel)

@@ -44,12 +44,14 @@ def global_pools(graph: Graph) -> list[str]:
 
 
 def choose_pool_forms(graph: Graph, x: np.ndarray | None, prefer: str, mean_runs: bool = True,
-                      calibration_file: str | None = None) -> tuple[Graph, list[dict]]:
+                      calibration_file: str | None = None, float_values: dict | None = None) -> tuple[Graph, list[dict]]:
     """(graph with the chosen forms, one record per global pool). ``prefer``: the target's form; the
     other one is taken for a node only when the int8 output SQNR on ``x`` gains >= MIN_GAIN_DB.
     ``mean_runs``: the target has a MEAN kernel; ``calibration_file``: the text of a calibration.json whose
-    forms are reused (so the file gives the same model)."""
-    from .rewrite_check import int8_output_sqnr
+    forms are reused (so the file gives the same model). ``float_values``: a dict filled with the float
+    Gemm inputs and outputs on ``x[:MAX_SAMPLES]`` when they were computed (the FC weight check reuses them).
+    Both forms compute the same float values, so one float run serves every form scored."""
+    from .rewrite_check import FloatPass
 
     pools = global_pools(graph)
     if not pools:
@@ -62,15 +64,20 @@ def choose_pool_forms(graph: Graph, x: np.ndarray | None, prefer: str, mean_runs
         prefer, x = "average_pool", None
     other = FORMS[1 - FORMS.index(prefer)]
     chosen = set(pools) if prefer == "mean" else set()
-    records = []
+    records, floats, current_db = [], None, None
+    if x is not None and len(x):
+        floats = FloatPass(graph, np.asarray(x[:MAX_SAMPLES], np.float32))
+        if float_values is not None:
+            float_values.update(floats.values)
     for name in pools:
         record = {"node": name, "preferred": prefer, "form": prefer}
-        if x is not None and len(x):
-            x = np.asarray(x[:MAX_SAMPLES], np.float32)
+        if floats is not None:
             alt = chosen ^ {name}
-            db = {prefer: int8_output_sqnr(as_mean(graph, chosen), x), other: int8_output_sqnr(as_mean(graph, alt), x)}
+            if current_db is None:  # the forms chosen so far: scored by the previous pool's step
+                current_db = floats.int8_output_sqnr(as_mean(graph, chosen))
+            db = {prefer: current_db, other: floats.int8_output_sqnr(as_mean(graph, alt))}
             if db[other] >= db[prefer] + MIN_GAIN_DB:
-                chosen, record["form"] = alt, other
+                chosen, record["form"], current_db = alt, other, db[other]
             record["output_sqnr_db"] = {k: db_or_none(v) for k, v in db.items()}
         records.append(record)
     log.info("global average pools: %s", ", ".join(f"{r['node']} {r['form']}" for r in records))

@@ -29,19 +29,32 @@ def int8_output_sqnr(graph: Graph, x: np.ndarray, method: str = "minmax", **obse
     """Output SQNR (dB, worst output) of the fake-quantized int8 graph against the float graph on ``x``.
     One float run feeds the observers (``collect_ranges``' statistics), the FC weight choice and the
     reference outputs: the same numbers as three runs, in a third of the time."""
-    from ..ir.torch_exec import run
-
     x = as_float32(x[:MAX_SAMPLES])
-    observers = {t: make_observer(method, **observer_opts) for t in graph.activations()}
+    return FloatPass(graph, x, method, **observer_opts).int8_output_sqnr(graph)
 
-    def observe(name, value):
-        if name in observers:
-            observers[name].update(value.detach().numpy())
-    gemm_inputs = {n.inputs[0] for n in graph.nodes if n.op == "Gemm" and graph.const(n.inputs[1]) is not None}
-    ref = run(graph, [x], keep=sorted(gemm_inputs), observe=observe)
-    ranges = {t: tuple(float(v) for v in obs.range()) for t, obs in observers.items()}
-    rules = QuantRules(per_channel_nodes=choose_fc_weights(graph, x, float_values=ref).per_channel)
-    return quantized_output_sqnr(graph, quantize_graph(graph, ranges, rules), x, ref=ref)
+
+class FloatPass:
+    """One float run of ``graph`` on ``x``: the activation ranges (``method``), the FC weight choice and
+    the float outputs and Gemm inputs (``values``). ``int8_output_sqnr`` scores any graph computing the
+    same float values with the same tensor names (a global pool written as MEAN) without running float
+    again."""
+
+    def __init__(self, graph: Graph, x: np.ndarray, method: str = "minmax", **observer_opts):
+        from ..ir.torch_exec import run
+
+        self.x = x
+        observers = {t: make_observer(method, **observer_opts) for t in graph.activations()}
+
+        def observe(name, value):
+            if name in observers:
+                observers[name].update(value.detach().numpy())
+        gemm_inputs = {n.inputs[0] for n in graph.nodes if n.op == "Gemm" and graph.const(n.inputs[1]) is not None}
+        self.values = run(graph, [x], keep=sorted(gemm_inputs), observe=observe)
+        self.ranges = {t: tuple(float(v) for v in obs.range()) for t, obs in observers.items()}
+        self.rules = QuantRules(per_channel_nodes=choose_fc_weights(graph, x, float_values=self.values).per_channel)
+
+    def int8_output_sqnr(self, graph: Graph) -> float:
+        return quantized_output_sqnr(graph, quantize_graph(graph, self.ranges, self.rules), self.x, ref=self.values)
 
 
 @dataclass
