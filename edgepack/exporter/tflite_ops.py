@@ -113,7 +113,9 @@ def write_gemm(ctx, node):
     qp = ctx.g.tensors[w_name].quant
     wi, wq = ctx.weight(w_name, w, (0, 1), per_channel=qp is not None and qp.is_per_channel)
     b_name = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else f"{node.name}/bias"
-    bi = ctx.bias(b_name, ctx.g.const(b_name), w.shape[0], x, wq)
+    bias = ctx.g.const(b_name)
+    # no bias, or all zero: FULLY_CONNECTED's bias is optional (-1), one tensor fewer in the arena
+    bi = -1 if bias is None or not np.any(bias) else ctx.bias(b_name, bias, w.shape[0], x, wq)
     xi = ctx.input(x, identity(len(ctx.shape(x))))
     out = ctx.output(node.outputs[0])
     opts = tfl.FullyConnectedOptionsT(fusedActivationFunction=_fused(node), keepNumDims=False)
