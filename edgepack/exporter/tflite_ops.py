@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import UnsupportedOpError
 from ..ir import OPS, ops_where
 from ..ir.quant import QuantParams, params_from_range, quantize_array
-from .layout import NHWC, file_transpose_perm, identity, padding_plan, resize_flags, stored_axis, stored_shape
+from .layout import NHWC, file_transpose_perm, identity, padding_plan, resize_flags, stored_axis
 from .tflite_builder import (Activation, BuiltinOp, Options, Padding, TfliteExportError, same_params,
                              tfl)
 from .tflite_ops_conv import write_conv_transpose, write_grouped_conv
@@ -196,15 +196,6 @@ def write_reduce_mean(ctx, node):
            Options.ReducerOptions, tfl.ReducerOptionsT(keepDims=bool(node.attrs.get("keepdims", 1))))
 
 
-def write_reshape(ctx, node):
-    x, out_name = node.inputs[0], node.outputs[0]
-    xi = ctx.input(x, ctx.plan.reshape_input.get(node.name))  # the layout whose bytes the output keeps
-    target = stored_shape(ctx.shape(out_name), ctx.perm(out_name))
-    out = ctx.output(out_name)
-    ctx.op(BuiltinOp.RESHAPE, [xi, ctx.b.add_int32(f"{node.name}/shape", target)], [out],
-           Options.ReshapeOptions, tfl.ReshapeOptionsT(newShape=list(target)))
-
-
 def write_transpose(ctx, node):
     x, out_name = node.inputs[0], node.outputs[0]
     if node.name in ctx.plan.vanished:  # identity on the stored layouts: no operator at all
@@ -383,8 +374,8 @@ WRITERS = {
     "GlobalAveragePool": write_global_avg_pool, "ReduceMean": write_reduce_mean,
     **{op: write_plain for op in ops_where(plain_tflite=True)},  # Relu, Sigmoid, Tanh, HardSwish, ...
     "Clip": write_clip, "LeakyRelu": write_leaky_relu, "HardSigmoid": write_hard_sigmoid,
-    "Softmax": write_softmax, "Reshape": write_reshape, "Transpose": write_transpose,
+    "Softmax": write_softmax, "Transpose": write_transpose,
     "Pad": write_pad, "Resize": write_resize,
     "ConvTranspose": write_conv_transpose,
-    **SIMPLE_WRITERS,  # Gelu, Rsqrt, Slice, Pow, Neg, Min/Max: tflite_ops_simple.py
+    **SIMPLE_WRITERS,  # Reshape, Gelu, Rsqrt, Slice, Pow, Neg, Min/Max: tflite_ops_simple.py
 }
