@@ -25,8 +25,8 @@ def write_reshape(ctx, node):
 
 
 def _flattened_by_fc(ctx, node) -> bool:
-    """A Reshape to (N, K) read only as FULLY_CONNECTED inputs, whose input is already stored in the byte
-    order the Reshape reads (the pooled (N, C, 1, 1) before a Dense, as TFLiteConverter writes it)."""
+    """A Reshape to (N, K) of a pooled (N, C, 1, 1) read only as FULLY_CONNECTED inputs (as TFLiteConverter
+    writes a Dense after a global pool)."""
     x, out_name = node.inputs[0], node.outputs[0]
     shape, out_shape = ctx.shape(x), ctx.shape(out_name)
     readers = ctx.g.consumers(out_name)
@@ -34,9 +34,10 @@ def _flattened_by_fc(ctx, node) -> bool:
             or not readers or any(r.op != "Gemm" or r.inputs[0] != out_name or out_name in r.inputs[1:]
                                   for r in readers)):
         return False
-    want = ctx.plan.reshape_input.get(node.name) or ctx.perm(x)
-    kept = [[a for a in p if shape[a] != 1] for p in (ctx.perm(x), tuple(want))]
-    return kept[0] == kept[1] and (not ctx.int8 or ctx.quant(x) == ctx.quant(out_name))
+    # one axis beside the batch is not 1: every layout stores the same bytes (a Flatten of a feature map
+    # keeps its RESHAPE, as TFLiteConverter's files do)
+    return (sum(d != 1 for d in shape[1:]) == 1 and x not in ctx.g.inputs
+            and (not ctx.int8 or ctx.quant(x) == ctx.quant(out_name)))
 
 
 def write_gelu(ctx, node):
