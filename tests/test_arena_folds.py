@@ -119,3 +119,14 @@ def test_hard_sigmoid_folds_into_the_conv():
     assert [n.op for n in graph.nodes] == ["Conv", "Mul"]
     assert graph.nodes[0].activation == "Relu6"
     _float_equal(model, graph, _samples(4) * 4 - 2)
+
+
+def test_offline_plan_is_the_default_where_tflm_runs_the_file():
+    from edgepack.config import ExportConfig
+    from edgepack.targets.offline_plan import plan_offline
+    from edgepack.targets.profile import load_profile
+
+    default = ExportConfig().arena_plan
+    assert plan_offline(default, load_profile("stm32l4r5").runtime)  # TFLM honours the plan
+    assert not plan_offline(default, load_profile("phone-arm64").runtime)  # LiteRT ignores it
+    assert not plan_offline("runtime", "tflm") and plan_offline("offline", "litert")
