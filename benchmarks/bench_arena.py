@@ -1,6 +1,6 @@
 """TFLite Micro's real tensor arena of edgepack's int8 .tflite: the graph's operator order, the live-bytes
 order (exporter/schedule.py, what export writes when edgepack's arena estimate is lower), the same with the
-offline plan (--arena-plan offline), the lower bound of any plan, and for Keras models TFLiteConverter's file
+offline plan (--arena-plan offline; auto, the default, takes it on TFLM targets), the lower bound of any plan, and for Keras models TFLiteConverter's file
 of the same model (same calibration samples). The arena is measured by bisection on the tflite_micro wheel
 (targets/arena_probe.py).
 
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
             rows.append([name, arena["graph_order"], arena["chosen_order"], best, bound, conv, ratio,
                          "yes" if data[name]["order_changed"] else ""])
             print(rows[-1], flush=True)
-    table = md_table(["model", "graph order", "live-bytes order (default)", "+ offline plan", "lower bound",
+    table = md_table(["model", "graph order", "live-bytes order", "+ offline plan (default: TFLM targets)", "lower bound",
                       "TFLiteConverter", "offline / converter", "order changed"], rows)
     print(table)
     if args.quick:
@@ -106,7 +106,8 @@ def main(argv=None) -> int:
             "(targets/arena_probe.py); zoo models (tests/zoo.py) and Keras models (tests/keras_zoo.py, "
             "benchmarks/keras_models.py), 32 random calibration samples, minmax. The lower bound is the "
             "largest set of tensors alive at once (targets/memory.py). TFLiteConverter only for Keras "
-            f"models (it takes no PyTorch model).\n\n{table}\n\n    .venv/bin/python benchmarks/bench_arena.py\n")
+            "models (it takes no PyTorch model). The offline plan is what a TFLM target gets by default "
+            f"(--arena-plan auto).\n\n{table}\n\n    .venv/bin/python benchmarks/bench_arena.py\n")
     write_results("arena", {"machine": machine(), "models": data}, text)
     return 0
 

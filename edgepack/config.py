@@ -239,9 +239,10 @@ class ExportConfig:
                                    commands=("export", "validate"))
     io: str = setting("int8", "int8 .tflite input/output type (float adds QUANTIZE/DEQUANTIZE at the edges)",
                       choices=("int8", "float"))
-    arena_plan: str = setting("runtime", "TFLM tensor arena plan: runtime (TFLM's own planner) or offline "
-                              "(edgepack's plan stored in the .tflite, used only where it is smaller)",
-                              choices=("runtime", "offline"))
+    arena_plan: str = setting("auto", "TFLM tensor arena plan: runtime (TFLM's own planner), offline "
+                              "(edgepack's plan stored in the .tflite, used only where it is smaller) or auto "
+                              "(offline on targets whose runtime is TFLM, which honours it)",
+                              choices=("auto", "runtime", "offline"))
     onnx_activations: str = setting("uint8", "int8 ONNX activation storage (uint8: same values, faster on "
                                              "x86 onnxruntime)", choices=ONNX_ACTIVATIONS)
 

@@ -293,10 +293,12 @@ def _smallest_arena_tflite(qgraph: Graph, io: str) -> bytes:
 
 
 def _with_arena_plan(tflite: bytes, cfg) -> bytes:
-    """--arena-plan offline: edgepack's arena plan stored in the file (TFLM honours it; unchanged when TFLM's
-    own plan is already as small)."""
-    if cfg.arena_plan != "offline":
+    """--arena-plan offline (auto: on TFLM targets): edgepack's arena plan stored in the file (TFLM honours it;
+    unchanged when TFLM's own plan is already as small)."""
+    from .targets.offline_plan import add_offline_plan, plan_offline
+    from .targets.profile import load_profile
+
+    if not plan_offline(cfg.arena_plan, load_profile(cfg.target).runtime):
         return tflite
-    from .targets.offline_plan import add_offline_plan
 
     return add_offline_plan(tflite)

@@ -40,7 +40,8 @@ def test_undeclared_pass_is_refused():
 def test_the_pipeline_is_one_list_from_the_config():
     base = describe(build_pipeline(ExportConfig()))
     assert base == ["load: fuse_bias_add", "load: lift_1d", "load: remove_unused", "load: normalize_keras_graph",
-                    "cleanup: remove_identity", "cleanup: fold_batchnorm", "cleanup: decompose_layernorm",
+                    "cleanup: remove_identity", "cleanup: fold_batchnorm", "cleanup: fold_input_affine",
+                    "cleanup: fold_hard_sigmoid", "cleanup: decompose_layernorm",
                     "cleanup: fuse_activations", "cleanup: remove_dead"]
     full = describe(build_pipeline(ExportConfig(equalize=True, separable="auto", prune=0.5)))
     assert full == base + ["equalize: equalize", "shrink: separable_convs", "shrink: prune_channels"]

@@ -187,7 +187,7 @@ def test_channel_shuffle_is_one_transpose_between_two_reshapes():
     graph, qgraph, _, _ = quantized("shufflenet")
     assert graph.op_counts()["Transpose"] == 3  # three ShuffleUnits
     ops = read_tflite(to_tflite(qgraph, int8=True)).op_counts()
-    assert ops["TRANSPOSE"] == 3 and ops["RESHAPE"] == 2 * 3 + 1  # + the flatten before the classifier
+    assert ops["TRANSPOSE"] == 3 and ops["RESHAPE"] == 2 * 3  # the pooled flatten: FULLY_CONNECTED flattens itself
 
 
 def int8_tflm_and_float_accuracy(model, digits, out):

@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import UnsupportedOpError
 from ..ir import OPS, ops_where
 from ..ir.quant import QuantParams, params_from_range, quantize_array
-from .layout import NHWC, file_transpose_perm, identity, padding_plan, resize_flags, stored_axis, stored_shape
+from .layout import NHWC, file_transpose_perm, identity, padding_plan, resize_flags, stored_axis
 from .tflite_builder import (Activation, BuiltinOp, Options, Padding, TfliteExportError, same_params,
                              tfl)
 from .tflite_ops_conv import write_conv_transpose, write_grouped_conv
@@ -113,7 +113,9 @@ def write_gemm(ctx, node):
     qp = ctx.g.tensors[w_name].quant
     wi, wq = ctx.weight(w_name, w, (0, 1), per_channel=qp is not None and qp.is_per_channel)
     b_name = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else f"{node.name}/bias"
-    bi = ctx.bias(b_name, ctx.g.const(b_name), w.shape[0], x, wq)
+    bias = ctx.g.const(b_name)
+    # no bias, or all zero: FULLY_CONNECTED's bias is optional (-1), one tensor fewer in the arena
+    bi = -1 if bias is None or not np.any(bias) else ctx.bias(b_name, bias, w.shape[0], x, wq)
     xi = ctx.input(x, identity(len(ctx.shape(x))))
     out = ctx.output(node.outputs[0])
     opts = tfl.FullyConnectedOptionsT(fusedActivationFunction=_fused(node), keepNumDims=False)
@@ -192,15 +194,6 @@ def write_reduce_mean(ctx, node):
     out = ctx.output(node.outputs[0])
     ctx.op(BuiltinOp.MEAN, [xi, ctx.b.add_int32(f"{node.name}/axes", axes)], [out],
            Options.ReducerOptions, tfl.ReducerOptionsT(keepDims=bool(node.attrs.get("keepdims", 1))))
-
-
-def write_reshape(ctx, node):
-    x, out_name = node.inputs[0], node.outputs[0]
-    xi = ctx.input(x, ctx.plan.reshape_input.get(node.name))  # the layout whose bytes the output keeps
-    target = stored_shape(ctx.shape(out_name), ctx.perm(out_name))
-    out = ctx.output(out_name)
-    ctx.op(BuiltinOp.RESHAPE, [xi, ctx.b.add_int32(f"{node.name}/shape", target)], [out],
-           Options.ReshapeOptions, tfl.ReshapeOptionsT(newShape=list(target)))
 
 
 def write_transpose(ctx, node):
@@ -381,8 +374,8 @@ WRITERS = {
     "GlobalAveragePool": write_global_avg_pool, "ReduceMean": write_reduce_mean,
     **{op: write_plain for op in ops_where(plain_tflite=True)},  # Relu, Sigmoid, Tanh, HardSwish, ...
     "Clip": write_clip, "LeakyRelu": write_leaky_relu, "HardSigmoid": write_hard_sigmoid,
-    "Softmax": write_softmax, "Reshape": write_reshape, "Transpose": write_transpose,
+    "Softmax": write_softmax, "Transpose": write_transpose,
     "Pad": write_pad, "Resize": write_resize,
     "ConvTranspose": write_conv_transpose,
-    **SIMPLE_WRITERS,  # Gelu, Rsqrt, Slice, Pow, Neg, Min/Max: tflite_ops_simple.py
+    **SIMPLE_WRITERS,  # Reshape, Gelu, Rsqrt, Slice, Pow, Neg, Min/Max: tflite_ops_simple.py
 }

@@ -1,5 +1,6 @@
 """TFLite writers of the ops that map one IR op to one builtin with no weights (merged into
-``tflite_ops.WRITERS``): Gelu -> GELU (LiteRT has int8 and float kernels; TFLite Micro has none), Rsqrt ->
+``tflite_ops.WRITERS``): Reshape -> RESHAPE (none before a FULLY_CONNECTED, which flattens its
+input itself), Gelu -> GELU (LiteRT has int8 and float kernels; TFLite Micro has none), Rsqrt ->
 RSQRT (from the LayerNormalization lowering), Slice -> SLICE in the stored layout, Pow, Neg, Min/Max.
 LayerNormalization itself has no TFLite builtin: the pass ``passes.layernorm`` lowers it first.
 """
@@ -7,7 +8,36 @@ from __future__ import annotations
 
 import numpy as np
 
+from .layout import stored_shape
 from .tflite_builder import BuiltinOp, Options, same_params, tfl
+
+
+def write_reshape(ctx, node):
+    x, out_name = node.inputs[0], node.outputs[0]
+    if _flattened_by_fc(ctx, node):  # FULLY_CONNECTED flattens its input itself: no RESHAPE, no tensor
+        ctx.index[out_name] = ctx.index[x]
+        return
+    xi = ctx.input(x, ctx.plan.reshape_input.get(node.name))  # the layout whose bytes the output keeps
+    target = stored_shape(ctx.shape(out_name), ctx.perm(out_name))
+    out = ctx.output(out_name)
+    ctx.op(BuiltinOp.RESHAPE, [xi, ctx.b.add_int32(f"{node.name}/shape", target)], [out],
+           Options.ReshapeOptions, tfl.ReshapeOptionsT(newShape=list(target)))
+
+
+def _flattened_by_fc(ctx, node) -> bool:
+    """A Reshape to (N, K) of a pooled (N, C, 1, 1) read only as FULLY_CONNECTED inputs (as TFLiteConverter
+    writes a Dense after a global pool)."""
+    x, out_name = node.inputs[0], node.outputs[0]
+    shape, out_shape = ctx.shape(x), ctx.shape(out_name)
+    readers = ctx.g.consumers(out_name)
+    if (out_name in ctx.g.outputs or len(out_shape) != 2 or not shape or out_shape[0] != shape[0]
+            or not readers or any(r.op != "Gemm" or r.inputs[0] != out_name or out_name in r.inputs[1:]
+                                  for r in readers)):
+        return False
+    # one axis beside the batch is not 1: every layout stores the same bytes (a Flatten of a feature map
+    # keeps its RESHAPE, as TFLiteConverter's files do)
+    return (sum(d != 1 for d in shape[1:]) == 1 and x not in ctx.g.inputs
+            and (not ctx.int8 or ctx.quant(x) == ctx.quant(out_name)))
 
 
 def write_gelu(ctx, node):
@@ -78,7 +108,7 @@ def write_min_max(ctx, node):
     ctx.op(code, ins, [ctx.output(out_name)], Options.MaximumMinimumOptions, tfl.MaximumMinimumOptionsT())
 
 
-SIMPLE_WRITERS = {"Gelu": write_gelu, "Rsqrt": write_rsqrt,
+SIMPLE_WRITERS = {"Reshape": write_reshape, "Gelu": write_gelu, "Rsqrt": write_rsqrt,
                   "Slice": write_slice, "Pow": write_pow, "Neg": write_neg, "Max": write_min_max, "Min": write_min_max}
 LOWERED_FIRST = {
     "LayerNormalization": "no TFLite builtin: passes.decompose_layernorm lowers it to "

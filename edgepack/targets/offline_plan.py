@@ -39,12 +39,21 @@ def best_offline_plan(model_bytes: bytes) -> tuple[dict[int, int], int]:
     return best or {}, best_size or 0
 
 
+def plan_offline(arena_plan: str, runtime: str) -> bool:
+    """Whether ``--arena-plan`` asks for the offline plan on a target whose runtime is ``runtime``: auto
+    only where TFLM runs the file (LiteRT ignores the metadata; it would only cost export time)."""
+    return arena_plan == "offline" or (arena_plan == "auto" and runtime == "tflm")
+
+
 def add_offline_plan(model_bytes: bytes) -> bytes:
     """The model with an "OfflineMemoryAllocation" plan that needs a smaller TFLM arena, or the model
     itself when TFLM's own plan is already as small as ours."""
     data = bytes(model_bytes)
+    estimate = estimate_memory(data)
+    if estimate.planned_bytes <= estimate.lower_bound_bytes:  # TFLM's plan is already optimal: no search
+        return data
     offsets, size = best_offline_plan(data)
-    if size >= estimate_memory(data).planned_bytes:
+    if size >= estimate.planned_bytes:
         return data
     n_tensors = len(read_tflite(data).tensors)
     words = [_VERSION, 0, n_tensors] + [offsets.get(i, -1) for i in range(n_tensors)]
