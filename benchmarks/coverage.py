@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from coverage_hf import HF_INPUTS  # noqa: E402
-from coverage_own import OWN, OWN_INPUT  # noqa: E402
+from coverage_own import OWN, OWN_INPUT, ROWS_INPUT, TRAINED  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parents[1]
@@ -52,9 +52,10 @@ def _build(name: str, size: int, hf_dir: str | None):
 
     rng = np.random.default_rng(0)
     if name in OWN:
-        model, shape = OWN[name]()
+        model, shape, calib = OWN[name]()
         params = model.count_params() if hasattr(model, "count_params") else sum(p.numel() for p in model.parameters())
-        return model, rng.normal(0, 1, (OWN_CALIB, *shape[1:])).astype(np.float32), int(params)
+        x = calib if calib is not None else rng.normal(0, 1, (OWN_CALIB, *shape[1:])).astype(np.float32)
+        return model, x, int(params)
     if name.startswith("hf-"):
         meta = json.loads((Path(hf_dir) / "index.json").read_text())[name]
         if "reason" in meta:
@@ -92,7 +93,7 @@ def run_one(name: str, size: int, target: str, hf_dir: str | None = None) -> dic
 def _input(name: str, size: int) -> str:
     if name in FAMILIES:
         return f"{size}x{size}x3"
-    shape = HF_INPUTS[name] if name in HF_INPUTS else OWN_INPUT
+    shape = HF_INPUTS[name] if name in HF_INPUTS else ROWS_INPUT if name in TRAINED else OWN_INPUT
     return "x".join(map(str, shape[1:]))
 
 
