@@ -164,7 +164,9 @@ def write(rows: list[dict], timeout: int, names: dict[str, int], hf_note: str | 
              "(`coverage_own.py`), and `transformers` vision/audio models built from small configs "
              "(`coverage_hf.py`, written to ONNX in a venv that has transformers, fed to edgepack as .onnx). "
              "Random weights (seeded), minmax calibration on a few random samples (`samples`: calibration, "
-             "validation; uniform [0, 1) images, N(0, 1) otherwise). SQNR is the int8 output against the float "
+             "validation; uniform [0, 1) images, N(0, 1) otherwise), except the own LSTM/GRU keyword spotters "
+             "(input 8x8): briefly trained on digits rows (seeded), calibrated and validated on training rows, "
+             "as a user ships them. SQNR is the int8 output against the float "
              "model (ONNX on onnxruntime). MCU profile stm32h7a3 (TFLite Micro + LiteRT reference kernels); "
              f"`host` where the MCU run ran out of memory. Per-model timeout {timeout} s."
              + (f" {hf_note}." if hf_note else ""), "",
