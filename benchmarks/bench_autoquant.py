@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import RESULTS
+from common import RESULTS, digits_test_split_like
 
 ZOO = ("plain_cnn", "resnet", "mobilenet_v2", "mobilenet_v3", "gap_head", "mobilenet_v1", "ds_cnn")
 ISSUE_LIKE = ("outlier_mlp", "spiky_mlp")
@@ -55,22 +55,7 @@ def load_model(name):
         return autoquant_models.build(name)[:4]
     model, shape = trained(name)
     x = zoo.digits_like(shape, 1500)  # the digits' training split (1437): the first 1000 trained the model
-    return model, shape, x[1000:1300], np.concatenate([x[1300:], _test_digits_like(shape)])
-
-
-def _test_digits_like(shape):
-    """The digits' test split shaped as zoo.digits_like shapes the training split."""
-    import torch
-    import torch.nn.functional as F
-
-    from edgepack.demo import digits_split
-
-    x = digits_split()[2]
-    if len(shape) == 2:
-        return x.reshape(len(x), -1)
-    size = tuple(shape[-2:]) if len(shape) == 4 else (shape[1], shape[2])
-    x = F.interpolate(torch.from_numpy(x), size=size, mode="bilinear", align_corners=False).numpy()
-    return x if len(shape) == 4 else x[:, 0]
+    return model, shape, x[1000:1300], np.concatenate([x[1300:], digits_test_split_like(shape)])
 
 
 def metrics(ref: np.ndarray, got: np.ndarray) -> dict:

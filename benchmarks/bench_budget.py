@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import RESULTS
+from common import RESULTS, digits_test_split_like
 
 TRAIN = 1000  # test_zoo_coverage.TRAIN: the digits the models trained on (and calibrate on here)
 
@@ -33,21 +33,6 @@ def classifiers() -> list[str]:
     from test_zoo_coverage import DENSE
 
     return [n for n in zoo.ZOO_NAMES if n not in DENSE]
-
-
-def test_split_like(shape) -> np.ndarray:
-    """The 360 test-split digits shaped for a zoo input, as zoo.digits_like shapes the training split."""
-    import torch
-    import torch.nn.functional as F
-
-    from edgepack.demo import digits_split
-
-    x = digits_split()[2]
-    if len(shape) == 2:
-        return x.reshape(len(x), -1)
-    size = tuple(shape[-2:]) if len(shape) == 4 else (shape[1], shape[2])
-    x = F.interpolate(torch.from_numpy(x), size=size, mode="bilinear", align_corners=False).numpy()
-    return x if len(shape) == 4 else x[:, 0]
 
 
 def one(name: str, budget: str, target: str) -> dict:
@@ -61,7 +46,7 @@ def one(name: str, budget: str, target: str) -> dict:
     torch.set_num_threads(1)
     model, shape = trained(name)
     x = zoo.digits_like(shape, 1437)
-    x_test = test_split_like(shape)
+    x_test = digits_test_split_like(shape)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "o"
         t0 = time.perf_counter()

@@ -107,3 +107,18 @@ def write_results(stem: str, data: dict, markdown: str) -> tuple[Path, Path]:
         tmp.write_text(text)
         tmp.replace(path)
     return paths
+
+
+def digits_test_split_like(shape):
+    """The 360 test-split digits shaped for a zoo input, as zoo.digits_like shapes the training split."""
+    import torch
+    import torch.nn.functional as F
+
+    from edgepack.demo import digits_split
+
+    x = digits_split()[2]
+    if len(shape) == 2:
+        return x.reshape(len(x), -1)
+    size = tuple(shape[-2:]) if len(shape) == 4 else (shape[1], shape[2])
+    x = F.interpolate(torch.from_numpy(x), size=size, mode="bilinear", align_corners=False).numpy()
+    return x if len(shape) == 4 else x[:, 0]
