@@ -39,13 +39,16 @@ FROM_ONNX = {
               "Div(a, Sqrt(b)) (as a * Rsqrt(b))"],
     "Softmax": ["Softmax"],
     "Reshape": ["Reshape", "Flatten", "Squeeze", "Unsqueeze"], "Transpose": ["Transpose"], "Pad": ["Pad"],
-    "Resize": ["Resize", "Reshape + Tile + Reshape (a nearest upsampling by repeats)"], "Identity": ["Identity", "Cast (to float32)"], "Dropout": ["Dropout"],
+    "Resize": ["Resize", "Reshape + Tile + Reshape (a nearest upsampling by repeats)"],
+    "Identity": ["Identity", "Cast (to float32)", "Expand (to a constant shape: Identity, or Mul by ones)"],
+    "Dropout": ["Dropout"],
     "BatchNormalization": ["BatchNormalization"],
     "Slice": ["Slice (step 1, constant starts/ends)", "Split", "Gather (constant indices)"],
     "Pow": ["Pow (constant exponent)"], "Max": ["Max"], "Min": ["Min"],
     "Log": ["Log", "Softplus (as Relu(x) + Log(1 + Exp(-Abs(x))))"],
     "LayerNormalization": ["LayerNormalization (opset 17)", "ReduceMean, Sub, Pow/Mul, ReduceMean, Add, Sqrt + Div "
-                           "or 1/sqrt + Mul, [Mul, Add] (a decomposed LayerNorm: paddle2onnx, tf2onnx)"],
+                           "or 1/sqrt + Mul, [Mul, Add] (a decomposed LayerNorm: paddle2onnx, tf2onnx)",
+                           "InstanceNormalization (as LayerNormalization over the spatial axes + per-channel Mul, Add)"],
 }
 NOT_FROM_ONNX: dict[str, str] = {}  # IR op -> why no ONNX op maps to it (none at present)
 
