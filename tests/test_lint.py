@@ -108,10 +108,14 @@ def test_batchnorm_at_the_input_is_flagged_folded_or_not():
     g = make_graph({"x": (1, 2, 6, 6)}, [("BatchNormalization", ["x", "g", "b", "m", "v"], "n", {}, "in_bn"),
                                          ("Conv", ["n", "w"], "y", CONV)], bn)
     assert one(lint_graph(g), "input-normalisation").node == "in_bn"
-    model = nn.Sequential(nn.BatchNorm2d(2), nn.Conv2d(2, 3, 3)).eval()  # lowered to Mul + Add by load()
+    # before a padded conv load() lowers it to Mul + Add (the Add cannot fold: the padding would see it)
+    model = nn.Sequential(nn.BatchNorm2d(2), nn.Conv2d(2, 3, 3, padding=1)).eval()
     lowered = edgepack.load(model, input_shape=(1, 2, 6, 6))
     f = one(lint_graph(lowered), "input-normalisation")
     assert "Mul" in f.message and "Add" in f.message
+    # before an unpadded conv the cleanup folds it into the conv: nothing left to flag
+    folded = edgepack.load(nn.Sequential(nn.BatchNorm2d(2), nn.Conv2d(2, 3, 3)).eval(), input_shape=(1, 2, 6, 6))
+    assert [n.op for n in folded.nodes] == ["Conv"] and not only(lint_graph(folded), "input-normalisation")
 
 
 def test_large_maxpool_suggests_an_exact_cascade_of_3x3_pools():

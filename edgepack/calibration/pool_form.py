@@ -109,7 +109,11 @@ def forms_from_file(graph: Graph, text: str) -> Graph:
     mean = set()
     for node in graph.nodes:
         if node.op == "GlobalAveragePool":
-            a, b = tensors.get(node.inputs[0], {}), tensors.get(node.outputs[0], {})
+            out = node.outputs[0]
+            if out not in tensors:  # a MEAN that absorbed its reshape to (N, C) wrote the reader's output
+                readers = graph.consumers(out)
+                out = readers[0].outputs[0] if len(readers) == 1 and readers[0].op in ("Reshape", "Flatten") else out
+            a, b = tensors.get(node.inputs[0], {}), tensors.get(out, {})
             if a.get("scale") is not None and b.get("scale") is not None and a["scale"] != b["scale"]:
                 mean.add(node.name)
     return as_mean(graph, mean)
